@@ -1,0 +1,5 @@
+import sys
+
+from fpmon.cli import main
+
+sys.exit(main())

@@ -1,0 +1,207 @@
+"""Hugging Face transformers engine: static batches, prefill then KV-cached decode.
+
+Probes cost almost nothing: post-RoPE keys are read from the KV cache once at the end of the
+batch (they are written there anyway), the final hidden state comes from one hook on the final
+norm, top-k from logits the model already returned. Everything stays on the device until one
+copy at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from fpmon.engines.base import BatchRequest, BatchResult, ProbeSpec, RowResult
+from fpmon.errors import FpmonError
+from fpmon.models import LoadedModel, load_model
+from fpmon.progress import Progress
+from fpmon.records import HIDDEN_PROBE, TOPK_IDS, TOPK_VALUES, key_probe
+from fpmon.setups import Setup
+from fpmon.tensors import Blob
+
+SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
+
+
+def _sdpa_context(backend: str) -> AbstractContextManager[Any]:
+    if backend == "default":
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    table = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    return sdpa_kernel([table[backend]])
+
+
+class HFEngine:
+    def __init__(self, model: str | LoadedModel, *, dtype: str = "bfloat16", attn_impl: str = "sdpa",
+                 device: str = "cpu", compiled: bool = False, sdpa_backend: str = "default",
+                 progress: Progress | None = None) -> None:
+        import transformers
+
+        if sdpa_backend not in SDPA_BACKENDS:
+            raise FpmonError(f"unknown sdpa backend {sdpa_backend!r}: use {', '.join(SDPA_BACKENDS)}")
+        if sdpa_backend != "default" and attn_impl != "sdpa":
+            raise FpmonError("an sdpa backend only applies with --attn sdpa")
+        self.loaded = model if isinstance(model, LoadedModel) else load_model(
+            model, dtype, attn_impl, device, progress)
+        self.device = torch.device(device)
+        self.model_name = self.loaded.name
+        self.weights_digest = self.loaded.weights_digest
+        self.num_layers = self.loaded.num_layers
+        self.max_positions = self.loaded.max_positions
+        self.vocab_limit = int(len(self.loaded.tokenizer))
+        tok = self.loaded.tokenizer
+        self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
+        self.sdpa_backend = sdpa_backend
+        gpu = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else ""
+        self.setup = Setup(
+            engine="hf",
+            engine_version=transformers.__version__,
+            torch_version=torch.__version__,
+            cuda_version=torch.version.cuda or "",
+            device=self.device.type,
+            gpu_name=gpu,
+            dtype=str(self.loaded.model.dtype).removeprefix("torch."),
+            attn_impl=self.loaded.model.config._attn_implementation,
+            sdpa_backend=sdpa_backend,
+            compiled=compiled,
+        )
+        self._forward = torch.compile(self.loaded.model) if compiled else self.loaded.model
+        # One persistent hook on the final norm: the final hidden state is its output.
+        self._hidden_sink: list[torch.Tensor] | None = None
+        self._probe_index: torch.Tensor | None = None
+        self.loaded.model.model.norm.register_forward_hook(self._on_final_norm)
+
+    def _on_final_norm(self, _module: Any, _args: Any, out: torch.Tensor) -> None:
+        if self._hidden_sink is not None:
+            self._hidden_sink.append(out[self._probe_index, -1, :].clone())
+
+    def encode(self, text: str) -> list[int]:
+        return [int(x) for x in self.loaded.tokenizer(text)["input_ids"]]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.loaded.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def check_request(self, req: BatchRequest) -> None:
+        if not req.rows or any(not r for r in req.rows):
+            raise FpmonError("empty prompt: give at least one token of text")
+        longest = max(len(r) for r in req.rows)
+        if longest + req.decode_steps + 1 > self.max_positions:
+            raise FpmonError(
+                f"prompt of {longest} tokens plus {req.decode_steps} decode steps exceeds the "
+                f"model's context of {self.max_positions} positions: shorten the prompt or "
+                f"lower --decode-steps"
+            )
+        if req.probes:
+            bad = [x for x in req.probes.layers if not 0 <= x < self.num_layers]
+            if bad:
+                raise FpmonError(
+                    f"layer {bad[0]} is out of range: this model has layers 0 to "
+                    f"{self.num_layers - 1}"
+                )
+        for r in req.probe_rows:
+            if not 0 <= r < len(req.rows):
+                raise FpmonError(f"probe row {r} is outside a batch of {len(req.rows)}")
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.inference_mode()
+    def run_batch(self, req: BatchRequest) -> BatchResult:
+        from transformers import DynamicCache
+
+        self.check_request(req)
+        model = self.loaded.model
+        dev = self.device
+        lengths = [len(r) for r in req.rows]
+        width = max(lengths)
+        batch = len(req.rows)
+        ids = torch.tensor([[self.pad_id] * (width - n) + r for r, n in zip(req.rows, lengths,
+                                                                            strict=True)],
+                           device=dev)
+        # Equal lengths run without a mask (the kernel path an unpadded batch takes); ragged
+        # batches are left-padded with a mask. Prover and verifier both derive this from shape.
+        ragged = len(set(lengths)) > 1
+        mask = None
+        pos = None
+        if ragged:
+            mask = torch.tensor([[0] * (width - n) + [1] * n for n in lengths], device=dev)
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        probes = req.probes
+        probe_idx = torch.tensor(req.probe_rows, device=dev, dtype=torch.long)
+        self._probe_index = probe_idx
+        self._hidden_sink = [] if probes and probes.hidden else None
+        top_vals: list[torch.Tensor] = []
+        top_ids: list[torch.Tensor] = []
+        forced = None
+        if req.forced is not None:
+            forced = req.forced
+        cache = DynamicCache(config=model.config)
+        steps: list[torch.Tensor] = []
+
+        def after_forward(logits: torch.Tensor, step: int) -> torch.Tensor:
+            last = logits[:, -1, :]
+            if probes and probes.logits:
+                v, i = torch.topk(last[probe_idx], probes.topk, dim=-1)
+                top_vals.append(v)
+                top_ids.append(i)
+            nxt = last.argmax(dim=-1)
+            if forced is not None:
+                for r, row in enumerate(forced):
+                    if row is not None:
+                        nxt[r] = row[step]
+            return nxt
+
+        try:
+            with _sdpa_context(self.sdpa_backend):
+                self._sync()
+                t0 = time.perf_counter()
+                out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                nxt = after_forward(out.logits, 0)
+                steps.append(nxt)
+                self._sync()
+                t1 = time.perf_counter()
+                for s in range(1, req.decode_steps + 1):
+                    if mask is not None:
+                        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
+                        pos = pos[:, -1:] + 1
+                    out = self._forward(input_ids=nxt[:, None], attention_mask=mask,
+                                        position_ids=pos, past_key_values=cache, use_cache=True,
+                                        logits_to_keep=1)
+                    nxt = after_forward(out.logits, s)
+                    steps.append(nxt)
+                self._sync()
+                t2 = time.perf_counter()
+        finally:
+            hidden = self._hidden_sink
+            self._hidden_sink = None
+
+        # One copy off the device, at the end.
+        tokens = torch.stack(steps, dim=1).cpu().tolist()
+        rows: dict[int, RowResult] = {ri: RowResult(tokens[ri]) for ri in req.probe_rows}
+        if probes:
+            stacked: dict[str, torch.Tensor] = {}
+            if probes.keys:
+                for layer in probes.layers:
+                    k = cache.layers[layer].keys[probe_idx, :, width - 1:, :]
+                    stacked[key_probe(layer)] = k.permute(0, 2, 1, 3).flatten(2)
+            if hidden:
+                stacked[HIDDEN_PROBE] = torch.stack(hidden, dim=1)
+            if top_vals:
+                stacked[TOPK_VALUES] = torch.stack(top_vals, dim=1)
+                stacked[TOPK_IDS] = torch.stack(top_ids, dim=1)
+            host = {name: t.cpu() for name, t in stacked.items()}
+            for j, ri in enumerate(req.probe_rows):
+                rows[ri].probes = {name: Blob.from_torch(t[j]) for name, t in host.items()}
+        schedule = {"kind": "static", "row_lengths": lengths, "decode_steps": req.decode_steps,
+                    "padding": "left" if ragged else "none"}
+        return BatchResult(rows, schedule, t1 - t0, t2 - t1, tokens)

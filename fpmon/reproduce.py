@@ -1,0 +1,59 @@
+"""Faithful replay of one record: same batch shape, request in its slot, teacher-forced decode.
+
+The verifier and the lab both call this, with the same probe code the prover ran.
+"""
+
+from __future__ import annotations
+
+from fpmon.capture import record_from_row
+from fpmon.engines.base import BatchRequest, Engine, ProbeSpec
+from fpmon.engines.batching import build_rows
+from fpmon.errors import FpmonError
+from fpmon.records import HIDDEN_PROBE, TOPK_IDS, Record
+
+
+def replay_record(engine: Engine, record: Record, *, batch_size: int | None = None,
+                  slot: int | None = None, co_batched: dict[int, list[int]] | None = None,
+                  ) -> Record:
+    """Replay `record` on `engine`. batch_size/slot override the declared shape (attribution)."""
+    if record.weights_digest != engine.weights_digest:
+        raise FpmonError(
+            f"record was made with weights {record.weights_digest[:12]}…, the engine holds "
+            f"{engine.weights_digest[:12]}…: load the model the record names ({record.model})"
+        )
+    sched = record.schedule
+    if sched.get("kind") != "static":
+        raise FpmonError(f"cannot rebuild a {sched.get('kind')!r} schedule with this engine")
+    declared_bs = record.setup.batch_size
+    bs = batch_size or declared_bs
+    sl = record.setup.slot if slot is None else slot
+    lengths = list(sched.get("row_lengths") or [len(record.prompt_ids)] * declared_bs)
+    if len(lengths) != declared_bs or lengths[record.setup.slot] != len(record.prompt_ids):
+        raise FpmonError("record's schedule does not match its declared batch: cannot rebuild it")
+    if bs != declared_bs or sl != record.setup.slot:
+        lengths = [len(record.prompt_ids)] * bs
+    rows = build_rows(record.prompt_ids, bs, sl, engine.vocab_limit, lengths)
+    for r, ids in (co_batched or {}).items():
+        if r != sl and r < bs and len(ids) == lengths[r]:
+            rows[r] = list(ids)
+    steps = int(sched.get("decode_steps", len(record.output_ids) - 1))
+    probes = probe_spec_of(record)
+    forced: list[list[int] | None] = [None] * bs
+    forced[sl] = list(record.output_ids)
+    result = engine.run_batch(BatchRequest(rows=rows, decode_steps=steps, probe_rows=[sl],
+                                           probes=probes, forced=forced))
+    return record_from_row(engine, result, sl, record.prompt_ids, probes, node=record.node,
+                           seq=record.seq, request_id=record.request_id,
+                           t_start=record.t_start, t_end=record.t_end)
+
+
+def probe_spec_of(record: Record) -> ProbeSpec:
+    """The probe spec that produced `record`, so a replay extracts exactly the same tensors."""
+    top = record.probes.get(TOPK_IDS)
+    return ProbeSpec(
+        tuple(record.layers),
+        topk=top.shape[-1] if top is not None else 8,
+        keys=any(name.startswith("keys.") for name in record.probes),
+        hidden=HIDDEN_PROBE in record.probes,
+        logits=top is not None,
+    )

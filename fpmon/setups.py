@@ -1,0 +1,99 @@
+"""The declared setup: every dimension that leaves its own rounding pattern in activations."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+DTYPES = ("bfloat16", "float16", "float32")
+ATTN_IMPLS = ("eager", "sdpa")
+ENGINES = ("hf", "vllm")
+
+# Fields that say *what computation ran*. Changing any of them may change the numerics, so a
+# replay must reproduce them; attribution names a mismatch by one of these.
+NUMERIC_FIELDS = (
+    "engine",
+    "engine_version",
+    "torch_version",
+    "cuda_version",
+    "gpu_name",
+    "dtype",
+    "attn_impl",
+    "sdpa_backend",
+    "compiled",
+    "batch_size",
+    "tp",
+    "pp",
+    "quantization",
+)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a node declares it ran for one request (and what a replay reproduces)."""
+
+    engine: str = "hf"
+    engine_version: str = ""
+    torch_version: str = ""
+    cuda_version: str = ""
+    device: str = "cpu"
+    gpu_name: str = ""
+    dtype: str = "bfloat16"
+    attn_impl: str = "sdpa"
+    sdpa_backend: str = "default"
+    compiled: bool = False
+    batch_size: int = 1
+    slot: int = 0
+    tp: int = 1
+    pp: int = 1
+    quantization: str = "none"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise ValueError(
+                f"attention implementation must be one of {', '.join(ATTN_IMPLS)}, "
+                f"got {self.attn_impl!r}"
+            )
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not 0 <= self.slot < self.batch_size:
+            raise ValueError(
+                f"slot {self.slot} is outside a batch of {self.batch_size}: "
+                f"use a slot from 0 to {self.batch_size - 1}"
+            )
+
+    def to_map(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_map(cls, m: dict[str, Any]) -> Setup:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(m) - names
+        if unknown:
+            raise ValueError(f"unknown setup fields: {', '.join(sorted(unknown))}")
+        return cls(**m)
+
+    def replace(self, **changes: Any) -> Setup:
+        return dataclasses.replace(self, **changes)
+
+    def numeric_diff(self, other: Setup) -> list[str]:
+        """Names of numerics-relevant fields that differ (the vocabulary of attribution)."""
+        return [f for f in NUMERIC_FIELDS if getattr(self, f) != getattr(other, f)]
+
+    def summary(self) -> str:
+        parts = [
+            self.engine,
+            self.dtype,
+            self.attn_impl,
+            f"bs{self.batch_size}@{self.slot}",
+            "compiled" if self.compiled else "eager-mode",
+        ]
+        if self.quantization != "none":
+            parts.append(self.quantization)
+        if self.gpu_name:
+            parts.append(self.gpu_name)
+        return " ".join(parts)
