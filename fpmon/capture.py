@@ -17,9 +17,19 @@ from fpmon.progress import Progress
 from fpmon.records import Record
 
 
-def record_from_row(engine: Engine, result: BatchResult, row: int, prompt_ids: list[int],
-                    probes: ProbeSpec, *, node: str, seq: int, request_id: str,
-                    t_start: float, t_end: float) -> Record:
+def record_from_row(
+    engine: Engine,
+    result: BatchResult,
+    row: int,
+    prompt_ids: list[int],
+    probes: ProbeSpec,
+    *,
+    node: str,
+    seq: int,
+    request_id: str,
+    t_start: float,
+    t_end: float,
+) -> Record:
     batch = len(result.schedule["row_lengths"])
     return Record(
         node=node,
@@ -39,9 +49,17 @@ def record_from_row(engine: Engine, result: BatchResult, row: int, prompt_ids: l
     )
 
 
-def capture_prompts(engine: Engine, prompts: Sequence[str], *, batch_size: int = 1, slot: int = 0,
-                    decode_steps: int = 16, probes: ProbeSpec, node: str = "local",
-                    progress: Progress | None = None) -> list[Record]:
+def capture_prompts(
+    engine: Engine,
+    prompts: Sequence[str],
+    *,
+    batch_size: int = 1,
+    slot: int = 0,
+    decode_steps: int = 16,
+    probes: ProbeSpec,
+    node: str = "local",
+    progress: Progress | None = None,
+) -> list[Record]:
     if not 0 <= slot < batch_size:
         raise FpmonError(
             f"--slot {slot} is outside a batch of {batch_size}: use 0 to {batch_size - 1}"
@@ -58,9 +76,20 @@ def capture_prompts(engine: Engine, prompts: Sequence[str], *, batch_size: int =
         result = engine.run_batch(
             BatchRequest(rows=rows, decode_steps=decode_steps, probe_rows=[slot], probes=probes)
         )
-        records.append(record_from_row(engine, result, slot, ids, probes, node=node, seq=i,
-                                       request_id=uuid.uuid4().hex, t_start=t0,
-                                       t_end=time.time()))
+        records.append(
+            record_from_row(
+                engine,
+                result,
+                slot,
+                ids,
+                probes,
+                node=node,
+                seq=i,
+                request_id=uuid.uuid4().hex,
+                t_start=t0,
+                t_end=time.time(),
+            )
+        )
         if progress:
             progress.update(i + 1, len(prompts), "capturing")
     return records

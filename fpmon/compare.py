@@ -37,8 +37,11 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def to_map(self) -> dict[str, Any]:
-        return {"identical": self.identical, "notes": self.notes,
-                "probes": [asdict(p) | {"layer": p.layer} for p in self.probes]}
+        return {
+            "identical": self.identical,
+            "notes": self.notes,
+            "probes": [asdict(p) | {"layer": p.layer} for p in self.probes],
+        }
 
     def differing(self) -> list[ProbeDiff]:
         return [p for p in self.probes if not p.identical]
@@ -81,8 +84,10 @@ def diff_blobs(name: str, a: Blob, b: Blob) -> ProbeDiff:
         n_diff = int(np.count_nonzero(fa != fb))
     da = d.reshape(d.shape[0], -1) if d.ndim > 1 else d.reshape(-1, 1)
     fr = fb.reshape(da.shape)
-    per = [float(np.linalg.norm(x) / max(np.linalg.norm(y), 1e-30)) for x, y in zip(da, fr,
-                                                                                    strict=True)]
+    per = [
+        float(np.linalg.norm(x) / max(np.linalg.norm(y), 1e-30))
+        for x, y in zip(da, fr, strict=True)
+    ]
     return ProbeDiff(name, False, l2, rel, ulp, n_diff, n, per)
 
 
@@ -98,8 +103,10 @@ def compare_records(a: Record, b: Record) -> Comparison:
         )
     notes = []
     if a.output_ids != b.output_ids:
-        first = next((i for i, (x, y) in enumerate(zip(a.output_ids, b.output_ids, strict=False))
-                      if x != y), min(len(a.output_ids), len(b.output_ids)))
+        first = next(
+            (i for i, (x, y) in enumerate(zip(a.output_ids, b.output_ids, strict=False)) if x != y),
+            min(len(a.output_ids), len(b.output_ids)),
+        )
         notes.append(
             f"greedy outputs diverge at token {first}: later decode positions compare different "
             "text, not only rounding (replay teacher-forced to compare like with like)"
@@ -110,6 +117,8 @@ def compare_records(a: Record, b: Record) -> Comparison:
             f"probes {', '.join(missing)} exist in only one fingerprint: capture both with the "
             "same --layers"
         )
-    diffs = [diff_blobs(name, a.probes[name], b.probes[name])
-             for name in sorted(a.probes, key=_probe_order)]
+    diffs = [
+        diff_blobs(name, a.probes[name], b.probes[name])
+        for name in sorted(a.probes, key=_probe_order)
+    ]
     return Comparison(all(p.identical for p in diffs), diffs, notes)

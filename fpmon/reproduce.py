@@ -12,9 +12,14 @@ from fpmon.errors import FpmonError
 from fpmon.records import HIDDEN_PROBE, TOPK_IDS, Record
 
 
-def replay_record(engine: Engine, record: Record, *, batch_size: int | None = None,
-                  slot: int | None = None, co_batched: dict[int, list[int]] | None = None,
-                  ) -> Record:
+def replay_record(
+    engine: Engine,
+    record: Record,
+    *,
+    batch_size: int | None = None,
+    slot: int | None = None,
+    co_batched: dict[int, list[int]] | None = None,
+) -> Record:
     """Replay `record` on `engine`. batch_size/slot override the declared shape (attribution)."""
     if record.weights_digest != engine.weights_digest:
         raise FpmonError(
@@ -40,11 +45,21 @@ def replay_record(engine: Engine, record: Record, *, batch_size: int | None = No
     probes = probe_spec_of(record)
     forced: list[list[int] | None] = [None] * bs
     forced[sl] = list(record.output_ids)
-    result = engine.run_batch(BatchRequest(rows=rows, decode_steps=steps, probe_rows=[sl],
-                                           probes=probes, forced=forced))
-    return record_from_row(engine, result, sl, record.prompt_ids, probes, node=record.node,
-                           seq=record.seq, request_id=record.request_id,
-                           t_start=record.t_start, t_end=record.t_end)
+    result = engine.run_batch(
+        BatchRequest(rows=rows, decode_steps=steps, probe_rows=[sl], probes=probes, forced=forced)
+    )
+    return record_from_row(
+        engine,
+        result,
+        sl,
+        record.prompt_ids,
+        probes,
+        node=record.node,
+        seq=record.seq,
+        request_id=record.request_id,
+        t_start=record.t_start,
+        t_end=record.t_end,
+    )
 
 
 def probe_spec_of(record: Record) -> ProbeSpec:

@@ -22,21 +22,30 @@ def parse_layers(text: str | None) -> list[int] | None:
 
 def add_setup_args(p: argparse.ArgumentParser) -> None:
     """Options naming a setup; shared by capture and the lab."""
-    p.add_argument("--model", default="tiny",
-                   help="tiny, random:<preset> (qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b) or a "
-                   "local Hugging Face model folder")
+    p.add_argument(
+        "--model",
+        default="tiny",
+        help="tiny, random:<preset> (qwen2.5-0.5b, qwen2.5-1.5b, qwen2.5-7b) or a "
+        "local Hugging Face model folder",
+    )
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"])
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     p.add_argument("--attn", default="sdpa", choices=["eager", "sdpa"])
-    p.add_argument("--sdpa-backend", default="default",
-                   choices=["default", "math", "flash", "efficient", "cudnn"])
+    p.add_argument(
+        "--sdpa-backend",
+        default="default",
+        choices=["default", "math", "flash", "efficient", "cudnn"],
+    )
     p.add_argument("--compile", action="store_true", help="run under torch.compile")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("capture", help="capture an activation fingerprint of prompts",
-                       description="Run prompts under a setup and write their probes to a .fp file.")
+    p = sub.add_parser(
+        "capture",
+        help="capture an activation fingerprint of prompts",
+        description="Run prompts under a setup and write their probes to a .fp file.",
+    )
     add_setup_args(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument("--prompt", help="one prompt")
@@ -69,12 +78,24 @@ def make_engine(args: argparse.Namespace, progress: Any = None) -> Any:
     if args.engine == "vllm":
         from fpmon.engines.vllm import VLLMEngine
 
-        return VLLMEngine(args.model, dtype=args.dtype, attn_impl=args.attn, device=args.device,
-                          compiled=args.compile)
+        return VLLMEngine(
+            args.model,
+            dtype=args.dtype,
+            attn_impl=args.attn,
+            device=args.device,
+            compiled=args.compile,
+        )
     from fpmon.engines.hf import HFEngine
 
-    return HFEngine(args.model, dtype=args.dtype, attn_impl=args.attn, device=args.device,
-                    compiled=args.compile, sdpa_backend=args.sdpa_backend, progress=progress)
+    return HFEngine(
+        args.model,
+        dtype=args.dtype,
+        attn_impl=args.attn,
+        device=args.device,
+        compiled=args.compile,
+        sdpa_backend=args.sdpa_backend,
+        progress=progress,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,9 +119,15 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress()
     engine = make_engine(args, progress)
     layers = parse_layers(args.layers) or default_layers(engine.num_layers)
-    records = capture_prompts(engine, prompts, batch_size=args.batch_size, slot=args.slot,
-                              decode_steps=args.decode_steps,
-                              probes=ProbeSpec(tuple(layers), topk=args.topk), progress=progress)
+    records = capture_prompts(
+        engine,
+        prompts,
+        batch_size=args.batch_size,
+        slot=args.slot,
+        decode_steps=args.decode_steps,
+        probes=ProbeSpec(tuple(layers), topk=args.topk),
+        progress=progress,
+    )
     save_fingerprint(args.out, records, {"prompts": prompts})
     summary = {
         "out": str(args.out),
@@ -109,9 +136,13 @@ def run(args: argparse.Namespace) -> int:
         "setup": records[0].setup.to_map(),
         "layers": layers,
         "records": [
-            {"request_id": r.request_id, "prompt_tokens": len(r.prompt_ids),
-             "output_ids": r.output_ids, "digest": r.digest().hex(),
-             "completion": engine.decode(r.output_ids)}
+            {
+                "request_id": r.request_id,
+                "prompt_tokens": len(r.prompt_ids),
+                "output_ids": r.output_ids,
+                "digest": r.digest().hex(),
+                "completion": engine.decode(r.output_ids),
+            }
             for r in records
         ],
     }
@@ -123,7 +154,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"setup    {records[0].setup.summary()}")
         print(f"layers   {', '.join(map(str, layers))}")
         for r in summary["records"]:
-            print(f"record   {r['digest'][:16]}…  {r['prompt_tokens']} prompt tokens, "
-                  f"{len(r['output_ids'])} generated: {r['completion']!r}")
+            print(
+                f"record   {r['digest'][:16]}…  {r['prompt_tokens']} prompt tokens, "
+                f"{len(r['output_ids'])} generated: {r['completion']!r}"
+            )
         print(f"wrote    {args.out}")
     return 0

@@ -12,9 +12,12 @@ from fpmon.errors import FpmonError
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("compare", help="compare two fingerprint files",
-                       description="Compare two fingerprints per probe and layer. Exit 0 if "
-                       "bit-identical, 1 if different, 2 on error.")
+    p = sub.add_parser(
+        "compare",
+        help="compare two fingerprint files",
+        description="Compare two fingerprints per probe and layer. Exit 0 if "
+        "bit-identical, 1 if different, 2 on error.",
+    )
     p.add_argument("a", type=Path)
     p.add_argument("b", type=Path)
     p.add_argument("--json", action="store_true", help="machine-readable result")
@@ -35,9 +38,16 @@ def run(args: argparse.Namespace) -> int:
     results = [compare_records(a, b) for a, b in zip(ra, rb, strict=True)]
     identical = all(c.identical for c in results)
     if args.json:
-        json.dump({"identical": identical, "a_setup": ra[0].setup.to_map(),
-                   "b_setup": rb[0].setup.to_map(),
-                   "records": [c.to_map() for c in results]}, sys.stdout, indent=2)
+        json.dump(
+            {
+                "identical": identical,
+                "a_setup": ra[0].setup.to_map(),
+                "b_setup": rb[0].setup.to_map(),
+                "records": [c.to_map() for c in results],
+            },
+            sys.stdout,
+            indent=2,
+        )
         print()
         return 0 if identical else 1
     print(f"A  {args.a}: {ra[0].setup.summary()}")
@@ -50,13 +60,16 @@ def run(args: argparse.Namespace) -> int:
             print(f"\nrecord {i}")
         for note in c.notes:
             print(f"note: {note}")
-        print(f"{'probe':<22} {'same':<5} {'L2':>11} {'relative':>11} {'max ULP':>9} "
-              f"{'differ':>13}")
+        print(
+            f"{'probe':<22} {'same':<5} {'L2':>11} {'relative':>11} {'max ULP':>9} {'differ':>13}"
+        )
         for p in c.probes:
             mark = "yes" if p.identical else "NO"
             ulp = "n/a" if p.max_ulp < 0 else p.max_ulp
-            print(f"{p.probe:<22} {mark:<5} {p.l2:>11.4g} {p.rel:>11.4g} {ulp:>9} "
-                  f"{p.n_diff:>6}/{p.n:<6}")
+            print(
+                f"{p.probe:<22} {mark:<5} {p.l2:>11.4g} {p.rel:>11.4g} {ulp:>9} "
+                f"{p.n_diff:>6}/{p.n:<6}"
+            )
     if identical:
         print("\nbit-identical")
         return 0

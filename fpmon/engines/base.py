@@ -28,14 +28,23 @@ class ProbeSpec:
     logits: bool = True
 
     def to_map(self) -> dict[str, Any]:
-        return {"layers": list(self.layers), "topk": self.topk, "keys": self.keys,
-                "hidden": self.hidden, "logits": self.logits}
+        return {
+            "layers": list(self.layers),
+            "topk": self.topk,
+            "keys": self.keys,
+            "hidden": self.hidden,
+            "logits": self.logits,
+        }
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> ProbeSpec:
-        return cls(tuple(int(x) for x in m["layers"]), int(m.get("topk", DEFAULT_TOPK)),
-                   bool(m.get("keys", True)), bool(m.get("hidden", True)),
-                   bool(m.get("logits", True)))
+        return cls(
+            tuple(int(x) for x in m["layers"]),
+            int(m.get("topk", DEFAULT_TOPK)),
+            bool(m.get("keys", True)),
+            bool(m.get("hidden", True)),
+            bool(m.get("logits", True)),
+        )
 
 
 @dataclass

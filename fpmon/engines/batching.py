@@ -15,8 +15,13 @@ def filler_ids(length: int, row: int, vocab_limit: int) -> list[int]:
     return [FILLER_BASE + ((row * 131 + i * 17) % span) for i in range(length)]
 
 
-def build_rows(prompt: list[int], batch_size: int, slot: int, vocab_limit: int,
-               lengths: list[int] | None = None) -> list[list[int]]:
+def build_rows(
+    prompt: list[int],
+    batch_size: int,
+    slot: int,
+    vocab_limit: int,
+    lengths: list[int] | None = None,
+) -> list[list[int]]:
     """The batch a declared (batch_size, slot) implies, fillers around the real prompt."""
     lengths = lengths or [len(prompt)] * batch_size
     rows = [filler_ids(n, r, vocab_limit) for r, n in enumerate(lengths)]

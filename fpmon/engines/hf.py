@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from fpmon.engines.base import BatchRequest, BatchResult, ProbeSpec, RowResult
+from fpmon.engines.base import BatchRequest, BatchResult, RowResult
 from fpmon.errors import FpmonError
 from fpmon.models import LoadedModel, load_model
 from fpmon.progress import Progress
@@ -40,23 +40,36 @@ def _sdpa_context(backend: str) -> AbstractContextManager[Any]:
 
 
 class HFEngine:
-    def __init__(self, model: str | LoadedModel, *, dtype: str = "bfloat16", attn_impl: str = "sdpa",
-                 device: str = "cpu", compiled: bool = False, sdpa_backend: str = "default",
-                 progress: Progress | None = None) -> None:
+    def __init__(
+        self,
+        model: str | LoadedModel,
+        *,
+        dtype: str = "bfloat16",
+        attn_impl: str = "sdpa",
+        device: str = "cpu",
+        compiled: bool = False,
+        sdpa_backend: str = "default",
+        progress: Progress | None = None,
+    ) -> None:
         import transformers
 
         if sdpa_backend not in SDPA_BACKENDS:
-            raise FpmonError(f"unknown sdpa backend {sdpa_backend!r}: use {', '.join(SDPA_BACKENDS)}")
+            raise FpmonError(
+                f"unknown sdpa backend {sdpa_backend!r}: use {', '.join(SDPA_BACKENDS)}"
+            )
         if sdpa_backend != "default" and attn_impl != "sdpa":
             raise FpmonError("an sdpa backend only applies with --attn sdpa")
-        self.loaded = model if isinstance(model, LoadedModel) else load_model(
-            model, dtype, attn_impl, device, progress)
+        self.loaded = (
+            model
+            if isinstance(model, LoadedModel)
+            else load_model(model, dtype, attn_impl, device, progress)
+        )
         self.device = torch.device(device)
         self.model_name = self.loaded.name
         self.weights_digest = self.loaded.weights_digest
         self.num_layers = self.loaded.num_layers
         self.max_positions = self.loaded.max_positions
-        self.vocab_limit = int(len(self.loaded.tokenizer))
+        self.vocab_limit = len(self.loaded.tokenizer)
         tok = self.loaded.tokenizer
         self.pad_id = int(tok.pad_token_id if tok.pad_token_id is not None else 0)
         self.sdpa_backend = sdpa_backend
@@ -124,9 +137,10 @@ class HFEngine:
         lengths = [len(r) for r in req.rows]
         width = max(lengths)
         batch = len(req.rows)
-        ids = torch.tensor([[self.pad_id] * (width - n) + r for r, n in zip(req.rows, lengths,
-                                                                            strict=True)],
-                           device=dev)
+        ids = torch.tensor(
+            [[self.pad_id] * (width - n) + r for r, n in zip(req.rows, lengths, strict=True)],
+            device=dev,
+        )
         # Equal lengths run without a mask (the kernel path an unpadded batch takes); ragged
         # batches are left-padded with a mask. Prover and verifier both derive this from shape.
         ragged = len(set(lengths)) > 1
@@ -164,8 +178,14 @@ class HFEngine:
             with _sdpa_context(self.sdpa_backend):
                 self._sync()
                 t0 = time.perf_counter()
-                out = self._forward(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                    past_key_values=cache, use_cache=True, logits_to_keep=1)
+                out = self._forward(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=pos,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
                 nxt = after_forward(out.logits, 0)
                 steps.append(nxt)
                 self._sync()
@@ -174,9 +194,14 @@ class HFEngine:
                     if mask is not None:
                         mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
                         pos = pos[:, -1:] + 1
-                    out = self._forward(input_ids=nxt[:, None], attention_mask=mask,
-                                        position_ids=pos, past_key_values=cache, use_cache=True,
-                                        logits_to_keep=1)
+                    out = self._forward(
+                        input_ids=nxt[:, None],
+                        attention_mask=mask,
+                        position_ids=pos,
+                        past_key_values=cache,
+                        use_cache=True,
+                        logits_to_keep=1,
+                    )
                     nxt = after_forward(out.logits, s)
                     steps.append(nxt)
                 self._sync()
@@ -192,7 +217,7 @@ class HFEngine:
             stacked: dict[str, torch.Tensor] = {}
             if probes.keys:
                 for layer in probes.layers:
-                    k = cache.layers[layer].keys[probe_idx, :, width - 1:, :]
+                    k = cache.layers[layer].keys[probe_idx, :, width - 1 :, :]
                     stacked[key_probe(layer)] = k.permute(0, 2, 1, 3).flatten(2)
             if hidden:
                 stacked[HIDDEN_PROBE] = torch.stack(hidden, dim=1)
@@ -202,6 +227,10 @@ class HFEngine:
             host = {name: t.cpu() for name, t in stacked.items()}
             for j, ri in enumerate(req.probe_rows):
                 rows[ri].probes = {name: Blob.from_torch(t[j]) for name, t in host.items()}
-        schedule = {"kind": "static", "row_lengths": lengths, "decode_steps": req.decode_steps,
-                    "padding": "left" if ragged else "none"}
+        schedule = {
+            "kind": "static",
+            "row_lengths": lengths,
+            "decode_steps": req.decode_steps,
+            "padding": "left" if ragged else "none",
+        }
         return BatchResult(rows, schedule, t1 - t0, t2 - t1, tokens)

@@ -7,6 +7,7 @@ shapes with seeded weights in memory (no download, no disk); anything else is a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,18 +28,39 @@ TINY_SEED = 20261123
 PRESET_SEED = 1234
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                         num_attention_heads=14, num_key_value_heads=2, vocab_size=151936,
-                         tie_word_embeddings=True, max_position_embeddings=32768,
-                         rope_theta=1000000.0),
-    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-                         num_attention_heads=12, num_key_value_heads=2, vocab_size=151936,
-                         tie_word_embeddings=True, max_position_embeddings=32768,
-                         rope_theta=1000000.0),
-    "qwen2.5-7b": dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
-                       num_attention_heads=28, num_key_value_heads=4, vocab_size=152064,
-                       tie_word_embeddings=False, max_position_embeddings=32768,
-                       rope_theta=1000000.0),
+    "qwen2.5-0.5b": dict(
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+    ),
+    "qwen2.5-1.5b": dict(
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        vocab_size=151936,
+        tie_word_embeddings=True,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+    ),
+    "qwen2.5-7b": dict(
+        hidden_size=3584,
+        intermediate_size=18944,
+        num_hidden_layers=28,
+        num_attention_heads=28,
+        num_key_value_heads=4,
+        vocab_size=152064,
+        tie_word_embeddings=False,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+    ),
 }
 
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -99,10 +121,9 @@ def tiny_folder(progress: Progress | None = None) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=".tiny-", dir=folder.parent))
     try:
         _build_tiny(tmp, progress)
-        try:
+        # If another process finished first, its folder is identical: keep it.
+        with contextlib.suppress(OSError):
             tmp.rename(folder)
-        except OSError:  # another process finished first; theirs is identical
-            pass
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
@@ -120,8 +141,11 @@ def _build_tiny(folder: Path, progress: Progress | None) -> None:
     config = Qwen2Config(**cfg)
     model = Qwen2ForCausalLM(config)
     digest = seeded_init_(model, TINY_SEED, progress)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
-              str(folder / "model.safetensors"), metadata={"format": "pt"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     config.save_pretrained(folder)
     (folder / "fpmon.json").write_text(
         json.dumps({"name": "tiny", "weights_digest": digest, "seed": TINY_SEED})
@@ -135,7 +159,9 @@ def _check_folder(folder: Path) -> None:
             f"({', '.join(PRESETS)}) or a local Hugging Face model folder"
         )
     if not folder.is_dir():
-        raise ModelError(f"{folder} is a file, not a model folder: pass the folder holding config.json")
+        raise ModelError(
+            f"{folder} is a file, not a model folder: pass the folder holding config.json"
+        )
     cfg = folder / "config.json"
     if not cfg.exists():
         raise ModelError(f"{folder} has no config.json: is it a Hugging Face model folder?")
@@ -163,8 +189,13 @@ def _tiny_tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(tiny_folder())
 
 
-def load_model(spec: str, dtype: str = "bfloat16", attn_impl: str = "sdpa", device: str = "cpu",
-               progress: Progress | None = None) -> LoadedModel:
+def load_model(
+    spec: str,
+    dtype: str = "bfloat16",
+    attn_impl: str = "sdpa",
+    device: str = "cpu",
+    progress: Progress | None = None,
+) -> LoadedModel:
     check_device(device)
     _quiet_transformers()
     if dtype not in _DTYPES:
@@ -195,8 +226,9 @@ def load_model(spec: str, dtype: str = "bfloat16", attn_impl: str = "sdpa", devi
     return LoadedModel(name, model, tokenizer, digest, folder)
 
 
-def _load_preset(spec: str, torch_dtype: torch.dtype, attn_impl: str, device: str,
-                 progress: Progress | None) -> LoadedModel:
+def _load_preset(
+    spec: str, torch_dtype: torch.dtype, attn_impl: str, device: str, progress: Progress | None
+) -> LoadedModel:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     preset = spec.removeprefix("random:")

@@ -2,14 +2,18 @@
 
 from fpmon.wire.codec import Limits, WireError, decode, encode
 from fpmon.wire.messages import (
+    ALERT_KINDS,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
+    STATUSES,
     Alert,
     Commit,
     Head,
     Message,
     OpenReply,
     OpenRequest,
+    StateReply,
+    StateRequest,
     SubmitReply,
     SubmitRequest,
     Telemetry,
@@ -17,7 +21,24 @@ from fpmon.wire.messages import (
 )
 
 __all__ = [
-    "MESSAGE_TYPES", "SCHEMA_VERSION", "Alert", "Commit", "Head", "Limits", "Message",
-    "OpenReply", "OpenRequest", "SubmitReply", "SubmitRequest", "Telemetry", "Verdict",
-    "WireError", "decode", "encode",
+    "ALERT_KINDS",
+    "MESSAGE_TYPES",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "Alert",
+    "Commit",
+    "Head",
+    "Limits",
+    "Message",
+    "OpenReply",
+    "OpenRequest",
+    "StateReply",
+    "StateRequest",
+    "SubmitReply",
+    "SubmitRequest",
+    "Telemetry",
+    "Verdict",
+    "WireError",
+    "decode",
+    "encode",
 ]

@@ -58,9 +58,15 @@ def unpack(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
         raise WireError("oversized", f"{len(payload)} bytes > limit {limits.max_bytes}")
     try:
         obj = msgpack.unpackb(
-            payload, raw=False, strict_map_key=True, ext_hook=_reject_ext, use_list=True,
-            max_bin_len=limits.max_bytes, max_str_len=limits.max_str,
-            max_array_len=limits.max_items, max_map_len=limits.max_items,
+            payload,
+            raw=False,
+            strict_map_key=True,
+            ext_hook=_reject_ext,
+            use_list=True,
+            max_bin_len=limits.max_bytes,
+            max_str_len=limits.max_str,
+            max_array_len=limits.max_items,
+            max_map_len=limits.max_items,
             max_ext_len=0,
         )
     except WireError:
@@ -73,8 +79,9 @@ def unpack(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     return obj
 
 
-def decode(frames: list[bytes], limits: Limits = DEFAULT_LIMITS,
-           expect: tuple[str, ...] | None = None) -> Message:
+def decode(
+    frames: list[bytes], limits: Limits = DEFAULT_LIMITS, expect: tuple[str, ...] | None = None
+) -> Message:
     """Decode `[topic, payload]`. `expect` restricts which topics a socket accepts."""
     if len(frames) != 2:
         raise WireError("frame_count", f"{len(frames)} frames, expected 2 (topic, payload)")

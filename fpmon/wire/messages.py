@@ -16,10 +16,26 @@ from typing import Any, ClassVar
 SCHEMA_VERSION = 1
 
 # Verdict statuses (DESIGN.md), plus `unverifiable` for records the verifier cannot replay.
-STATUSES = ("match", "within_noise", "mismatch", "unopened", "bad_opening", "chain_break",
-            "unverifiable")
-ALERT_KINDS = ("chain_break", "unopened", "bad_opening", "mismatch", "suspected_hidden_work",
-               "undeclared_capacity", "flood", "unverifiable", "shed")
+STATUSES = (
+    "match",
+    "within_noise",
+    "mismatch",
+    "unopened",
+    "bad_opening",
+    "chain_break",
+    "unverifiable",
+)
+ALERT_KINDS = (
+    "chain_break",
+    "unopened",
+    "bad_opening",
+    "mismatch",
+    "suspected_hidden_work",
+    "undeclared_capacity",
+    "flood",
+    "unverifiable",
+    "shed",
+)
 
 
 class SchemaError(ValueError):
@@ -44,8 +60,9 @@ class Message:
         if unknown:
             raise SchemaError(f"{cls.TOPIC}: unknown fields {sorted(unknown)}")
         if m.get("v") != SCHEMA_VERSION:
-            raise SchemaError(f"{cls.TOPIC}: schema version {m.get('v')!r}, expected "
-                              f"{SCHEMA_VERSION}")
+            raise SchemaError(
+                f"{cls.TOPIC}: schema version {m.get('v')!r}, expected {SCHEMA_VERSION}"
+            )
         kwargs = {}
         for f in dataclasses.fields(cls):
             if f.name not in m:
@@ -214,6 +231,42 @@ class SubmitReply(Message):
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
     m.TOPIC: m
-    for m in (Commit, Head, Telemetry, Verdict, Alert, OpenRequest, OpenReply, SubmitRequest,
-              SubmitReply)
+    for m in (
+        Commit,
+        Head,
+        Telemetry,
+        Verdict,
+        Alert,
+        OpenRequest,
+        OpenReply,
+        SubmitRequest,
+        SubmitReply,
+    )
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateRequest(Message):
+    """Monitor -> replay daemon (DEALER -> ROUTER): current state at once (zguide Clone)."""
+
+    TOPIC: ClassVar[str] = "state?"
+    since_verdicts: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class StateReply(Message):
+    """The daemon's current picture: per-node summaries, recent verdicts, open alerts.
+
+    `nodes` maps node name -> summary map; verdicts/alerts are maps as their own messages'
+    `to_map()`; `stream_seq` is the sequence of the last verdict/alert published, so a late
+    joiner can drop updates it already has.
+    """
+
+    TOPIC: ClassVar[str] = "state"
+    nodes: dict[str, Any] = field(default_factory=dict)
+    verdicts: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
+    stream_seq: int = 0
+
+
+MESSAGE_TYPES.update({StateRequest.TOPIC: StateRequest, StateReply.TOPIC: StateReply})
