@@ -67,7 +67,6 @@ def unpack(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
             max_str_len=limits.max_str,
             max_array_len=limits.max_items,
             max_map_len=limits.max_items,
-            max_ext_len=0,
         )
     except WireError:
         raise
