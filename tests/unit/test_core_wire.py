@@ -99,3 +99,12 @@ def test_head_signature() -> None:
     assert not verify_head(pub, "n2", 0, chain, sig)
     assert not verify_head(pub, "n1", 1, chain, sig)
     assert not verify_head(pub, "n1", 0, next_chain(chain, b"x"), sig)
+
+
+def test_protocol_doc_is_current() -> None:
+    from pathlib import Path
+
+    from fpmon.wire.doc import render
+
+    doc = Path(__file__).parents[2] / "docs" / "PROTOCOL.md"
+    assert doc.read_text() == render(), "regenerate: python -m fpmon.wire.doc > docs/PROTOCOL.md"
