@@ -24,8 +24,10 @@ crashes on:
 |---|---|
 | `frame_count` | not exactly two frames |
 | `bad_topic` / `unknown_topic` | topic not ASCII, or not accepted on that socket |
-| `oversized` | payload over the socket's limit (default {DEFAULT_LIMITS.max_bytes} bytes; sockets also set `ZMQ_MAXMSGSIZE`) |
-| `malformed` | not msgpack, non-string map keys, over {DEFAULT_LIMITS.max_items} items in one array/map, over {DEFAULT_LIMITS.max_str} bytes in a string |
+| `oversized` | payload over the socket's limit (default {DEFAULT_LIMITS.max_bytes} bytes; \
+sockets also set `ZMQ_MAXMSGSIZE`) |
+| `malformed` | not msgpack, non-string map keys, over {DEFAULT_LIMITS.max_items} items in one \
+array/map, over {DEFAULT_LIMITS.max_str} bytes in a string |
 | `ext_type` | any msgpack extension type |
 | `not_a_map` | payload is not a map |
 | `too_deep` | nesting deeper than {DEFAULT_LIMITS.max_depth} |
