@@ -1,0 +1,129 @@
+"""Everything a subscribed frame goes through: decode, attribute, chain-check, sample, count.
+
+The hot path of the daemon (every commitment of every node). It only records what happened
+(breaks, sampled commits, telemetry, rejections); the daemon acts on those after each poll.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from fpmon.wire import Commit, Head, Telemetry, WireError
+from fpmon.wire.codec import Limits
+from replay import ingest
+from replay.chains import ANCHORED, DUPLICATE, Break, ChainChecker
+from replay.sampling import Sampler
+
+TOPICS = ("commit", "head", "telemetry")
+
+
+@dataclass
+class NodeStats:
+    commits: int = 0
+    sampled: int = 0
+    duplicates: int = 0
+    anchors: int = 0
+    rejects: Counter[str] = field(default_factory=Counter)
+    last_commit_t: float = 0.0
+    last_telemetry: dict[str, Any] = field(default_factory=dict)
+    last_telemetry_t: float = 0.0
+    tokens: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=100_000))
+    window_start: float = 0.0
+    window_msgs: int = 0
+    window_rejects: int = 0
+
+
+class Intake:
+    def __init__(
+        self,
+        pubkeys: dict[str, bytes],
+        sampler: Sampler,
+        limits: Limits,
+        curve_keys: dict[str, str] | None = None,
+    ) -> None:
+        self.chains = ChainChecker(pubkeys)
+        self.sampler = sampler
+        self.limits = limits
+        self.by_curve_key = {v: k for k, v in (curve_keys or {}).items() if v}
+        self.stats = {name: NodeStats() for name in pubkeys}
+        self.rejects: Counter[str] = Counter()  # from no attributable node
+        self.breaks: list[tuple[Break, Commit | None]] = []
+        self.samples: list[Commit] = []
+        self.telemetry: list[Telemetry] = []
+
+    def reject(self, node: str | None, reason: str) -> None:
+        st = self.stats.get(node) if node else None
+        if st is None:
+            self.rejects[reason] += 1
+            return
+        st.rejects[reason] += 1
+        st.window_rejects += 1
+
+    def handle(self, frames: list[bytes], via: str | None, user_id: str | None = None) -> None:
+        """One frame set from the socket subscribed to node `via` (None: through the hub).
+
+        A message is attributed to the node whose connection carried it (each direct SUB pins
+        that node's Curve server key) or whose Curve key ZeroMQ reports as `User-Id`; a name
+        inside the payload that disagrees is rejected. Through the hub the payload names the
+        node, and the node's pinned Ed25519 head key binds the commitments to it.
+        """
+        if via is not None:
+            st = self.stats[via]
+            st.window_msgs += 1
+        if user_id is not None:
+            owner = self.by_curve_key.get(user_id)
+            if owner is None or (via is not None and owner != via):
+                self.reject(via, "unknown_curve_key")
+                return
+            via = owner
+        try:
+            msg = ingest.decode(frames, self.limits, TOPICS)
+        except WireError as e:
+            self.reject(via, e.reason)
+            return
+        node = msg.node
+        if via is not None and node != via:
+            self.reject(via, "node_mismatch")
+            return
+        st = self.stats.get(node)
+        if st is None:
+            self.reject(None, "unknown_node")
+            return
+        if via is None:
+            st.window_msgs += 1
+        if type(msg) is Commit:
+            self._commit(msg, st)
+        elif type(msg) is Head:
+            brk = self.chains.on_head(msg)
+            if brk is not None:
+                self.breaks.append((brk, None))
+        else:
+            st.last_telemetry = msg.to_map()
+            st.last_telemetry_t = time.time()
+            self.telemetry.append(msg)
+
+    def _commit(self, c: Commit, st: NodeStats) -> None:
+        outcome, brk = self.chains.on_commit(c)
+        if outcome is DUPLICATE:
+            st.duplicates += 1
+            return
+        st.commits += 1
+        st.last_commit_t = c.t
+        st.tokens.append((c.t, c.prompt_tokens + c.output_tokens))
+        if outcome is ANCHORED:
+            st.anchors += 1
+        if brk is not None:
+            self.breaks.append((brk, c))
+            self.sampler.suspect(c.node)
+            return  # a commitment that breaks the chain is a finding already; not opened
+        if self.sampler.sampled(c.node, c.seq):
+            st.sampled += 1
+            self.samples.append(c)
+
+    def drain(self) -> tuple[list[tuple[Break, Commit | None]], list[Commit], list[Telemetry]]:
+        out = self.breaks, self.samples, self.telemetry
+        self.breaks, self.samples, self.telemetry = [], [], []
+        return out
