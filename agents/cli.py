@@ -1,0 +1,160 @@
+"""`fpmon agent`, `fpmon agent stats`, `fpmon keygen`, `fpmon submit`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fpmon.errors import FpmonError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser("agent", help="run the node agent (serve, log, commit, publish)")
+    p.add_argument("--config", dest="agent_config", metavar="FILE", help="agent config (TOML)")
+    p.add_argument("--stats", action="store_true", help="print the log's stats and exit")
+    p.set_defaults(func=run_agent)
+    asub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND")
+    s = asub.add_parser("stats", help="records, bytes per generated token, chain head, uptime")
+    s.add_argument("--config", dest="agent_config", metavar="FILE", help="agent config (TOML)")
+    s.add_argument("--json", action="store_true", help="one JSON object instead of text")
+    s.set_defaults(func=run_stats)
+
+    k = sub.add_parser("keygen", help="make a Curve keypair and an Ed25519 signing key (0600)")
+    k.add_argument("--out", required=True, metavar="DIR", help="folder for the key files")
+    k.add_argument("--name", default="agent", help="Curve key file stem (default: agent)")
+    k.set_defaults(func=run_keygen)
+
+    m = sub.add_parser("submit", help="send one generation request to an agent")
+    m.add_argument("--agent", default="tcp://127.0.0.1:7700", metavar="ENDPOINT")
+    m.add_argument("--prompt", required=True)
+    m.add_argument("--max-tokens", type=int, default=32)
+    m.add_argument("--timeout", type=float, default=60.0, metavar="S")
+    m.add_argument("--client-key", metavar="FILE", help="our Curve .key_secret (curve on)")
+    m.add_argument("--agent-key", metavar="FILE", help="the agent's Curve public .key (curve on)")
+    m.add_argument("--json", action="store_true", help="print the whole reply as JSON")
+    m.set_defaults(func=run_submit)
+
+
+def _config_path(args: argparse.Namespace) -> str | None:
+    return getattr(args, "agent_config", None) or getattr(args, "config", None)
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    if args.stats:
+        args.json = False
+        return run_stats(args)
+    from agents.config import load_config
+    from agents.logs import setup_json_logging
+    from agents.node import Agent
+
+    setup_json_logging()
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    cfg = load_config(_config_path(args))
+    return Agent(cfg).run()
+
+
+def stats_map(cfg: Any) -> dict[str, Any]:
+    from agents.store import RecordLog, StoreError
+
+    if not cfg.db_path.exists():
+        raise FpmonError(f"{cfg.db_path}: no record log yet; start the agent with this config")
+    try:
+        log = RecordLog(cfg.db_path, node=cfg.node, readonly=True)
+    except StoreError as e:
+        raise FpmonError(str(e)) from None
+    st = log.stats()
+    log.close()
+    out: dict[str, Any] = {
+        "node": cfg.node,
+        "records": st.records,
+        "stored": st.stored,
+        "purged": st.records - st.stored,
+        "stored_bytes": st.body_bytes,
+        "generated_tokens": st.tokens,
+        "bytes_per_token": round(st.bytes_per_token, 1),
+        "head_seq": st.head_seq,
+        "head_chain": st.head_chain.hex(),
+        "running": False,
+    }
+    try:
+        status = json.loads(cfg.status_path.read_text())
+    except (OSError, ValueError):
+        status = {}
+    if status:
+        alive = _alive(int(status.get("pid", 0))) and time.time() - status["updated_at"] < 10
+        out["running"] = alive
+        out["uptime_s"] = round(time.time() - status["started_at"], 1) if alive else 0.0
+        for k in ("probes", "setup", "rejects", "auth_denied", "refusing", "pubkey", "redteam"):
+            out[k] = status.get(k)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    from agents.config import load_config
+
+    s = stats_map(load_config(_config_path(args)))
+    if args.json:
+        print(json.dumps(s))
+        return 0
+    print(f"node             {s['node']}")
+    print(f"records          {s['records']} ({s['stored']} stored, {s['purged']} purged)")
+    print(f"stored bytes     {s['stored_bytes']}")
+    print(f"bytes per token  {s['bytes_per_token']} (generated tokens: {s['generated_tokens']})")
+    if s.get("probes"):
+        p = s["probes"]
+        print(f"probe budget     layers {p['layers']}, top-{p['topk']}")
+    print(f"chain head       seq {s['head_seq']} {s['head_chain']}")
+    if s["running"]:
+        print(f"uptime           {s['uptime_s']:.0f} s (running)")
+    else:
+        print("uptime           not running")
+    if s.get("refusing"):
+        print(f"REFUSING WORK    {s['refusing']}")
+    if s.get("rejects"):
+        print(f"rejected frames  {json.dumps(s['rejects'])}")
+    return 0
+
+
+def run_keygen(args: argparse.Namespace) -> int:
+    from agents.keys import keygen
+
+    out = keygen(Path(args.out), args.name)
+    print(f"curve public key   {out['curve_public']}  (give to peers' allowlists)")
+    print(f"curve secret key   {out['curve_secret']}  (stays here, 0600)")
+    print(f"signing key        {out['signing_key']}  (stays here, 0600)")
+    print(f"signing public key {out['signing_public_hex']}  (give to the replay daemon)")
+    return 0
+
+
+def run_submit(args: argparse.Namespace) -> int:
+    from agents.client import submit
+
+    if bool(args.client_key) != bool(args.agent_key):
+        raise FpmonError("curve needs both --client-key (our .key_secret) and --agent-key")
+    curve = (args.client_key, args.agent_key) if args.client_key else None
+    reply = submit(args.agent, args.prompt, args.max_tokens, args.timeout, curve=curve)
+    if args.json:
+        print(json.dumps(reply.to_map(), default=lambda b: b.hex()))
+    elif reply.status == "ok":
+        print(reply.completion)
+        print(f"[seq {reply.seq}, {len(reply.output_ids)} tokens]", file=sys.stderr)
+    if reply.status != "ok":
+        raise FpmonError(f"agent {reply.status}: {reply.reason}")
+    return 0

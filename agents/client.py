@@ -1,0 +1,64 @@
+"""A small Python client for an agent's intake (what `fpmon submit` uses)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+import zmq
+
+from fpmon.errors import FpmonError
+from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
+
+
+def curve_client(sock: zmq.Socket[Any], client_secret_file: str, server_public_file: str) -> None:
+    """Make `sock` a Curve client: our keypair (`.key_secret`), the agent's public `.key`."""
+    import zmq.auth
+
+    pub, secret = zmq.auth.load_certificate(client_secret_file)
+    if not secret:
+        raise FpmonError(f"{client_secret_file}: no secret key in it; pass the .key_secret file")
+    server, _ = zmq.auth.load_certificate(server_public_file)
+    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, secret, server
+
+
+def submit(
+    endpoint: str,
+    prompt: str,
+    max_tokens: int,
+    timeout_s: float = 60.0,
+    *,
+    client: str = "client",
+    request_id: str | None = None,
+    curve: tuple[str, str] | None = None,
+) -> SubmitReply:
+    """Send one request and wait for its reply; `curve` = (client .key_secret, agent .key)."""
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    try:
+        if curve:
+            curve_client(sock, *curve)
+        sock.connect(endpoint)
+        req = SubmitRequest(
+            node=client,
+            t=time.time(),
+            request_id=request_id or uuid.uuid4().hex,
+            prompt=prompt,
+            max_tokens=max_tokens,
+        )
+        sock.send_multipart(encode(req))
+        if not sock.poll(int(timeout_s * 1000)):
+            raise FpmonError(
+                f"no reply from {endpoint} within {timeout_s:g} s: is the agent running there"
+                + (" and is this client's key in its allowlist?" if curve else "?")
+            )
+        try:
+            reply = decode(sock.recv_multipart(), expect=(SubmitReply.TOPIC,))
+        except WireError as e:
+            raise FpmonError(f"{endpoint} answered with a bad frame ({e})") from None
+        assert isinstance(reply, SubmitReply)
+        return reply
+    finally:
+        sock.close()

@@ -1,0 +1,116 @@
+"""The publisher thread: owns the PUB socket; commitments, signed heads, telemetry.
+
+Commitments arrive on a queue only after they are durable. A head is signed every
+`head_every_s` seconds (even when idle, so late subscribers learn the head) or every
+`head_every_n` commitments, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from agents.heads import HeadSigner
+from agents.logs import fields
+from agents.redteam import RedTeam
+from agents.telemetry import TelemetrySource
+from fpmon.wire import Commit, encode
+
+log = logging.getLogger("fpmon.agent.publisher")
+
+
+class Publisher:
+    """Publishing logic; `run()` is the thread body. Usable inline by the benchmark."""
+
+    def __init__(
+        self,
+        pub: zmq.Socket[Any],
+        signer: HeadSigner,
+        *,
+        head_seq: int,
+        head_chain: bytes,
+        head_every_s: float = 1.0,
+        head_every_n: int = 1000,
+        telemetry: TelemetrySource | None = None,
+        telemetry_every_s: float = 1.0,
+        redteam: RedTeam | None = None,
+    ) -> None:
+        self.pub = pub
+        self.signer = signer
+        self.seq, self.chain = head_seq, head_chain
+        self.head_every_s, self.head_every_n = head_every_s, head_every_n
+        self.telemetry, self.telemetry_every_s = telemetry, telemetry_every_s
+        self.redteam = redteam or RedTeam()
+        self.queue: queue.Queue[Commit | None] = queue.Queue()
+        self.published = 0
+        self.heads = 0
+        self._since_head = 0
+        self._next_head = 0.0
+        self._next_telemetry = 0.0
+        self.stop_event = threading.Event()
+
+    def commit(self, c: Commit) -> None:
+        # The chain position advances even when the red team drops or holds the frame back:
+        # heads still sign the true chain, which is exactly what exposes the hole.
+        self.seq, self.chain = c.seq, c.chain
+        for out in self.redteam.commits(c):
+            self.pub.send_multipart(encode(out), copy=False)
+            self.published += 1
+        self._since_head += 1
+        if self._since_head >= self.head_every_n:
+            self.head()
+
+    def head(self) -> None:
+        self._next_head = time.monotonic() + self.head_every_s
+        self._since_head = 0
+        if self.seq < 0:
+            return  # nothing committed yet: no chain to sign
+        self.pub.send_multipart(encode(self.signer.head(self.seq, self.chain)))
+        self.heads += 1
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_head:
+            self.head()
+        if self.telemetry is not None and now >= self._next_telemetry:
+            self._next_telemetry = now + self.telemetry_every_s
+            try:
+                self.pub.send_multipart(encode(self.telemetry.sample()))
+            except Exception as e:  # a sensor failure must not stop commitments
+                log.warning("telemetry sample failed", extra=fields(error=str(e)))
+
+    def run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                now = time.monotonic()
+                self.tick(now)
+                wait = min(self._next_head, self._next_telemetry or self._next_head) - now
+                try:
+                    item = self.queue.get(timeout=max(wait, 0.001))
+                except queue.Empty:
+                    continue
+                while item is not None:
+                    self.commit(item)
+                    try:
+                        item = self.queue.get_nowait()
+                    except queue.Empty:
+                        break
+        finally:
+            # Drain what is already durable, then a last head, so a clean stop leaves no hole.
+            while True:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    self.commit(item)
+            self.head()
+            self.pub.close(linger=500)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.queue.put(None)

@@ -1,0 +1,260 @@
+"""The engine loop: batch requests by policy, run them, build records, log, hand to the publisher.
+
+Runs in its own thread. It never touches a socket the main loop owns: replies go back through
+its own inproc PUSH socket, commitments to the publisher through a queue, so neither the
+intake nor publishing ever waits on the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from agents.config import AgentConfig
+from agents.logs import fields
+from agents.redteam import RedTeam
+from agents.store import RecordLog, StoreError, free_bytes
+from fpmon.canonical import digest as sha256
+from fpmon.capture import record_from_row
+from fpmon.engines.base import BatchRequest, ProbeSpec
+from fpmon.engines.batching import filler_ids
+from fpmon.errors import FpmonError
+from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
+
+log = logging.getLogger("fpmon.agent.worker")
+
+RETENTION_EVERY_S = 10.0
+
+
+@dataclass
+class Job:
+    ident: list[bytes]  # ROUTER envelope to reply to
+    req: SubmitRequest
+    arrived: float
+
+
+class Batcher:
+    """The batching policy: up to `max_batch` requests of the same length budget, waiting at
+    most `max_wait_s` after the first arrives. Requests with another max_tokens wait their turn
+    (a static batch decodes every row for the same number of steps)."""
+
+    def __init__(self, q: queue.Queue[Job | None], max_batch: int, max_wait_s: float) -> None:
+        self.q, self.max_batch, self.max_wait_s = q, max_batch, max_wait_s
+        self.pending: deque[Job] = deque()
+
+    def collect(self, stop: threading.Event, poll_s: float = 0.2) -> list[Job]:
+        while not self.pending and not stop.is_set():
+            try:
+                job = self.q.get(timeout=poll_s)
+            except queue.Empty:
+                continue
+            if job is not None:
+                self.pending.append(job)
+        if not self.pending:
+            return []
+        first = self.pending[0]
+        deadline = first.arrived + self.max_wait_s
+        while len(self._matching(first)) < self.max_batch:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                job = self.q.get(timeout=left)
+            except queue.Empty:
+                break
+            if job is not None:
+                self.pending.append(job)
+        batch = self._matching(first)[: self.max_batch]
+        for j in batch:
+            self.pending.remove(j)
+        return batch
+
+    def _matching(self, first: Job) -> list[Job]:
+        return [j for j in self.pending if j.req.max_tokens == first.req.max_tokens]
+
+
+class Worker(threading.Thread):
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        engine: Any,
+        store: RecordLog,
+        ctx: zmq.Context[Any],
+        replies_endpoint: str,
+        commits: queue.Queue[Commit | None],
+        redteam: RedTeam,
+        probes: ProbeSpec,
+    ) -> None:
+        super().__init__(name="fpmon-engine", daemon=True)
+        self.cfg, self.engine, self.store, self.ctx = cfg, engine, store, ctx
+        self.replies_endpoint = replies_endpoint
+        self.commits = commits
+        self.redteam = redteam
+        self.probes = probes
+        self.jobs: queue.Queue[Job | None] = queue.Queue()
+        max_batch = 1 if redteam.hides_batch else cfg.batching.max_batch
+        self.batcher = Batcher(self.jobs, max_batch, cfg.batching.max_wait_ms / 1000)
+        self.stop_event = threading.Event()
+        self.refusing = ""  # non-empty: why the agent takes no work (read by the intake)
+        self._refusal_recoverable = False
+        self.served = 0
+        self.tokens = 0
+        self.failed: BaseException | None = None
+        self._next_retention = 0.0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.jobs.put(None)
+
+    def run(self) -> None:
+        out = self.ctx.socket(zmq.PUSH)
+        out.linger = 0
+        out.connect(self.replies_endpoint)
+        try:
+            while not self.stop_event.is_set():
+                batch = self.batcher.collect(self.stop_event)
+                if batch:
+                    for frames in self.serve(batch):
+                        out.send_multipart(frames)
+        except BaseException as e:  # the main loop sees this and exits non-zero
+            self.failed = e
+            log.exception("engine loop died", extra=fields(error=str(e)))
+        finally:
+            out.close()
+            self.store.close()
+
+    def _check_disk(self) -> None:
+        if self.refusing and not self._refusal_recoverable:
+            return
+        free = free_bytes(self.store.path)
+        if free < self.cfg.store.min_free_bytes:
+            if not self.refusing:
+                self.refusing = (
+                    f"disk nearly full ({free} bytes free < store.min_free_bytes "
+                    f"{self.cfg.store.min_free_bytes}): not taking work it cannot commit"
+                )
+                self._refusal_recoverable = True
+                log.error("refusing work", extra=fields(reason=self.refusing))
+        elif self._refusal_recoverable:
+            log.warning("disk space back: taking work again", extra=fields(free=free))
+            self.refusing, self._refusal_recoverable = "", False
+
+    def _reply(self, job: Job, **kw: Any) -> list[bytes]:
+        msg = SubmitReply(node=self.cfg.node, t=time.time(), request_id=job.req.request_id, **kw)
+        return [*job.ident, *encode(msg)]
+
+    def serve(self, batch: list[Job]) -> list[list[bytes]]:
+        """Run one batch to durable records; return the reply frames (sent after the commit)."""
+        self._check_disk()
+        if self.refusing:
+            return [self._reply(j, status="rejected", reason=self.refusing) for j in batch]
+        ok, replies, prompts = [], [], []
+        for j in batch:
+            ids = self.engine.encode(j.req.prompt)
+            longest = len(ids) + j.req.max_tokens
+            if not ids or longest > self.engine.max_positions:
+                why = (
+                    "empty prompt"
+                    if not ids
+                    else (
+                        f"prompt of {len(ids)} tokens + {j.req.max_tokens} new tokens exceeds the "
+                        f"model's {self.engine.max_positions} positions: shorten it"
+                    )
+                )
+                replies.append(self._reply(j, status="rejected", reason=why))
+                continue
+            ok.append(j)
+            prompts.append(ids)
+        if not ok:
+            return replies
+        try:
+            return replies + self._run(ok, prompts)
+        except StoreError as e:
+            self.refusing = str(e)
+            log.error("refusing work: record log failed", extra=fields(reason=self.refusing))
+            return replies + [self._reply(j, status="error", reason=self.refusing) for j in ok]
+        except FpmonError as e:
+            return replies + [self._reply(j, status="rejected", reason=str(e)) for j in ok]
+
+    def _run(self, jobs: list[Job], prompts: list[list[int]]) -> list[list[bytes]]:
+        rows = [list(p) for p in prompts]
+        if self.redteam.hides_batch:
+            rows += [
+                filler_ids(len(rows[0]), r, self.engine.vocab_limit)
+                for r in range(len(rows), self.redteam.actual_batch)
+            ]
+        steps = jobs[0].req.max_tokens - 1
+        t0 = time.time()
+        result = self.engine.run_batch(
+            BatchRequest(
+                rows=rows, decode_steps=steps, probe_rows=list(range(len(jobs))), probes=self.probes
+            )
+        )
+        t1 = time.time()
+        seq0 = self.store.next_seq
+        items, records = [], []
+        for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
+            rec = record_from_row(
+                self.engine,
+                result,
+                i,
+                ids,
+                self.probes,
+                node=self.cfg.node,
+                seq=seq0 + i,
+                request_id=job.req.request_id,
+                t_start=t0,
+                t_end=t1,
+            )
+            rec = self.redteam.declare(rec, self.cfg.engine)
+            data = rec.encode()
+            items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
+            records.append(rec)
+        appended = self.store.append(items)  # the durability point: nothing is said before it
+        now = time.time()
+        frames = []
+        for job, rec, a in zip(jobs, records, appended, strict=True):
+            self.commits.put(
+                Commit(
+                    node=self.cfg.node,
+                    t=now,
+                    seq=a.seq,
+                    request_id=rec.request_id,
+                    record_digest=a.digest,
+                    chain=a.chain,
+                    setup=rec.setup.to_map(),
+                    model=rec.model,
+                    prompt_tokens=len(rec.prompt_ids),
+                    output_tokens=len(rec.output_ids),
+                    prefill_s=result.prefill_s,
+                    decode_s=result.decode_s,
+                )
+            )
+            frames.append(
+                self._reply(
+                    job,
+                    status="ok",
+                    completion=self.engine.decode(rec.output_ids),
+                    output_ids=list(rec.output_ids),
+                    seq=a.seq,
+                )
+            )
+        self.served += len(jobs)
+        self.tokens += sum(len(r.output_ids) for r in records)
+        self._retention(now)
+        return frames
+
+    def _retention(self, now: float) -> None:
+        if now < self._next_retention:
+            return
+        self._next_retention = now + RETENTION_EVERY_S
+        n = self.store.enforce_retention(self.cfg.store.max_bytes, self.cfg.store.max_age_s, now)
+        if n:
+            log.info("retention purged record bodies", extra=fields(purged=n))
