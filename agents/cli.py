@@ -50,11 +50,12 @@ def run_agent(args: argparse.Namespace) -> int:
         return run_stats(args)
     from agents.config import load_config
     from agents.logs import setup_json_logging
-    from agents.node import Agent
 
     setup_json_logging()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    cfg = load_config(_config_path(args))
+    cfg = load_config(_config_path(args))  # before the heavy imports: bad files fail fast
+    from agents.node import Agent
+
     return Agent(cfg).run()
 
 

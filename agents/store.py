@@ -143,7 +143,8 @@ class RecordLog:
                 self.db.executemany("INSERT INTO records VALUES (?,?,?,?,?,?,?,?)", rows)
                 self.db.execute("COMMIT")
             except BaseException:
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite already rolled back on SQLITE_FULL
+                    self.db.execute("ROLLBACK")
                 raise
         except sqlite3.Error as e:
             raise StoreError(_describe(e)) from None

@@ -59,6 +59,7 @@ class Batcher:
                 self.pending.append(job)
         if not self.pending:
             return []
+        self._drain()  # requests already waiting never wait for max_wait
         first = self.pending[0]
         deadline = first.arrived + self.max_wait_s
         while len(self._matching(first)) < self.max_batch:
@@ -75,6 +76,15 @@ class Batcher:
         for j in batch:
             self.pending.remove(j)
         return batch
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                job = self.q.get_nowait()
+            except queue.Empty:
+                return
+            if job is not None:
+                self.pending.append(job)
 
     def _matching(self, first: Job) -> list[Job]:
         return [j for j in self.pending if j.req.max_tokens == first.req.max_tokens]

@@ -1,0 +1,74 @@
+"""Agent config: the example loads, bad files fail with one clear line, secrets stay private."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agents.config import load_config
+from agents.keys import keygen, load_signing_key
+from agents.redteam import RedTeam
+from fpmon.errors import FpmonError
+
+EXAMPLE = Path(__file__).parents[2] / "deploy" / "agent.example.toml"
+
+
+def test_example_config_loads():
+    cfg = load_config(EXAMPLE)
+    assert cfg.node == "node-a"
+    assert cfg.engine.model == "tiny" and cfg.batching.max_batch == 4
+    assert cfg.is_loopback_only() and not cfg.security.curve
+    assert RedTeam.from_config(cfg.redteam).behaviours() == []
+
+
+def _write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    p = tmp_path / "a.toml"
+    p.write_text(text)
+    os.chmod(p, mode)
+    return p
+
+
+def test_unknown_key_is_named(tmp_path):
+    with pytest.raises(FpmonError, match="unknown keys max_bach"):
+        load_config(_write(tmp_path, "[batching]\nmax_bach = 3\n"))
+
+
+def test_wrong_type_is_named(tmp_path):
+    with pytest.raises(FpmonError, match="max_batch: expected int"):
+        load_config(_write(tmp_path, '[batching]\nmax_batch = "four"\n'))
+
+
+def test_public_endpoint_without_curve_is_refused(tmp_path):
+    with pytest.raises(FpmonError, match="need CurveZMQ"):
+        load_config(_write(tmp_path, '[endpoints]\nintake = "tcp://0.0.0.0:7700"\n'))
+
+
+def test_world_readable_config_with_secrets_is_refused(tmp_path):
+    keygen(tmp_path / "keys")
+    text = '[security]\ncurve = true\nkeys_dir = "keys"\n'
+    with pytest.raises(FpmonError, match=r"world-readable.*chmod 600"):
+        load_config(_write(tmp_path, text, 0o644))
+    assert load_config(_write(tmp_path, text, 0o600)).security.curve
+
+
+def test_keygen_files_are_private_and_world_readable_key_refused(tmp_path):
+    out = keygen(tmp_path / "k")
+    for f in (tmp_path / "k").iterdir():
+        assert f.stat().st_mode & 0o777 == 0o600, f
+    assert len(bytes.fromhex(out["signing_public_hex"])) == 32
+    load_signing_key(str(tmp_path / "k"), "")
+    os.chmod(tmp_path / "k" / "signing.key", 0o644)
+    with pytest.raises(FpmonError, match="world-readable"):
+        load_signing_key(str(tmp_path / "k"), "")
+    with pytest.raises(FpmonError, match="exists"):
+        keygen(tmp_path / "k")
+
+
+def test_redteam_table_is_checked(tmp_path):
+    with pytest.raises(FpmonError, match="unknown keys actual_bach"):
+        RedTeam.from_config({"enabled": True, "actual_bach": 4})
+    with pytest.raises(FpmonError, match="actual_attn"):
+        RedTeam.from_config({"enabled": True, "actual_attn": "flash9"})
+    assert RedTeam.from_config({"enabled": False, "actual_batch": 4}).behaviours() == []

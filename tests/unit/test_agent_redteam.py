@@ -1,0 +1,69 @@
+"""Red-team behaviours: declared setup, tampered openings, dropped/reordered commits."""
+
+from __future__ import annotations
+
+import time
+
+from agents.config import EngineConfig
+from agents.redteam import RedTeam
+from fpmon.capture import capture_prompts
+from fpmon.engines.base import ProbeSpec
+from fpmon.records import Record
+from fpmon.wire import Commit
+from tests.conftest import tiny_engine
+
+
+def _record(dtype: str = "float32", attn: str = "eager") -> Record:
+    eng = tiny_engine(dtype, attn)
+    return capture_prompts(
+        eng, ["hi there"], batch_size=2, slot=1, decode_steps=2, probes=ProbeSpec((0, 2))
+    )[0]
+
+
+def test_declare_rewrites_setup_schedule_and_probe_dtype():
+    rt = RedTeam.from_config(
+        {"enabled": True, "actual_batch": 2, "actual_attn": "eager", "actual_dtype": "float32"}
+    )
+    declared = EngineConfig(dtype="bfloat16", attn="sdpa")
+    assert rt.actual_engine(declared).dtype == "float32"
+    assert rt.actual_engine(declared).attn == "eager"
+    honest = _record()
+    lie = rt.declare(honest, declared)
+    assert (lie.setup.dtype, lie.setup.attn_impl) == ("bfloat16", "sdpa")
+    assert (lie.setup.batch_size, lie.setup.slot) == (1, 0)
+    assert lie.schedule["row_lengths"] == [len(lie.prompt_ids)]
+    assert {b.dtype for k, b in lie.probes.items() if k != "logits.topk.ids"} == {"bfloat16"}
+    assert lie.output_ids == honest.output_ids
+    assert RedTeam().declare(honest, declared) is honest
+
+
+def test_tamper_gives_a_valid_record_with_another_digest():
+    data = _record("bfloat16", "sdpa").encode()
+    bad = RedTeam(enabled=True, tamper_openings=True).tamper(data)
+    assert bad != data and len(bad) == len(data)
+    Record.decode(bad)  # still decodes: only the digest check can catch it
+    assert RedTeam().tamper(data) == data
+
+
+def _commit(seq: int) -> Commit:
+    return Commit(
+        node="n",
+        t=time.time(),
+        seq=seq,
+        request_id=str(seq),
+        record_digest=b"d",
+        chain=b"c",
+        setup={},
+        model="m",
+        prompt_tokens=1,
+        output_tokens=1,
+    )
+
+
+def test_drop_and_reorder_commitments():
+    drop = RedTeam(enabled=True, drop_every=3)
+    out = [c.seq for i in range(7) for c in drop.commits(_commit(i))]
+    assert out == [0, 1, 3, 4, 6]
+    swap = RedTeam(enabled=True, reorder=True)
+    out = [c.seq for i in range(4) for c in swap.commits(_commit(i))]
+    assert out == [1, 0, 3, 2]
