@@ -1,0 +1,301 @@
+"""The Textual dashboard, the Harlequin way: one worker owns the sockets and posts messages;
+`@on` handlers apply them to the plain state model; screens repaint from the model on a timer,
+updating cells in place. Bursts coalesce (`FeedReady.can_replace`, as Toolong does)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import ClassVar
+
+from textual import on
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+import themes
+from fpmon.errors import FpmonError
+from fpmon.wire import Message as WireMessage
+from fpmon.wire import Verdict
+from monitor.config import MonitorConfig
+from monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
+from monitor.model import FleetModel, VerdictEntry
+from monitor.screens.alerts import AlertsScreen
+from monitor.screens.base import LiveScreen
+from monitor.screens.evidence import EvidenceScreen
+from monitor.screens.fleet import FleetScreen
+from monitor.screens.modals import ColumnsScreen, HelpScreen
+from monitor.screens.verdicts import VerdictsScreen
+from monitor.widgets.live_table import LiveTable
+
+
+class FeedReady(Message):
+    """The worker put messages in the inbox. Pending ones collapse into one: drain once."""
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, FeedReady)
+
+
+class NodeAppeared(Message):
+    def __init__(self, node: str) -> None:
+        super().__init__()
+        self.node = node
+
+
+class NodeFlagged(Message):
+    """A node's health turned `flagged`: the attribution says which setup field differs."""
+
+    def __init__(self, node: str, attribution: str) -> None:
+        super().__init__()
+        self.node = node
+        self.attribution = attribution
+
+
+class MonitorApp(App):
+    CSS_PATH = "monitor.tcss"
+    TITLE = "fpmon"
+    MODES: ClassVar[dict[str, type[Screen]]] = {
+        "fleet": FleetScreen,
+        "verdicts": VerdictsScreen,
+        "alerts": AlertsScreen,
+    }
+    DEFAULT_MODE = "fleet"
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "switch_mode('fleet')", "Fleet", id="fleet"),
+        Binding("2", "switch_mode('verdicts')", "Verdicts", id="verdicts"),
+        Binding("3", "switch_mode('alerts')", "Alerts", id="alerts"),
+        Binding("t", "next_theme", "Theme", id="theme"),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("space", "play_pause", "Play/pause", show=False, id="play.pause"),
+        Binding("left_square_bracket", "seek(-10)", "-10 s", show=False, id="play.back"),
+        Binding("right_square_bracket", "seek(10)", "+10 s", show=False, id="play.forward"),
+        Binding("q", "quit", "Quit", id="quit"),
+    ]
+
+    def __init__(
+        self,
+        config: MonitorConfig,
+        *,
+        play: str | None = None,
+        model: FleetModel | None = None,
+        export_dir: str | Path = ".",
+        start_feed: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model or FleetModel(config.limits)
+        self.inbox = Inbox(notify=self._feed_notify)
+        self.inspector = config.inspector
+        self.export_dir = Path(export_dir)
+        self.start_feed = start_feed
+        self.source: Feed | Player | None = None
+        self.position: Position | None = None
+        self._dirty: dict[str, set[str]] = {"fleet": set()}
+        self._health: dict[str, str] = {}
+        self._last_tick = 0.0
+        self.palette: dict[str, str] = {}
+        self._theme_names = [t.name for t in themes.load_all()]
+        for t in themes.load_all():
+            self.register_theme(t)
+        if config.theme not in self._theme_names:
+            themes.load_theme(config.theme)  # raises FpmonError naming the themes there are
+        self.theme = config.theme
+        if config.keymap:
+            check_keymap(config.keymap)
+            self.set_keymap(config.keymap)
+        if play:
+            self.source = Player(self.inbox, play)
+        elif start_feed and (config.endpoints or config.state):
+            self.source = Feed(
+                self.inbox,
+                config.endpoints,
+                config.state,
+                curve=config.curve,
+                record=config.record,
+                state_timeout_s=config.state_timeout_s,
+            )
+        self.sub_title = self._subtitle()
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def on_mount(self) -> None:
+        self._palette()
+        if self.source is not None:
+            self.run_worker(self.source.run, name="feed", thread=True, exit_on_error=False)
+        self.set_interval(self.config.refresh_s, self.repaint)
+
+    def on_unmount(self) -> None:
+        if self.source is not None:
+            self.source.stopping.set()
+
+    def _subtitle(self) -> str:
+        parts = []
+        if isinstance(self.source, Player):
+            p = self.position
+            at = f"{p.at:.0f}/{p.length:.0f} s{' paused' if p.paused else ''}" if p else ""
+            parts.append(f"playback {at} ([ ] seek, space pause)")
+        if self.inspector:
+            parts.append("read-only inspector")
+        return " │ ".join(parts) or "live"
+
+    # -- feed ----------------------------------------------------------------------------
+    def _feed_notify(self) -> None:
+        self.post_message(FeedReady())
+
+    @on(FeedReady)
+    def drain_feed(self) -> None:
+        model = self.model
+        touched: set[str] = set()
+        now = model.clock()
+        for item in self.inbox.drain():
+            if isinstance(item, WireMessage):
+                model.apply(item, now)
+                if isinstance(item, Verdict):
+                    touched.add(item.node)
+            elif isinstance(item, EndpointState):
+                if item.state == "lost" and model.endpoints.get(item.endpoint) != "lost":
+                    self.notify(
+                        f"{item.endpoint} is unreachable; retrying by itself",
+                        severity="warning",
+                    )
+                model.set_endpoint(item.endpoint, item.state)
+            elif isinstance(item, Rejected):
+                model.rejected[item.reason] += 1
+            elif isinstance(item, Position):
+                self.position = item
+                self.sub_title = self._subtitle()
+            elif isinstance(item, Reset):
+                self.model = model = FleetModel(self.config.limits)
+                self._health.clear()
+                self._rebuild_screens()
+        for node in model.nodes.keys() - self._health.keys():
+            self._health[node] = "pending"
+            self.post_message(NodeAppeared(node))
+        for node in touched:
+            row = model.nodes.get(node)
+            if row is None:
+                continue
+            h = row.health
+            if h == "flagged" and self._health.get(node) != "flagged":
+                self.post_message(NodeFlagged(node, row.last_attribution))
+            self._health[node] = h
+
+    def take_dirty(self, view: str) -> set[str]:
+        d = self._dirty[view]
+        self._dirty[view] = set()
+        return d
+
+    def repaint(self) -> None:
+        now = self.model.clock()
+        if now - self._last_tick >= 1.0:
+            self.model.tick(now)
+            self._last_tick = now
+        dirty = self.model.take_dirty()
+        for d in self._dirty.values():
+            d |= dirty
+        if isinstance(self.screen, LiveScreen):
+            self.screen.repaint()
+
+    def _rebuild_screens(self) -> None:
+        for screen in self._live_screens():
+            screen.rebuild()
+
+    def _live_screens(self) -> Iterable[LiveScreen]:
+        for stack in self._screen_stacks.values():
+            for s in stack:
+                if isinstance(s, LiveScreen) and s.is_mounted:
+                    yield s
+
+    # -- themes --------------------------------------------------------------------------
+    def _palette(self) -> None:
+        v = self.get_css_variables()
+        self.palette = {k: v[k] for k in v if k.startswith("fpmon-")}
+
+    def watch_theme(self, theme: str) -> None:
+        if not self.is_mounted:
+            return
+        self._palette()
+        for screen in self._live_screens():
+            screen.table.palette = self.palette
+            screen.table.repaint_all()
+            screen.repaint(full=True)
+
+    def action_next_theme(self) -> None:
+        names = self._theme_names
+        i = names.index(self.theme) + 1 if self.theme in names else 0
+        self.theme = names[i % len(names)]
+        self.notify(f"theme: {self.theme}")
+
+    # -- screens -------------------------------------------------------------------------
+    def show_evidence(self, entry: VerdictEntry) -> None:
+        self.push_screen(EvidenceScreen(entry))
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(help_rows(self)))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Fleet", "Show the fleet", lambda: self.switch_mode("fleet"))
+        yield SystemCommand(
+            "Verdicts", "Show the verdict feed", lambda: self.switch_mode("verdicts")
+        )
+        yield SystemCommand(
+            "Alerts", "Show and acknowledge alerts", lambda: self.switch_mode("alerts")
+        )
+        yield SystemCommand("Keys", "Every key binding and its id", self.action_help)
+        for name in self._theme_names:
+            yield SystemCommand(
+                f"Theme: {name}",
+                "Switch the dashboard theme",
+                lambda n=name: setattr(self, "theme", n),
+            )
+
+    # -- playback ------------------------------------------------------------------------
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in ("play_pause", "seek"):
+            return isinstance(self.source, Player)
+        return True
+
+    def action_play_pause(self) -> None:
+        if isinstance(self.source, Player):
+            self.source.toggle_pause()
+
+    def action_seek(self, delta: float) -> None:
+        if isinstance(self.source, Player):
+            at = self.position.at if self.position else 0.0
+            self.source.seek(at + delta)
+
+
+# Every class that declares bindings, for the help screen and keymap validation.
+BINDING_CLASSES: tuple[type, ...] = (
+    MonitorApp, LiveScreen, FleetScreen, VerdictsScreen, AlertsScreen, EvidenceScreen,
+    HelpScreen, ColumnsScreen, LiveTable,
+)  # fmt: skip
+
+
+def binding_ids() -> dict[str, Binding]:
+    out = {}
+    for cls in BINDING_CLASSES:
+        for b in cls.BINDINGS:
+            if isinstance(b, Binding) and b.id:
+                out.setdefault(b.id, b)
+    return out
+
+
+def check_keymap(keymap: dict[str, str]) -> None:
+    known = binding_ids()
+    unknown = sorted(set(keymap) - set(known))
+    if unknown:
+        raise FpmonError(
+            f"[keymap]: unknown binding id(s) {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def help_rows(app: App) -> list[tuple[str, str, str]]:
+    keymap = app._keymap if hasattr(app, "_keymap") else {}
+    rows = []
+    for bid, b in binding_ids().items():
+        key = keymap.get(bid, b.key)
+        rows.append((key, b.description or b.action, bid))
+    return rows

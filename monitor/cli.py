@@ -1,0 +1,113 @@
+"""`fpmon` (the dashboard), `fpmon dashboard`, `fpmon snapshot`, `fpmon demo`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from fpmon.errors import FpmonError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    d = sub.add_parser("dashboard", help="the live dashboard (what bare `fpmon` opens)")
+    _dashboard_args(d)
+    d.set_defaults(func=run_dashboard)
+
+    s = sub.add_parser("snapshot", help="print the fleet's current state once, without the UI")
+    s.add_argument("--config", help="monitor config (TOML); its [monitor] state endpoint is used")
+    s.add_argument("--state", help="replay daemon's state endpoint (overrides the config)")
+    s.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
+    s.add_argument("--json", action="store_true", help="JSON on stdout (for scripts)")
+    s.set_defaults(func=run_snapshot)
+
+    m = sub.add_parser("demo", help="a local fleet, verifier and dashboard, one command, no GPU")
+    m.add_argument("--headless", action="store_true", help="no UI: run, then print a summary")
+    m.add_argument("--duration", type=float, default=60.0, help="headless run length, seconds")
+    m.add_argument("--json", action="store_true", help="headless summary as JSON on stdout")
+    m.add_argument("--theme", dest="demo_theme", help="dashboard theme")
+    m.add_argument("--workdir", help="keep configs, keys and logs here (default: a temp dir)")
+    m.add_argument("--base-port", type=int, default=0,
+                   help="first loopback port (default: free ports picked at random)")  # fmt: skip
+    m.set_defaults(func=run_demo)
+
+
+def _dashboard_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", dest="dash_config", help="monitor config (TOML)")
+    p.add_argument("--theme", dest="dash_theme", help="theme name (files in themes/)")
+    p.add_argument("--endpoint", action="append", default=[],
+                   help="SUB endpoint (hub XPUB or a publisher); repeatable")  # fmt: skip
+    p.add_argument("--state", help="replay daemon's state endpoint (Clone snapshot at start)")
+    p.add_argument("--record", help="record the received feed to this file")
+    p.add_argument("--play", help="play a recorded feed back (with seek) instead of connecting")
+    p.add_argument("--inspector", action="store_true", help="read-only: no acknowledge/export")
+
+
+def dashboard_config(args: argparse.Namespace):
+    from monitor.config import check_endpoint, load_config
+
+    path = getattr(args, "dash_config", None) or getattr(args, "config", None)
+    cfg = load_config(path)
+    theme = getattr(args, "dash_theme", None) or getattr(args, "theme", None)
+    if theme:
+        cfg.theme = theme
+    for ep in getattr(args, "endpoint", []) or []:
+        cfg.endpoints.append(check_endpoint(ep, "--endpoint"))
+    if getattr(args, "state", None):
+        cfg.state = check_endpoint(args.state, "--state")
+    if getattr(args, "record", None):
+        cfg.record = args.record
+    if getattr(args, "inspector", False):
+        cfg.inspector = True
+    return cfg
+
+
+def run_dashboard(args: argparse.Namespace) -> int:
+    import themes
+
+    cfg = dashboard_config(args)
+    themes.load_theme(cfg.theme)  # unknown theme: one clear line before any UI starts
+    play = getattr(args, "play", None)
+    if not play and not cfg.endpoints and not cfg.state:
+        raise FpmonError(
+            "nothing to watch: give --config monitor.toml (see deploy/monitor.example.toml), "
+            "--endpoint tcp://HOST:PORT, or run `fpmon demo`"
+        )
+    from monitor.app import MonitorApp, check_keymap
+
+    check_keymap(cfg.keymap)
+    MonitorApp(cfg, play=play).run()
+    return 0
+
+
+def run_snapshot(args: argparse.Namespace) -> int:
+    from monitor.config import check_endpoint, load_config
+    from monitor.feed import state_snapshot
+    from monitor.format import jsonable
+    from monitor.model import FleetModel
+
+    cfg = load_config(args.config)
+    endpoint = check_endpoint(args.state, "--state") if args.state else cfg.state
+    if not endpoint:
+        raise FpmonError("no state endpoint: give --state tcp://HOST:PORT or [monitor] state")
+    model = FleetModel(cfg.limits)
+    model.apply_state(state_snapshot(endpoint, args.timeout, cfg.curve))
+    model.tick()
+    data = model.to_json()
+    if args.json:
+        json.dump(data, sys.stdout, indent=1, default=jsonable)
+        sys.stdout.write("\n")
+        return 0
+    print(f"{'node':<16} {'health':<12} {'commits':>8} {'verdicts':<40} attributions")
+    for n in data["nodes"]:
+        verdicts = " ".join(f"{k}={v}" for k, v in sorted(n["verdicts"].items()))
+        atts = " ".join(f"{k}={v}" for k, v in sorted(n["attributions"].items()))
+        print(f"{n['node']:<16} {n['health']:<12} {n['commits']:>8} {verdicts:<40} {atts}")
+    print(f"open alerts: {data['open_alerts']}")
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from monitor.demo import run
+
+    return run(args)

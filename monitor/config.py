@@ -1,0 +1,167 @@
+"""The monitor's TOML config: endpoints, theme, keymap, buffer sizes. Bad input -> FpmonError.
+
+```toml
+[monitor]
+endpoints = ["tcp://127.0.0.1:7791"]  # hub XPUB, or each agent's and the replay daemon's PUB
+state = "tcp://127.0.0.1:7782"         # replay daemon's state ROUTER (Clone snapshot)
+theme = "fpmon-dark"
+inspector = false                      # read-only: no acknowledge, no export
+record = ""                            # record the received feed to this file
+[curve]                                # outside loopback (see docs/MONITOR.md)
+server_key = "<z85 public key of the hub / daemon>"
+client_keys = "keys/monitor.key_secret"
+[keymap]
+fleet = "f"                            # binding id -> key(s), comma separated
+```
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from fpmon.errors import FpmonError
+from monitor.model import Limits
+
+_ENDPOINT = re.compile(r"^(tcp://[^\s:]+:\d{1,5}|ipc://\S+|inproc://\S+)$")
+SECTIONS = ("monitor", "curve", "keymap", "limits")
+
+
+@dataclass
+class CurveConfig:
+    server_key: bytes  # z85 public key of the server the monitor connects to
+    public: bytes
+    secret: bytes
+
+
+@dataclass
+class MonitorConfig:
+    endpoints: list[str] = field(default_factory=list)
+    state: str = ""
+    theme: str = "fpmon-dark"
+    inspector: bool = False
+    record: str = ""
+    refresh_s: float = 0.5
+    state_timeout_s: float = 2.0
+    keymap: dict[str, str] = field(default_factory=dict)
+    limits: Limits = field(default_factory=Limits)
+    curve: CurveConfig | None = None
+
+
+def check_endpoint(ep: Any, where: str) -> str:
+    if not isinstance(ep, str) or not _ENDPOINT.match(ep):
+        raise FpmonError(
+            f"{where}: {ep!r} is not a ZeroMQ endpoint; write it like tcp://127.0.0.1:7791"
+        )
+    return ep
+
+
+def load_config(path: str | Path | None) -> MonitorConfig:
+    if path is None:
+        return MonitorConfig()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise FpmonError(f"config {p} does not exist; copy deploy/monitor.example.toml") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FpmonError(f"config {p} cannot be read: {e}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise FpmonError(f"config {p} is not valid TOML: {e}") from None
+    return parse_config(raw, str(p))
+
+
+def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
+    unknown = set(raw) - set(SECTIONS)
+    if unknown:
+        raise FpmonError(
+            f"{where}: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(SECTIONS)}"
+        )
+    cfg = MonitorConfig()
+    mon = _section(raw, "monitor", where)
+    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s"}
+    _no_unknown(mon, known, f"{where} [monitor]")
+    eps = mon.get("endpoints", [])
+    if isinstance(eps, str):
+        eps = [eps]
+    if not isinstance(eps, list):
+        raise FpmonError(f"{where} [monitor] endpoints: expected a list of ZeroMQ endpoints")
+    cfg.endpoints = [check_endpoint(e, f"{where} [monitor] endpoints") for e in eps]
+    if mon.get("state"):
+        cfg.state = check_endpoint(mon["state"], f"{where} [monitor] state")
+    for name, typ in (("theme", str), ("record", str), ("inspector", bool)):
+        if name in mon:
+            if not isinstance(mon[name], typ):
+                raise FpmonError(f"{where} [monitor] {name}: expected a {typ.__name__}")
+            setattr(cfg, name, mon[name])
+    for name in ("refresh_s", "state_timeout_s"):
+        if name in mon:
+            setattr(cfg, name, _positive(mon[name], f"{where} [monitor] {name}"))
+    km = _section(raw, "keymap", where)
+    for k, v in km.items():
+        if not isinstance(v, str) or not v.strip():
+            raise FpmonError(f'{where} [keymap] {k}: expected a key name like "f" or "ctrl+f"')
+    cfg.keymap = dict(km)
+    lim = _section(raw, "limits", where)
+    names = {f.name: f for f in fields(Limits)}
+    _no_unknown(lim, set(names), f"{where} [limits]")
+    for k, v in lim.items():
+        setattr(cfg.limits, k, type(getattr(cfg.limits, k))(_positive(v, f"{where} [limits] {k}")))
+    curve = _section(raw, "curve", where)
+    if curve:
+        cfg.curve = _curve(curve, f"{where} [curve]")
+    return cfg
+
+
+def _section(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
+    sec = raw.get(name, {})
+    if not isinstance(sec, dict):
+        raise FpmonError(f"{where}: [{name}] must be a table")
+    return sec
+
+
+def _no_unknown(sec: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = set(sec) - known
+    if unknown:
+        raise FpmonError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def _positive(v: Any, where: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
+        raise FpmonError(f"{where}: expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
+    import zmq
+    import zmq.auth
+
+    _no_unknown(sec, {"server_key", "client_keys"}, where)
+    if not zmq.has("curve"):
+        raise FpmonError(f"{where}: this libzmq was built without CURVE; install pyzmq wheels")
+    server = sec.get("server_key", "")
+    if not isinstance(server, str) or len(server) != 40:
+        raise FpmonError(f"{where} server_key: expected a 40-character Z85 public key")
+    try:
+        zmq.utils.z85.decode(server.encode())
+    except (ValueError, KeyError):
+        raise FpmonError(f"{where} server_key: not valid Z85") from None
+    path = Path(str(sec.get("client_keys", "")))
+    if not path.is_file():
+        raise FpmonError(
+            f"{where} client_keys: {path} is not a file; create one with `fpmon keygen`"
+        )
+    try:
+        public, secret = zmq.auth.load_certificate(path)
+    except (ValueError, OSError) as e:
+        raise FpmonError(f"{where} client_keys: {path} is not a ZeroMQ certificate: {e}") from None
+    if not secret:
+        raise FpmonError(f"{where} client_keys: {path} holds no secret key (use the .key_secret)")
+    return CurveConfig(server_key=server.encode(), public=public, secret=secret)

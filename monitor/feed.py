@@ -1,0 +1,381 @@
+"""The one worker that owns the monitor's ZeroMQ sockets (and the recorder / player of feeds).
+
+`Feed` is a thread: a SUB socket connected to the hub's XPUB (or to every publisher listed),
+a DEALER to the replay daemon's `state` ROUTER for a snapshot at start (zguide Clone pattern:
+subscribe first, then ask for state, so nothing falls between the two; the model drops
+verdicts it already has), and a socket monitor so an endpoint that goes away shows as `lost`
+and comes back by itself (ZeroMQ reconnects; we only report). Frames are decoded with
+`fpmon.wire.decode` under hard limits; rejects are counted by reason.
+
+Decoded messages go into a bounded inbox; `notify()` is called once per burst, so the UI
+coalesces a burst into one wake-up. Nothing here imports Textual.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from fpmon.errors import FpmonError
+from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
+from monitor.config import CurveConfig
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("commit", "head", "telemetry", "verdict", "alert")
+STATE_TOPICS = ("state",)
+RECORD_MAGIC = b"fpmon-feed-1\n"
+
+
+@dataclass(frozen=True)
+class EndpointState:
+    endpoint: str
+    state: str  # connecting, live, lost
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reset:
+    """Playback seeked backwards: start from an empty model."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """Playback position, seconds from the recording's start, and its length."""
+
+    at: float
+    length: float
+    paused: bool
+
+
+class Inbox:
+    """Bounded hand-off from the worker thread to the UI. Drops are counted, never silent."""
+
+    def __init__(self, maxlen: int = 200_000, notify: Callable[[], Any] | None = None) -> None:
+        self.items: deque = deque()
+        self.maxlen = maxlen
+        self.dropped = 0
+        self.notify = notify or (lambda: None)
+
+    def put(self, item: Any) -> None:
+        if len(self.items) >= self.maxlen:
+            self.dropped += 1
+            return
+        self.items.append(item)
+
+    def drain(self, limit: int = 1 << 30) -> list[Any]:
+        out = []
+        pop = self.items.popleft
+        try:
+            while len(out) < limit:
+                out.append(pop())
+        except IndexError:
+            pass
+        return out
+
+
+class Recorder:
+    """Appends every received frame as msgpack [wall time, topic, payload] (re-decoded on play)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.f = self.path.open("ab")
+            if self.f.tell() == 0:
+                self.f.write(RECORD_MAGIC)
+        except OSError as e:
+            raise FpmonError(f"cannot record the feed to {self.path}: {e}") from None
+
+    def write(self, frames: list[bytes], t: float | None = None) -> None:
+        self.f.write(msgpack.packb([time.time() if t is None else t, frames[0], frames[1]]))
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def read_recording(path: str | Path) -> list[tuple[float, list[bytes]]]:
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise FpmonError(f"cannot read recording {p}: {e}") from None
+    if not data.startswith(RECORD_MAGIC):
+        raise FpmonError(f"{p} is not an fpmon feed recording (made with `record = FILE`)")
+    out = []
+    unpacker = msgpack.Unpacker(raw=False, max_buffer_size=len(data) + 1)
+    unpacker.feed(data[len(RECORD_MAGIC) :])
+    try:
+        for item in unpacker:
+            t, topic, payload = item
+            out.append((float(t), [bytes(topic), bytes(payload)]))
+    except (ValueError, TypeError, msgpack.UnpackException):
+        log.warning("recording %s is truncated after %d frames", p, len(out))
+    return out
+
+
+class _Runner:
+    """Run in a Textual thread worker (the app) or in a plain thread (`start`, headless)."""
+
+    stopping: threading.Event
+    _thread: threading.Thread | None = None
+
+    def run(self) -> None:
+        raise NotImplementedError
+
+    def start(self) -> threading.Thread:
+        self._thread = threading.Thread(target=self.run, name=type(self).__name__, daemon=True)
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self.stopping.set()
+        if self._thread is not None and self._thread.is_alive():
+            self._thread.join(timeout)
+
+
+class Feed(_Runner):
+    def __init__(
+        self,
+        inbox: Inbox,
+        endpoints: list[str],
+        state: str = "",
+        *,
+        limits: Limits | None = None,
+        curve: CurveConfig | None = None,
+        record: str = "",
+        state_timeout_s: float = 2.0,
+        burst_s: float = 0.02,
+    ) -> None:
+        self.inbox = inbox
+        self.endpoints = list(endpoints)
+        self.state_endpoint = state
+        self.limits = limits or Limits()
+        self.curve = curve
+        self.recorder = Recorder(record) if record else None
+        self.state_timeout_s = state_timeout_s
+        self.burst_s = burst_s
+        self.stopping = threading.Event()
+        self.got_state = threading.Event()
+        self.ctx = zmq.Context()
+
+    def _secure(self, sock: zmq.Socket) -> None:
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes + 4096)
+        if self.curve is not None:
+            sock.curve_serverkey = self.curve.server_key
+            sock.curve_publickey = self.curve.public
+            sock.curve_secretkey = self.curve.secret
+
+    def _state_socket(self) -> zmq.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        self._secure(s)
+        s.connect(self.state_endpoint)
+        s.send_multipart(encode(StateRequest(node=f"monitor-{os.getpid()}", t=time.time())))
+        return s
+
+    def run(self) -> None:
+        sub = self.ctx.socket(zmq.SUB)
+        self._secure(sub)
+        sub.setsockopt(zmq.RCVHWM, 100_000)
+        sub.setsockopt(zmq.RECONNECT_IVL, 200)
+        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        mon = sub.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
+        )
+        for t in TOPICS:
+            sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+        for ep in self.endpoints:
+            self.inbox.put(EndpointState(ep, "connecting"))
+            sub.connect(ep)
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(mon, zmq.POLLIN)
+        state_sock = None
+        state_deadline = 0.0
+        if self.state_endpoint:
+            self.inbox.put(EndpointState(self.state_endpoint, "connecting"))
+            state_sock = self._state_socket()
+            poller.register(state_sock, zmq.POLLIN)
+            state_deadline = time.monotonic() + self.state_timeout_s
+        self.inbox.notify()
+        try:
+            while not self.stopping.is_set():
+                events = dict(poller.poll(100))
+                n = 0
+                if mon in events:
+                    self._monitor_events(mon)
+                    n += 1
+                if sub in events:
+                    n += self._drain(sub, TOPICS)
+                if state_sock is not None and state_sock in events:
+                    if self._drain(state_sock, STATE_TOPICS, once=True):
+                        self.got_state.set()
+                        self.inbox.put(EndpointState(self.state_endpoint, "live"))
+                        poller.unregister(state_sock)
+                        state_sock.close(0)
+                        state_sock = None
+                        n += 1
+                elif state_sock is not None and time.monotonic() > state_deadline:
+                    # Lazy Pirate: no answer in time; report, drop the socket, ask again.
+                    self.inbox.put(EndpointState(self.state_endpoint, "lost"))
+                    poller.unregister(state_sock)
+                    state_sock.close(0)
+                    state_sock = self._state_socket()
+                    poller.register(state_sock, zmq.POLLIN)
+                    state_deadline = time.monotonic() + max(self.state_timeout_s, 2.0)
+                    n += 1
+                if n:
+                    self.inbox.notify()
+        finally:
+            sub.disable_monitor()
+            for s in (mon, sub, state_sock):
+                if s is not None:
+                    s.close(0)
+            self.ctx.term()
+            if self.recorder:
+                self.recorder.close()
+
+    def _drain(self, sock: zmq.Socket, topics: tuple[str, ...], once: bool = False) -> int:
+        """Read what is waiting (for at most `burst_s`) so one wake-up carries a burst."""
+        n = 0
+        end = time.monotonic() + self.burst_s
+        while True:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = decode(frames, self.limits, expect=topics)
+            except WireError as e:
+                self.inbox.put(Rejected(e.reason))
+                continue
+            if self.recorder:
+                self.recorder.write(frames)
+            self.inbox.put(msg)
+            n += 1
+            if once or time.monotonic() > end:
+                break
+        return n
+
+    def _monitor_events(self, mon: zmq.Socket) -> None:
+        while True:
+            try:
+                ev = recv_monitor_message(mon, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ep = ev.get("endpoint", b"")
+            ep = ep.decode() if isinstance(ep, bytes) else str(ep)
+            kind = ev["event"]
+            if kind == zmq.EVENT_CONNECTED:
+                self.inbox.put(EndpointState(ep, "live"))
+            else:  # disconnected, or refused and retrying: ZeroMQ keeps trying by itself
+                self.inbox.put(EndpointState(ep, "lost"))
+
+
+class Player(_Runner):
+    """Plays a recording back into an inbox at its own pace (x `speed`), with pause and seek."""
+
+    def __init__(self, inbox: Inbox, path: str | Path, speed: float = 1.0,
+                 limits: Limits | None = None) -> None:  # fmt: skip
+        self.inbox = inbox
+        self.frames = read_recording(path)
+        self.t0 = self.frames[0][0] if self.frames else 0.0
+        self.length = (self.frames[-1][0] - self.t0) if self.frames else 0.0
+        self.speed = speed
+        self.limits = limits or Limits()
+        self.stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._i = 0  # next frame to play
+        self._at = 0.0  # position, seconds from start
+        self._paused = False
+        self._seek: float | None = None
+
+    def toggle_pause(self) -> None:
+        with self._lock:
+            self._paused = not self._paused
+
+    def seek(self, at: float) -> None:
+        with self._lock:
+            self._seek = min(max(0.0, at), self.length)
+
+    @property
+    def position(self) -> Position:
+        return Position(self._at, self.length, self._paused)
+
+    def _emit(self, frames: list[bytes]) -> None:
+        try:
+            self.inbox.put(decode(frames, self.limits, expect=TOPICS + STATE_TOPICS))
+        except WireError as e:
+            self.inbox.put(Rejected(e.reason))
+
+    def run(self) -> None:
+        last = time.monotonic()
+        while not self.stopping.is_set():
+            with self._lock:
+                seek, self._seek = self._seek, None
+                paused = self._paused
+            now = time.monotonic()
+            if seek is not None:
+                if seek < self._at or self._i == 0:
+                    self.inbox.put(Reset())
+                    self._i = 0
+                # Fast-forward: everything up to the target at once, then play on from there.
+                while self._i < len(self.frames) and self.frames[self._i][0] - self.t0 <= seek:
+                    self._emit(self.frames[self._i][1])
+                    self._i += 1
+                self._at = seek
+            elif not paused:
+                self._at = min(self.length, self._at + (now - last) * self.speed)
+                while self._i < len(self.frames) and self.frames[self._i][0] - self.t0 <= self._at:
+                    self._emit(self.frames[self._i][1])
+                    self._i += 1
+            last = now
+            self.inbox.put(self.position)
+            self.inbox.notify()
+            self.stopping.wait(0.1)
+
+
+def state_snapshot(
+    endpoint: str, timeout_s: float = 2.0, curve: CurveConfig | None = None,
+    limits: Limits | None = None,
+) -> StateReply:  # fmt: skip
+    """One StateRequest -> StateReply round trip (for `fpmon snapshot`); FpmonError if none."""
+    ctx = zmq.Context()
+    s = ctx.socket(zmq.DEALER)
+    try:
+        s.setsockopt(zmq.LINGER, 0)
+        if curve is not None:
+            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (
+                curve.server_key, curve.public, curve.secret,
+            )  # fmt: skip
+        s.connect(endpoint)
+        s.send_multipart(encode(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time())))
+        if not s.poll(int(timeout_s * 1000)):
+            raise FpmonError(
+                f"no answer from the replay daemon's state endpoint {endpoint} within "
+                f"{timeout_s:g} s; is `fpmon replay` running there?"
+            )
+        try:
+            msg = decode(s.recv_multipart(), limits or Limits(), expect=STATE_TOPICS)
+        except WireError as e:
+            raise FpmonError(f"{endpoint} answered with a bad state frame: {e}") from None
+        assert isinstance(msg, StateReply)
+        return msg
+    finally:
+        s.close(0)
+        ctx.term()

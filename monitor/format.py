@@ -1,0 +1,53 @@
+"""Text for cells: numbers, ages and sparklines as short strings (no Textual here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+BLOCKS = " ▁▂▃▄▅▆▇█"
+
+
+def pct(x: float | None, scale: float = 100.0) -> str:
+    return "—" if x is None else f"{x * scale:5.1f}%"
+
+
+def num(x: float | None, fmt: str = "{:.1f}") -> str:
+    return "—" if x is None else fmt.format(x)
+
+
+def gib(used: float | None, total: float | None) -> str:
+    if used is None:
+        return "—"
+    if total:
+        return f"{used / 2**30:.1f}/{total / 2**30:.0f}G"
+    return f"{used / 2**30:.1f}G"
+
+
+def age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def spark(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
+    """A one-line sparkline of the last `width` values, scaled to `top` (or their max)."""
+    vals = list(values)[-width:]
+    if not vals:
+        return " " * width
+    hi = top if top is not None else max(vals)
+    if hi <= 0:
+        return ("▁" * len(vals)).rjust(width)
+    n = len(BLOCKS) - 1
+    s = "".join(BLOCKS[max(1, min(n, round(v / hi * n)))] if v > 0 else "▁" for v in vals)
+    return s.rjust(width)
+
+
+def jsonable(x: object) -> object:
+    """`json.dumps(default=...)`: raw bytes (digests, chains) as hex, anything else as text."""
+    if isinstance(x, bytes):
+        return x.hex()
+    return str(x)

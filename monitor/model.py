@@ -1,0 +1,474 @@
+"""The monitor's state: a plain model of the fleet with no Textual import (nvitop's api vs tui).
+
+Everything the dashboard shows is derived from here, so the same model serves the UI, the
+headless `snapshot --json`, the demo's summary and the benchmark. Decoded `fpmon.wire`
+messages go in through `apply`; the UI reads rows, feeds and alerts out and asks `take_dirty`
+which nodes changed since it last painted. Every buffer is bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from fpmon.setups import NUMERIC_FIELDS
+from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verdict
+
+# Verdict statuses that clear a record and those that flag it (DESIGN.md).
+GOOD_STATUSES = frozenset({"match", "within_noise"})
+BAD_STATUSES = frozenset({"mismatch", "bad_opening", "chain_break", "unopened"})
+
+# Node health, worst last. Every status has a word and a symbol, never colour alone.
+HEALTH_SYMBOL = {
+    "ok": "✓",
+    "pending": "…",
+    "unverifiable": "?",
+    "alert": "!",
+    "flagged": "✗",
+}
+CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌"}
+STATUS_SYMBOL = {
+    "match": "✓",
+    "within_noise": "≈",
+    "mismatch": "✗",
+    "unopened": "∅",
+    "bad_opening": "≠",
+    "chain_break": "#",
+    "unverifiable": "?",
+}
+
+
+@dataclass
+class Limits:
+    """Sizes of every buffer: memory stays flat however long the monitor runs."""
+
+    max_verdicts: int = 5000  # verdict feed kept for the Verdicts screen and export
+    max_alerts: int = 2000
+    history: int = 120  # sparkline points per node (one per tick)
+    recent: int = 20  # a node's last verdicts that decide its health
+    max_nodes: int = 20000  # a hostile feed cannot grow the fleet table without bound
+    stale_after_s: float = 5.0  # no message for this long: stale
+    lost_after_s: float = 20.0  # ... and for this long: lost
+
+
+@dataclass
+class VerdictEntry:
+    """One received verdict, with its receive time; the evidence screen reads it whole."""
+
+    verdict: Verdict
+    received: float
+    key: tuple[str, int, str, float]
+    n: int = 0  # arrival number: a stable row key
+
+    @property
+    def attribution(self) -> list[str]:
+        return attribution_fields(self.verdict)
+
+
+@dataclass
+class AlertEntry:
+    alert: Alert
+    first: float
+    last: float
+    count: int = 1
+    acked: bool = False
+
+
+@dataclass
+class NodeRow:
+    node: str
+    gpus: int = 0
+    gpu_names: str = ""
+    source: str = ""  # "nvml", "host" or "" (no telemetry yet)
+    util: float | None = None  # mean GPU utilisation %, or host CPU % when no GPU
+    mem_used: float | None = None  # bytes over all GPUs (or the host's memory)
+    mem_total: float | None = None
+    power: float | None = None  # W over all GPUs
+    commits: int = 0
+    last_seq: int = -1
+    commits_per_s: float = 0.0
+    heads: int = 0
+    verdicts: Counter = field(default_factory=Counter)
+    recent: deque = field(default_factory=deque)
+    attributions: Counter = field(default_factory=Counter)
+    last_attribution: str = ""
+    last_verdict_t: float | None = None  # receive time (monotonic)
+    last_seen: float = 0.0  # receive time (monotonic) of the last message about this node
+    declared: dict[str, Any] = field(default_factory=dict)
+    open_alerts: int = 0
+    util_hist: deque = field(default_factory=deque)
+    mismatch_hist: deque = field(default_factory=deque)
+    connection: str = "live"
+    _commits_at_tick: int = 0
+    _verdicts_at_tick: int = 0
+    _bad_at_tick: int = 0
+
+    @property
+    def checked(self) -> int:
+        return sum(self.verdicts.values())
+
+    @property
+    def sampled(self) -> float | None:
+        """Share of committed records the verifier has judged (any status but chain_break)."""
+        if not self.commits:
+            return None
+        n = self.checked - self.verdicts["chain_break"]
+        return min(1.0, n / self.commits)
+
+    @property
+    def verified(self) -> float | None:
+        """Share of committed records replayed and found to match."""
+        if not self.commits:
+            return None
+        good = sum(self.verdicts[s] for s in GOOD_STATUSES)
+        return min(1.0, good / self.commits)
+
+    @property
+    def health(self) -> str:
+        if any(s in BAD_STATUSES for s in self.recent):
+            return "flagged"
+        if self.open_alerts:
+            return "alert"
+        if self.recent and all(s == "unverifiable" for s in self.recent):
+            return "unverifiable"
+        if self.recent:
+            return "ok"
+        return "pending"
+
+
+def attribution_fields(v: Verdict) -> list[str]:
+    """The setup fields the verifier's best candidate changes (the attribution's vocabulary).
+
+    A candidate names them in `field`/`fields`, or carries the candidate `setup`, which is
+    compared with the declared one over `NUMERIC_FIELDS`.
+    """
+    if not v.attribution:
+        return []
+    best = v.attribution[0]
+    if isinstance(best.get("field"), str):
+        return [best["field"]]
+    if isinstance(best.get("fields"), list):
+        return [str(f) for f in best["fields"]]
+    cand = best.get("setup") or best.get("candidate")
+    if isinstance(cand, dict):
+        return [f for f in NUMERIC_FIELDS if f in cand and cand.get(f) != v.declared.get(f)]
+    return []
+
+
+def _num(d: dict[str, Any], *keys: str) -> float | None:
+    for k in keys:
+        x = d.get(k)
+        if isinstance(x, int | float) and not isinstance(x, bool):
+            return float(x)
+    return None
+
+
+class FleetModel:
+    """The fleet as the monitor knows it. Not thread-safe: one owner applies messages."""
+
+    def __init__(self, limits: Limits | None = None, clock=time.monotonic) -> None:
+        self.limits = limits or Limits()
+        self.clock = clock
+        self.nodes: dict[str, NodeRow] = {}
+        self.verdicts: deque[VerdictEntry] = deque(maxlen=self.limits.max_verdicts)
+        self.verdicts_total = 0  # ever received, so a paused view knows what it missed
+        self.alerts: OrderedDict[str, AlertEntry] = OrderedDict()
+        self.endpoints: dict[str, str] = {}  # endpoint -> "connecting" | "live" | "lost"
+        self.rejected: Counter = Counter()  # wire reject reasons, from the feed
+        self.dropped_nodes = 0
+        self._seen: OrderedDict[tuple, None] = OrderedDict()  # verdict keys, for Clone dedupe
+        self._dirty: set[str] = set()
+        self._last_tick: float | None = None
+        self.version = 0  # bumps on every change: cheap "anything new?" for views
+
+    # -- input ---------------------------------------------------------------------------
+    def apply(self, msg: Message, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        if isinstance(msg, Telemetry):
+            self._telemetry(msg, now)
+        elif isinstance(msg, Commit):
+            self._commit(msg, now)
+        elif isinstance(msg, Verdict):
+            self._verdict(msg, now)
+        elif isinstance(msg, Alert):
+            self._alert(msg, now)
+        elif isinstance(msg, Head):
+            row = self._row(msg.node, now)
+            if row is not None:
+                row.heads += 1
+        elif isinstance(msg, StateReply):
+            self.apply_state(msg, now)
+            return
+        else:
+            return
+        self.version += 1
+
+    def apply_many(self, msgs, now: float | None = None) -> None:
+        now = self.clock() if now is None else now
+        for m in msgs:
+            self.apply(m, now)
+
+    def apply_state(self, reply: StateReply, now: float | None = None) -> None:
+        """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""
+        now = self.clock() if now is None else now
+        for name, summary in reply.nodes.items():
+            row = self._row(str(name), now)
+            if row is None or not isinstance(summary, dict):
+                continue
+            if isinstance(summary.get("declared"), dict):
+                row.declared = summary["declared"]
+            seq = summary.get("last_seq", summary.get("seq"))
+            if isinstance(seq, int):
+                row.last_seq = max(row.last_seq, seq)
+            commits = summary.get("commits")
+            if isinstance(commits, int):
+                row.commits = max(row.commits, commits)
+        for m in reply.verdicts:
+            try:
+                self._verdict(Verdict.from_map(m), now)
+            except (ValueError, TypeError):
+                self.rejected["state_verdict"] += 1
+        for m in reply.alerts:
+            try:
+                self._alert(Alert.from_map(m), now)
+            except (ValueError, TypeError):
+                self.rejected["state_alert"] += 1
+        self.version += 1
+
+    def set_endpoint(self, endpoint: str, state: str) -> None:
+        self.endpoints[endpoint] = state
+        self.version += 1
+
+    def _row(self, node: str, now: float) -> NodeRow | None:
+        row = self.nodes.get(node)
+        if row is None:
+            if len(self.nodes) >= self.limits.max_nodes:
+                self.dropped_nodes += 1
+                return None
+            h = self.limits.history
+            row = NodeRow(
+                node=node,
+                recent=deque(maxlen=self.limits.recent),
+                util_hist=deque(maxlen=h),
+                mismatch_hist=deque(maxlen=h),
+            )
+            self.nodes[node] = row
+        row.last_seen = now
+        if row.connection != "live":
+            row.connection = "live"
+        self._dirty.add(node)
+        return row
+
+    def _telemetry(self, m: Telemetry, now: float) -> None:
+        row = self._row(m.node, now)
+        if row is None:
+            return
+        row.source = m.source
+        gpus = [g for g in m.gpus if isinstance(g, dict)]
+        row.gpus = len(gpus)
+        if gpus:
+            utils = [u for g in gpus if (u := _num(g, "util")) is not None]
+            row.util = sum(utils) / len(utils) if utils else None
+            row.mem_used = _sum(gpus, "mem_used")
+            row.mem_total = _sum(gpus, "mem_total")
+            row.power = _sum(gpus, "power_w", "power")
+            names = {str(g.get("name", "")) for g in gpus} - {""}
+            row.gpu_names = ", ".join(sorted(names))
+        else:
+            # No NVIDIA GPU: the agent reports the host's real CPU and memory use instead.
+            row.util = _num(m.host, "cpu_util")
+            row.mem_used = _num(m.host, "mem_used")
+            row.mem_total = _num(m.host, "mem_total")
+            row.power = None
+            row.gpu_names = "no NVIDIA GPU"
+
+    def _commit(self, m: Commit, now: float) -> None:
+        row = self._row(m.node, now)
+        if row is None:
+            return
+        row.commits += 1
+        row.last_seq = max(row.last_seq, m.seq)
+        row.declared = m.setup
+
+    def _verdict(self, v: Verdict, now: float) -> None:
+        key = (v.node, v.seq, v.status, v.t)
+        if key in self._seen:
+            return  # already had it: the snapshot and the live feed overlap (Clone)
+        self._seen[key] = None
+        if len(self._seen) > 4 * self.limits.max_verdicts:
+            self._seen.popitem(last=False)
+        row = self._row(v.node, now)
+        self.verdicts_total += 1
+        entry = VerdictEntry(verdict=v, received=now, key=key, n=self.verdicts_total)
+        self.verdicts.append(entry)
+        if row is None:
+            return
+        row.verdicts[v.status] += 1
+        row.recent.append(v.status)
+        row.last_verdict_t = now
+        if v.declared and not row.declared:
+            row.declared = v.declared
+        if v.status == "mismatch":
+            fields = entry.attribution
+            for f in fields:
+                row.attributions[f] += 1
+            row.last_attribution = ",".join(fields) or "unattributed"
+        elif v.status in BAD_STATUSES:
+            row.last_attribution = v.status
+
+    def _alert(self, a: Alert, now: float) -> None:
+        entry = self.alerts.get(a.id)
+        if entry is None:
+            self.alerts[a.id] = AlertEntry(alert=a, first=now, last=now)
+            self._count_alert(a.node, +1)
+            while len(self.alerts) > self.limits.max_alerts:
+                self._evict_alert()
+        else:
+            entry.count += 1
+            entry.last = now
+            entry.alert = a
+        if a.node in self.nodes:
+            self._dirty.add(a.node)
+
+    def _evict_alert(self) -> None:
+        # Drop the oldest acknowledged alert first; only then the oldest open one.
+        victim = next((k for k, e in self.alerts.items() if e.acked), None)
+        if victim is None:
+            victim = next(iter(self.alerts))
+        e = self.alerts.pop(victim)
+        if not e.acked:
+            self._count_alert(e.alert.node, -1)
+
+    def _count_alert(self, node: str, delta: int) -> None:
+        row = self.nodes.get(node)
+        if row is not None:
+            row.open_alerts = max(0, row.open_alerts + delta)
+            self._dirty.add(node)
+
+    # -- operator actions ----------------------------------------------------------------
+    def acknowledge(self, alert_id: str) -> bool:
+        e = self.alerts.get(alert_id)
+        if e is None or e.acked:
+            return False
+        e.acked = True
+        self._count_alert(e.alert.node, -1)
+        self.version += 1
+        return True
+
+    @property
+    def open_alerts(self) -> int:
+        return sum(1 for e in self.alerts.values() if not e.acked)
+
+    # -- time ----------------------------------------------------------------------------
+    def tick(self, now: float | None = None) -> None:
+        """Once a second: rates, sparkline points, live/stale/lost from message age."""
+        now = self.clock() if now is None else now
+        dt = now - self._last_tick if self._last_tick is not None else 0.0
+        self._last_tick = now
+        lim = self.limits
+        for row in self.nodes.values():
+            if dt > 0:
+                row.commits_per_s = (row.commits - row._commits_at_tick) / dt
+            n = row.checked - row._verdicts_at_tick
+            bad = sum(row.verdicts[s] for s in BAD_STATUSES)
+            nbad = bad - row._bad_at_tick
+            row._commits_at_tick, row._verdicts_at_tick, row._bad_at_tick = (
+                row.commits,
+                row.checked,
+                bad,
+            )
+            row.util_hist.append(row.util or 0.0)
+            row.mismatch_hist.append(
+                nbad / n if n else (row.mismatch_hist[-1] if row.mismatch_hist else 0.0)
+            )
+            age = now - row.last_seen
+            conn = (
+                "live"
+                if age <= lim.stale_after_s
+                else "stale"
+                if age <= lim.lost_after_s
+                else "lost"
+            )
+            if conn != row.connection:
+                row.connection = conn
+            self._dirty.add(row.node)
+        self.version += 1
+
+    def take_dirty(self) -> set[str]:
+        d, self._dirty = self._dirty, set()
+        return d
+
+    # -- output --------------------------------------------------------------------------
+    def node_counts(self) -> Counter:
+        return Counter(r.health for r in self.nodes.values())
+
+    def to_json(self) -> dict[str, Any]:
+        """The fleet as plain data: `fpmon snapshot --json` and the demo's summary."""
+        return {
+            "nodes": [
+                {
+                    "node": r.node,
+                    "health": r.health,
+                    "connection": r.connection,
+                    "gpus": r.gpus,
+                    "source": r.source,
+                    "util": r.util,
+                    "mem_used": r.mem_used,
+                    "mem_total": r.mem_total,
+                    "power": r.power,
+                    "commits": r.commits,
+                    "last_seq": r.last_seq,
+                    "commits_per_s": round(r.commits_per_s, 3),
+                    "sampled": r.sampled,
+                    "verified": r.verified,
+                    "verdicts": dict(r.verdicts),
+                    "attributions": dict(r.attributions),
+                    "open_alerts": r.open_alerts,
+                    "declared": r.declared,
+                }
+                for r in sorted(self.nodes.values(), key=lambda r: r.node)
+            ],
+            "alerts": [
+                {**e.alert.to_map(), "count": e.count, "acked": e.acked}
+                for e in self.alerts.values()
+            ],
+            "open_alerts": self.open_alerts,
+            "verdicts_total": self.verdicts_total,
+            "endpoints": dict(self.endpoints),
+            "rejected": dict(self.rejected),
+        }
+
+
+def _sum(items: list[dict[str, Any]], *keys: str) -> float | None:
+    vals = [x for g in items if (x := _num(g, *keys)) is not None]
+    return sum(vals) if vals else None
+
+
+def evidence_layers(v: Verdict) -> list[tuple[str, float, float | None]]:
+    """Per-probe (name, distance, noise band) from a verdict's evidence, in layer order.
+
+    Reads `evidence["layers"]` or `evidence["probes"]`: a list of maps (`probe`/`layer`/`name`,
+    `rel`/`distance`, `band`/`noise`) or a map name -> distance or name -> such a map.
+    """
+    ev = v.evidence
+    raw = ev.get("layers", ev.get("probes"))
+    items: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(raw, list):
+        for i, m in enumerate(raw):
+            if isinstance(m, dict):
+                items.append((str(m.get("probe", m.get("layer", m.get("name", i)))), m))
+    elif isinstance(raw, dict):
+        for k, m in raw.items():
+            items.append((str(k), m if isinstance(m, dict) else {"rel": m}))
+    out = []
+    for name, m in items:
+        d = _num(m, "rel", "distance", "l2", "value")
+        if d is None:
+            continue
+        band = _num(m, "band", "noise", "noise_band")
+        if band is None and isinstance(ev.get("band"), dict):
+            band = _num(ev["band"], name)
+        out.append((name, d, band))
+    return out

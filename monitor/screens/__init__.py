@@ -1,0 +1,1 @@
+"""Dashboard screens: fleet, verdicts, alerts (modes), evidence, help and modal pickers."""

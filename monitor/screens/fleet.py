@@ -1,0 +1,103 @@
+"""Fleet: one row per node, sparklines of the selected node, a one-line summary."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+
+from monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
+from monitor.screens.base import LiveScreen
+from monitor.widgets.tables import FleetTable
+
+
+class FleetScreen(LiveScreen):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "evidence", "Evidence", id="evidence")
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="summary")
+        yield self.filter_input()
+        self.table = FleetTable(id="fleet")
+        yield self.table
+        with Horizontal(id="detail"):
+            yield Label("", id="detail-node")
+            yield Label("util %", classes="spark-label")
+            yield Sparkline([], id="util-spark")
+            yield Label("mismatch rate", classes="spark-label")
+            yield Sparkline([], id="mm-spark")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.table.focus()
+
+    def rows(self):
+        return ((r.node, r) for r in self.app.model.nodes.values())
+
+    def rebuild(self) -> None:
+        self.table.now = self.app.model.clock()
+        self.table.palette = self.app.palette
+        self.table.rebuild(self.rows())
+
+    def repaint(self, full: bool = False) -> None:
+        model = self.app.model
+        changed = self.app.take_dirty("fleet")
+        t = self.table
+        t.now = model.clock()
+        t.palette = self.app.palette
+        t.sync(self.rows(), None if full else changed)
+        counts = model.node_counts()
+        eps = model.endpoints
+        ep_text = "  ".join(f"{CONN_SYMBOL.get(s, '?')} {e} {s}" for e, s in eps.items())
+        self.query_one("#summary", Static).update(
+            f"{len(model.nodes)} nodes  "
+            f"{HEALTH_SYMBOL['ok']} {counts['ok']} ok  "
+            f"{HEALTH_SYMBOL['flagged']} {counts['flagged']} flagged  "
+            f"{HEALTH_SYMBOL['pending']} {counts['pending']} pending  "
+            f"! {model.open_alerts} open alerts  │ {ep_text}"
+        )
+        self._detail()
+
+    def selected_node(self) -> str | None:
+        t = self.table
+        if not t.row_count:
+            return None
+        try:
+            return str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+        except Exception:  # cursor outside the table while rows change
+            return None
+
+    def _detail(self) -> None:
+        node = self.selected_node()
+        row = self.app.model.nodes.get(node) if node else None
+        if row is None:
+            return
+        self.query_one("#detail-node", Label).update(f"{row.node}: {row.gpu_names or '—'}")
+        self.query_one("#util-spark", Sparkline).data = list(row.util_hist)
+        self.query_one("#mm-spark", Sparkline).data = list(row.mismatch_hist)
+
+    @on(DataTable.RowHighlighted)
+    def _highlighted(self) -> None:
+        self._detail()
+
+    @on(DataTable.RowSelected)
+    def _selected(self) -> None:
+        self.action_evidence()
+
+    def action_evidence(self) -> None:
+        """Evidence of the selected node's latest flagged verdict (or its latest verdict)."""
+        node = self.selected_node()
+        if node is None:
+            return
+        entries = [e for e in self.app.model.verdicts if e.verdict.node == node]
+        if not entries:
+            self.notify(f"{node} has no verdict yet", severity="warning")
+            return
+        bad = [e for e in entries if e.verdict.status not in ("match", "within_noise")]
+        self.app.show_evidence((bad or entries)[-1])

@@ -1,0 +1,101 @@
+"""Synthetic wire traffic for tests and the load benchmark (never used by the live monitor).
+
+Messages are real `fpmon.wire` dataclasses, so they go through the same encode/decode path as
+an agent's and the replay daemon's; `Publisher` sends them from a real PUB socket.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import zmq
+
+from fpmon.setups import Setup
+from fpmon.wire import Alert, Commit, Message, Telemetry, Verdict, encode
+
+DECLARED = Setup(dtype="float32", attn_impl="sdpa", batch_size=1).to_map()
+
+
+def telemetry(node: str, gpus: int = 8, util: float = 50.0, t: float | None = None) -> Telemetry:
+    return Telemetry(
+        node=node,
+        t=time.time() if t is None else t,
+        gpus=[
+            {
+                "index": i,
+                "name": "NVIDIA H100 80GB HBM3",
+                "util": util,
+                "mem_used": 40 * 2**30,
+                "mem_total": 80 * 2**30,
+                "power_w": 400.0,
+            }
+            for i in range(gpus)
+        ],
+        source="nvml",
+    )
+
+
+def commit(node: str, seq: int, setup: dict[str, Any] | None = None) -> Commit:
+    return Commit(
+        node=node, t=time.time(), seq=seq, request_id=f"{node}-{seq}",
+        record_digest=bytes(32), chain=bytes(32), setup=setup or DECLARED, model="tiny",
+        prompt_tokens=8, output_tokens=16,
+    )  # fmt: skip
+
+
+def verdict(
+    node: str, seq: int, status: str = "match", field: str | None = None, value: Any = None,
+    layers: int = 4,
+) -> Verdict:  # fmt: skip
+    attribution = []
+    evidence: dict[str, Any] = {"layers": []}
+    if status == "mismatch":
+        attribution = [{"field": field, "value": value, "score": 0.0}, {"field": "dtype",
+                        "value": "bfloat16", "score": 0.31}]  # fmt: skip
+        evidence["layers"] = [
+            {"probe": f"keys.L{i}", "rel": 0.0 if i == 0 else 10.0 ** (-4 + i / 2), "band": 0.0}
+            for i in range(layers)
+        ]
+    else:
+        evidence["layers"] = [
+            {"probe": f"keys.L{i}", "rel": 0.0, "band": 0.0} for i in range(layers)
+        ]
+    return Verdict(
+        node=node, t=time.time(), seq=seq, status=status, request_id=f"{node}-{seq}",
+        evidence=evidence, attribution=attribution, declared=DECLARED, replay_s=0.05,
+        reference="cpu",
+    )  # fmt: skip
+
+
+def alert(node: str, kind: str = "mismatch", n: int = 0) -> Alert:
+    return Alert(
+        node=node, t=time.time(), id=f"{node}-{kind}-{n}", kind=kind, severity="critical",
+        message=f"{node}: {kind}", seq=n,
+    )  # fmt: skip
+
+
+def random_verdict(rng: random.Random, nodes: list[str], seq: int) -> Verdict:
+    node = rng.choice(nodes)
+    if rng.random() < 0.02:
+        return verdict(node, seq, "mismatch", "batch_size", 4)
+    return verdict(node, seq)
+
+
+class Publisher:
+    """A real PUB socket on a random loopback port, for tests."""
+
+    def __init__(self, ctx: zmq.Context | None = None) -> None:
+        self.ctx = ctx or zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.PUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        port = self.sock.bind_to_random_port("tcp://127.0.0.1")
+        self.endpoint = f"tcp://127.0.0.1:{port}"
+
+    def send(self, *msgs: Message) -> None:
+        for m in msgs:
+            self.sock.send_multipart(encode(m))
+
+    def close(self) -> None:
+        self.sock.close(0)

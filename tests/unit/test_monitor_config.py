@@ -1,0 +1,63 @@
+"""Config and themes: bad input is one clear FpmonError, never a traceback."""
+
+from __future__ import annotations
+
+import pytest
+
+import themes
+from fpmon.errors import FpmonError
+from monitor.config import parse_config
+
+
+def test_good_config():
+    cfg = parse_config(
+        {
+            "monitor": {"endpoints": ["tcp://127.0.0.1:7791"], "state": "tcp://127.0.0.1:7782"},
+            "keymap": {"fleet": "f1"},
+            "limits": {"max_verdicts": 100, "stale_after_s": 3},
+        }
+    )
+    assert cfg.endpoints == ["tcp://127.0.0.1:7791"] and cfg.limits.max_verdicts == 100
+    assert isinstance(cfg.limits.max_verdicts, int)
+
+
+@pytest.mark.parametrize(
+    "raw, words",
+    [
+        ({"monitr": {}}, "unknown section"),
+        ({"monitor": {"endpoint": "x"}}, "unknown key(s) endpoint"),
+        ({"monitor": {"endpoints": ["localhost:7791"]}}, "not a ZeroMQ endpoint"),
+        ({"monitor": {"refresh_s": -1}}, "positive number"),
+        ({"limits": {"max_verdicts": "many"}}, "positive number"),
+        ({"keymap": {"fleet": 3}}, "key name"),
+        ({"curve": {"server_key": "short", "client_keys": "x"}}, "40-character Z85"),
+        ({"curve": {"server_key": "a" * 40, "client_keys": "/nonexistent"}}, "is not a file"),
+    ],
+)
+def test_bad_config(raw, words):
+    with pytest.raises(FpmonError) as e:
+        parse_config(raw)
+    assert words in str(e.value)
+
+
+def test_themes_load_with_app_variables_defined_once():
+    names = themes.available()
+    for want in ("fpmon-dark", "fpmon-light", "fpmon-high-contrast", "fpmon-colorblind"):
+        assert want in names
+    for t in themes.load_all():
+        assert set(themes.APP_VARIABLES) <= set(t.variables)
+    dark = themes.load_theme("fpmon-dark")
+    assert dark.variables["fpmon-mismatch"] == dark.error  # follows the theme unless set
+    cb = themes.load_theme("fpmon-colorblind")
+    assert cb.variables["fpmon-ok"] != "#00ff00"  # no red/green pair
+
+
+def test_unknown_theme_names_the_ones_there_are():
+    with pytest.raises(FpmonError, match=r"unknown theme 'neon'; available: .*fpmon-dark"):
+        themes.load_theme("neon")
+
+
+def test_bad_theme_file(tmp_path):
+    (tmp_path / "x.toml").write_text('primary = "#fff"\nsparkle = 1\n')
+    with pytest.raises(FpmonError, match="unknown key"):
+        themes.load_theme("x", tmp_path)

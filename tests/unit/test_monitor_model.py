@@ -1,0 +1,129 @@
+"""The monitor's state model: plain Python, no Textual, fed real wire messages."""
+
+from __future__ import annotations
+
+import sys
+
+from fpmon.wire import StateReply, decode, encode
+from monitor import synth
+from monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
+
+
+def roundtrip(msg):
+    return decode(encode(msg))  # what the feed hands the model: decoded under limits
+
+
+def test_model_imports_no_textual():
+    import subprocess
+
+    code = "import monitor.model, monitor.feed, sys; print('textual' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_rows_health_and_attribution():
+    m = FleetModel()
+    for i in range(3):
+        m.apply(roundtrip(synth.commit("honest", i)))
+        m.apply(roundtrip(synth.commit("cheat", i)))
+    m.apply(roundtrip(synth.telemetry("honest", gpus=8, util=40.0)))
+    m.apply(roundtrip(synth.verdict("honest", 1)))
+    m.apply(roundtrip(synth.verdict("cheat", 1, "mismatch", "batch_size", 4)))
+    honest, cheat = m.nodes["honest"], m.nodes["cheat"]
+    assert honest.health == "ok" and honest.gpus == 8 and honest.util == 40.0
+    assert honest.mem_total == 8 * 80 * 2**30
+    assert cheat.health == "flagged"
+    assert cheat.attributions == {"batch_size": 1}
+    assert cheat.last_attribution == "batch_size"
+    assert honest.sampled == 1 / 3 and honest.verified == 1 / 3 and cheat.verified == 0.0
+    data = m.to_json()
+    assert [n["node"] for n in data["nodes"]] == ["cheat", "honest"]
+    assert data["nodes"][0]["attributions"] == {"batch_size": 1}
+
+
+def test_attribution_from_candidate_setup():
+    v = synth.verdict("n", 1, "mismatch", "attn_impl", "eager")
+    cand = {**v.declared, "attn_impl": "eager"}
+    v2 = type(v)(**{**v.to_map(), "attribution": [{"setup": cand, "score": 0.0}]})
+    assert attribution_fields(v2) == ["attn_impl"]
+    assert evidence_layers(v)[1][0] == "keys.L1"
+
+
+def test_connection_states_follow_message_age():
+    clock = [100.0]
+    m = FleetModel(Limits(stale_after_s=2, lost_after_s=5), clock=lambda: clock[0])
+    m.apply(synth.telemetry("n"))
+    m.tick()
+    assert m.nodes["n"].connection == "live"
+    clock[0] += 3
+    m.tick()
+    assert m.nodes["n"].connection == "stale"
+    clock[0] += 3
+    m.tick()
+    assert m.nodes["n"].connection == "lost"
+    m.apply(synth.telemetry("n"))  # it came back by itself
+    assert m.nodes["n"].connection == "live"
+
+
+def test_rates_and_histories_per_tick():
+    clock = [0.0]
+    m = FleetModel(Limits(history=4), clock=lambda: clock[0])
+    m.tick()
+    for seq in range(10):
+        m.apply(synth.commit("n", seq))
+    m.apply(synth.verdict("n", 1))
+    m.apply(synth.verdict("n", 2, "mismatch", "dtype", "bfloat16"))
+    clock[0] = 2.0
+    m.tick()
+    row = m.nodes["n"]
+    assert row.commits_per_s == 5.0
+    assert list(row.mismatch_hist) == [0.5]
+    for _ in range(10):
+        clock[0] += 1
+        m.tick()
+    assert len(row.util_hist) == 4  # bounded
+
+
+def test_buffers_are_bounded_and_dedupe_clone_overlap():
+    m = FleetModel(Limits(max_verdicts=50, max_alerts=5, max_nodes=3))
+    for i in range(200):
+        m.apply(synth.verdict(f"n{i % 3}", i))
+    assert len(m.verdicts) == 50 and m.verdicts_total == 200
+    m.apply(synth.telemetry("extra"))
+    assert "extra" not in m.nodes and m.dropped_nodes == 1
+    for i in range(10):
+        m.apply(synth.alert("n0", n=i))
+    assert len(m.alerts) == 5
+    # A snapshot that repeats a verdict already received live adds nothing.
+    v = m.verdicts[-1].verdict
+    total = m.verdicts_total
+    m.apply(StateReply(node="replay", t=0.0, verdicts=[v.to_map()], nodes={"n9": {}}))
+    assert m.verdicts_total == total
+
+
+def test_alerts_acknowledge_and_open_count():
+    m = FleetModel()
+    m.apply(synth.telemetry("n"))
+    m.apply(synth.alert("n", "chain_break", 1))
+    m.apply(synth.alert("n", "chain_break", 1))  # same id again: counted, not duplicated
+    m.apply(synth.alert("n", "unopened", 2))
+    assert m.open_alerts == 2 and m.nodes["n"].open_alerts == 2
+    assert m.alerts["n-chain_break-1"].count == 2
+    assert m.acknowledge("n-chain_break-1") and not m.acknowledge("n-chain_break-1")
+    assert m.open_alerts == 1 and m.nodes["n"].health == "alert"
+
+
+def test_state_reply_seeds_a_late_joiner():
+    v = synth.verdict("a", 3, "mismatch", "dtype", "bfloat16")
+    reply = StateReply(
+        node="replay",
+        t=0.0,
+        nodes={"a": {"commits": 12, "last_seq": 11, "declared": synth.DECLARED}},
+        verdicts=[v.to_map(), {"bogus": 1}],
+        alerts=[synth.alert("a").to_map()],
+    )
+    m = FleetModel()
+    m.apply(roundtrip(reply))
+    row = m.nodes["a"]
+    assert row.commits == 12 and row.health == "flagged" and m.open_alerts == 1
+    assert m.rejected["state_verdict"] == 1
