@@ -1,0 +1,104 @@
+"""Attribution: which alternative setup reproduces a mismatching record, nearest first.
+
+Single-field changes are tried first (batch size with the request in slot 0, attention
+implementation, dtype, compile), in that order; once one reproduces the record bit-exactly the
+rest of that field's values are tried (batch sizes >= 2 are often indistinguishable) and the
+search stops. Only if no single change is exact are pairs of changes tried, within a budget.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from fpmon.compare import compare_records
+from fpmon.errors import FpmonError
+from fpmon.records import Record
+from fpmon.reproduce import replay_record
+from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
+from replay.engines import EngineCache, Unverifiable
+from replay.scoring import first_difference, score
+
+Change = dict[str, Any]
+
+
+def single_changes(
+    declared: Setup, fields: tuple[str, ...], batch_sizes: tuple[int, ...]
+) -> list[tuple[str, Change]]:
+    out: list[tuple[str, Change]] = []
+    for f in fields:
+        if f == "batch_size":
+            out += [
+                (f, {"batch_size": b, "slot": 0}) for b in batch_sizes if b != declared.batch_size
+            ]
+        elif f == "attn_impl":
+            out += [(f, {"attn_impl": a}) for a in ATTN_IMPLS if a != declared.attn_impl]
+        elif f == "dtype":
+            out += [(f, {"dtype": d}) for d in DTYPES if d != declared.dtype]
+        elif f == "compiled":
+            out.append((f, {"compiled": not declared.compiled}))
+    return out
+
+
+def pair_changes(singles: list[tuple[str, Change]]) -> list[tuple[str, Change]]:
+    return [
+        (f"{fa}+{fb}", {**ca, **cb})
+        for (fa, ca), (fb, cb) in itertools.combinations(singles, 2)
+        if fa != fb
+    ]
+
+
+def try_setup(engines: EngineCache, record: Record, changes: Change) -> dict[str, Any]:
+    setup = record.setup.replace(**changes)
+    engine = engines.get(record.model, setup, record.weights_digest)
+    bs = changes.get("batch_size")
+    rep = replay_record(engine, record, batch_size=bs, slot=changes.get("slot") if bs else None)
+    comp = compare_records(record, rep)
+    n_same = sum(p.identical for p in comp.probes)
+    return {
+        "exact": comp.identical,
+        "score": score(comp),
+        "identical_probes": n_same,
+        "probes": len(comp.probes),
+        "first_diff": first_difference(comp),
+    }
+
+
+def attribute(
+    engines: EngineCache,
+    record: Record,
+    fields: tuple[str, ...],
+    batch_sizes: tuple[int, ...],
+    max_candidates: int = 16,
+) -> list[dict[str, Any]]:
+    """Candidates tried, exact reproductions first then nearest; each names the field changed."""
+    singles = single_changes(record.setup, fields, batch_sizes)
+    results: list[dict[str, Any]] = []
+    exact_field = ""
+    for field, changes in singles + pair_changes(singles):
+        if len(results) >= max_candidates:
+            break
+        if exact_field and field != exact_field:
+            break
+        if "+" in field and any(r["exact"] for r in results):
+            break
+        try:
+            res = try_setup(engines, record, changes)
+        except (Unverifiable, FpmonError) as e:
+            results.append(
+                {
+                    "field": field,
+                    "changes": changes,
+                    "exact": False,
+                    "score": None,
+                    "error": str(e)[:200],
+                }
+            )
+            continue
+        results.append({"field": field, "changes": changes, **res})
+        if res["exact"] and not exact_field:
+            exact_field = field
+    tried = [r for r in results if r.get("score") is not None]
+    failed = [r for r in results if r.get("score") is None]
+    tried.sort(key=lambda r: (not r["exact"], r["score"]))
+    return tried + failed

@@ -1,0 +1,548 @@
+"""The replay daemon: wires intake, sampling, openings, the replay worker, store and sockets.
+
+One thread owns every socket and the store (the poll loop below); the replay worker thread only
+judges. Every decision that must survive a crash is written before it is acted on: a sampled
+commit is a pending row before its opening is sent, an opened record is stored before it is
+queued, and a verdict replaces its pending row in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from fpmon.wire import (
+    ALERT_KINDS,
+    Alert,
+    Commit,
+    Limits,
+    StateReply,
+    Verdict,
+    WireError,
+    decode,
+    encode,
+)
+from replay import calibration as calibration_mod
+from replay.chains import Break
+from replay.config import ReplayConfig
+from replay.engines import EngineCache, Factory, hf_factory
+from replay.intake import Intake
+from replay.judge import Judge, Judgement, JudgeOptions
+from replay.metrics import Metrics
+from replay.openings import Opener, Outcome
+from replay.sampling import Sampler
+from replay.store import Store
+from replay.timing import Finding, TimingModel, gpu_busy_s
+from replay.worker import ReplayWorker
+
+log = logging.getLogger("fpmon.replay")
+
+VERIFIED = ("match", "within_noise", "mismatch")
+SEVERITY = {
+    "chain_break": "critical",
+    "bad_opening": "critical",
+    "mismatch": "critical",
+    "unopened": "warning",
+    "unverifiable": "info",
+}
+SUBSCRIBE = (b"commit", b"head", b"telemetry")
+TICK_S = 1.0
+
+
+def _bindable(ep: str) -> str:
+    return ep[:-2] + ":*" if ep.endswith(":0") else ep
+
+
+class ReplayDaemon:
+    def __init__(self, cfg: ReplayConfig, engine_factory: Factory = hf_factory) -> None:
+        self.cfg = cfg
+        self.limits = Limits(max_bytes=cfg.max_message_bytes)
+        self.store = Store(cfg.store)
+        self.sampler = Sampler(cfg.sampling_key, cfg.rate, cfg.suspect_rate, cfg.suspect_window_s)
+        self.intake = Intake(
+            {n.name: n.sign_pubkey for n in cfg.nodes},
+            self.sampler,
+            self.limits,
+            {n.name: n.curve_pubkey for n in cfg.nodes},
+        )
+        self.calibration = calibration_mod.load(cfg.calibration)
+        self.engines = EngineCache(cfg.models, cfg.device, engine_factory)
+        opts = JudgeOptions(
+            cfg.attribution,
+            cfg.attribution_fields,
+            cfg.attribution_batch_sizes,
+            cfg.attribution_max_candidates,
+        )
+        self.judge = Judge(self.engines, self.calibration, opts, cfg.name)
+        self.worker = ReplayWorker(self.judge, cfg.queue_max)
+        self.timing = TimingModel(cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin)
+        self.metrics = Metrics()
+        self.stop_event = threading.Event()
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.endpoints: dict[str, str] = {}
+        self.shed: Counter[str] = Counter()
+        self._shed_window: Counter[str] = Counter()
+        self.state_rejects: Counter[str] = Counter()
+        self._backlog: list[tuple[Commit, bytes]] = []
+        self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
+        self._last_telemetry_t: dict[str, float] = {}
+        self._reported: dict[tuple[Any, str], int] = {}
+        self._started = False
+
+    # --- setup ----------------------------------------------------------------------------
+    def _curve(self) -> dict[str, tuple[str, bytes, bytes]]:
+        if self.cfg.curve_secret_file is None:
+            return {}
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        if secret is None:
+            from fpmon.errors import FpmonError
+
+            raise FpmonError(
+                f"{self.cfg.curve_secret_file} holds no secret key: pass the "
+                "daemon's .key_secret certificate"
+            )
+        return {n.name: (n.curve_pubkey, public, secret) for n in self.cfg.nodes if n.curve_pubkey}
+
+    def start(self) -> None:
+        """Bind and connect every socket, restore persisted state, start the worker."""
+        ctx, cfg = self.ctx, self.cfg
+        curve = self._curve()
+        self.subs: dict[zmq.Socket[Any], str | None] = {}
+        targets = [(None, cfg.hub)] if cfg.hub else [(n.name, n.publish) for n in cfg.nodes]
+        for node, ep in targets:
+            s = ctx.socket(zmq.SUB)
+            s.linger = 0
+            s.rcvhwm = 200_000
+            s.maxmsgsize = self.limits.max_bytes + 4096
+            if node in curve:
+                # Our SUB is a Curve client pinning this node's server key: whatever arrives on
+                # it was sent by the holder of that key, whatever name its payload carries.
+                server, public, secret = curve[node]
+                s.curve_serverkey, s.curve_publickey = server.encode(), public
+                s.curve_secretkey = secret
+            for topic in SUBSCRIBE:
+                s.subscribe(topic)
+            s.connect(ep)
+            self.subs[s] = node
+        self.opener = Opener(
+            ctx,
+            {n.name: n.openings for n in cfg.nodes},
+            verifier=cfg.name,
+            deadline_s=cfg.open_deadline_s,
+            retries=cfg.open_retries,
+            limits=self.limits,
+            curve=curve,
+        )
+        self.pub = ctx.socket(zmq.PUB)
+        self.pub.linger = 0
+        if cfg.hub_xsub:
+            self.pub.connect(cfg.hub_xsub)
+        else:
+            self.pub.bind(_bindable(cfg.publish))
+            self.endpoints["publish"] = self.pub.last_endpoint.decode()
+        self.state_sock = ctx.socket(zmq.ROUTER)
+        self.state_sock.linger = 0
+        self.state_sock.maxmsgsize = 64 * 1024
+        self.state_sock.bind(_bindable(cfg.state))
+        self.endpoints["state"] = self.state_sock.last_endpoint.decode()
+        self.poller = zmq.Poller()
+        for s in [*self.subs, *self.opener.sockets.values(), self.state_sock]:
+            self.poller.register(s, zmq.POLLIN)
+        if cfg.metrics_port:
+            self.metrics.serve(cfg.metrics_port)
+        self._restore()
+        self.worker.start()
+        self._started = True
+        log.info("replay daemon up: %s", self.endpoints)
+
+    def _restore(self) -> None:
+        for node, (seq, chain) in self.store.chains().items():
+            if node in self.intake.chains.nodes:
+                self.intake.chains.restore(node, seq, chain)
+        for node, counts in self.store.counters().items():
+            st = self.intake.stats.get(node)
+            if st is not None:
+                st.commits = counts.get("commits", 0)
+                st.sampled = counts.get("sampled", 0)
+        for commit, stage, record in self.store.pending():
+            if commit.node not in self.intake.stats:
+                continue
+            if stage == "replay" and record is not None:
+                self._backlog.append((commit, record))
+            else:
+                self.opener.request(commit)
+
+    # --- the loop -------------------------------------------------------------------------
+    def run(self) -> None:
+        if not self._started:
+            self.start()
+        next_tick = time.monotonic() + TICK_S
+        try:
+            while not self.stop_event.is_set():
+                self.step(timeout_ms=20)
+                if time.monotonic() >= next_tick:
+                    self.tick()
+                    next_tick = time.monotonic() + TICK_S
+        finally:
+            self.close()
+
+    def step(self, timeout_ms: int = 20) -> None:
+        events = dict(self.poller.poll(timeout_ms))
+        outcomes: list[Outcome] = []
+        for sock in events:
+            if sock in self.subs:
+                self._drain_sub(sock, self.subs[sock])
+            elif sock is self.state_sock:
+                self._answer_state()
+            else:
+                outcomes += self.opener.on_readable(sock)
+        outcomes += self.opener.tick()
+        self._handle_intake()
+        for o in outcomes:
+            self._outcome(o)
+        self._feed_backlog()
+        self._handle_results()
+
+    def _drain_sub(self, sock: zmq.Socket[Any], via: str | None) -> None:
+        handle = self.intake.handle
+        for _ in range(5000):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(frames, via)
+
+    def _handle_intake(self) -> None:
+        breaks, samples, telemetry = self.intake.drain()
+        for brk, commit in breaks:
+            self._chain_break(brk, commit)
+        if samples:
+            room = self.cfg.max_inflight_openings - len(self.opener.pending)
+            take, shed = samples[: max(room, 0)], samples[max(room, 0) :]
+            self.store.add_pending(take)
+            for c in take:
+                self.opener.request(c)
+            for c in shed:
+                self._shed(c.node)
+        for t in telemetry:
+            self._telemetry(t.node, t.to_map())
+
+    def _chain_break(self, brk: Break, commit: Commit | None) -> None:
+        v = Verdict(
+            node=brk.node,
+            t=time.time(),
+            seq=brk.seq,
+            status="chain_break",
+            request_id=commit.request_id if commit else "",
+            declared=dict(commit.setup) if commit else {},
+            reason=f"{brk.kind}: {brk.detail}",
+            evidence={"break": brk.kind},
+        )
+        self._verdict(v, commit.t if commit else None, alert_id=f"{brk.kind}:{brk.node}:{brk.seq}")
+
+    def _outcome(self, o: Outcome) -> None:
+        c = o.commit
+        if o.kind == "opened":
+            self.store.set_opened(c.node, c.seq, o.record or b"")
+            if not self.worker.offer(c, o.record or b""):
+                self.store.drop_pending(c.node, c.seq)
+                self._shed(c.node)
+            return
+        status, reason = o.kind, o.reason
+        if o.kind == "purged":
+            status, reason = "unopened", f"purged by the node before it was opened: {o.reason}"
+        elif o.kind == "unknown":
+            status, reason = "bad_opening", f"node denies a record it committed: {o.reason}"
+        self._verdict(
+            Verdict(
+                node=c.node,
+                t=time.time(),
+                seq=c.seq,
+                status=status,
+                request_id=c.request_id,
+                declared=dict(c.setup),
+                reason=reason,
+            ),
+            c.t,
+        )
+
+    def _feed_backlog(self) -> None:
+        while self._backlog and self.worker.offer(*self._backlog[0]):
+            self._backlog.pop(0)
+
+    def _handle_results(self) -> None:
+        while True:
+            try:
+                j: Judgement = self.worker.results.get_nowait()
+            except Exception:
+                return
+            v = j.verdict
+            if v.replay_s:
+                self.metrics.replay_s.observe(v.replay_s)
+            self._verdict(v, j.commit_t or None)
+            band = (
+                self.calibration.band(
+                    v.evidence.get("pair", "|").split("|")[0], self.engines.reference
+                )
+                if v.cross_gpu
+                else None
+            )
+            f = self.timing.observe(
+                v.node,
+                j.committed_s,
+                j.reference_s,
+                j.tokens,
+                band.jitter_rel if band else None,
+                not v.cross_gpu,
+            )
+            if f is not None:
+                self._finding(f)
+
+    # --- outputs --------------------------------------------------------------------------
+    def _verdict(
+        self,
+        v: Verdict,
+        commit_t: float | None,
+        alert_id: str = "",
+        commit_t_hint: float | None = None,
+    ) -> None:
+        if v.t == 0.0:
+            v = Verdict(**{**v.to_map(), "t": time.time()})
+        if not self.store.add_verdict(v):
+            return  # already judged (work redone after a restart): never written twice
+        self.pub.send_multipart(encode(v))
+        self.metrics.verdicts.labels(v.status).inc()
+        if commit_t is not None:
+            self.metrics.latency_s.observe(max(0.0, time.time() - commit_t))
+        if v.status not in ("match", "within_noise"):
+            if v.status != "unverifiable":
+                self.sampler.suspect(v.node)
+            if v.status in ALERT_KINDS:
+                self.alert(
+                    v.status,
+                    v.node,
+                    f"{v.node} seq {v.seq}: {v.status}" + (f" — {v.reason}" if v.reason else ""),
+                    seq=v.seq,
+                    alert_id=alert_id or f"{v.status}:{v.node}:{v.seq}",
+                    details={"attribution": v.attribution[:1]},
+                )
+
+    def alert(
+        self,
+        kind: str,
+        node: str,
+        message: str,
+        *,
+        seq: int = -1,
+        alert_id: str = "",
+        details: dict[str, Any] | None = None,
+        severity: str = "",
+    ) -> None:
+        a = Alert(
+            node=node,
+            t=time.time(),
+            id=alert_id or f"{kind}:{node}:{time.time():.0f}",
+            kind=kind,
+            severity=severity or SEVERITY.get(kind, "warning"),
+            message=message[:500],
+            seq=seq,
+            details=details or {},
+        )
+        if self.store.add_alert(a):
+            self.pub.send_multipart(encode(a))
+            self.metrics.alerts.labels(kind).inc()
+
+    def _finding(self, f: Finding) -> None:
+        self.alert(
+            f.kind,
+            f.node,
+            f.message,
+            details=f.details,
+            severity="warning",
+            alert_id=f"{f.kind}:{f.node}:{time.time():.0f}",
+        )
+
+    def _shed(self, node: str) -> None:
+        self.shed[node] += 1
+        self._shed_window[node] += 1
+        self.metrics.shed.inc()
+
+    # --- telemetry, floods, periodic ------------------------------------------------------
+    def _telemetry(self, node: str, t: dict[str, Any]) -> None:
+        now = time.time()
+        last = self._last_telemetry_t.get(node)
+        self._last_telemetry_t[node] = now
+        if last is None:
+            return
+        busy = gpu_busy_s(t, min(now - last, 5.0))
+        if busy is None:
+            return
+        acc, start = self._busy.get(node, (0.0, last))
+        self._busy[node] = (acc + busy, start)
+
+    def _capacity(self, now: float) -> None:
+        for node, (busy, start) in list(self._busy.items()):
+            window = now - start
+            if window < self.cfg.capacity_window_s:
+                continue
+            del self._busy[node]
+            st = self.intake.stats[node]
+            tokens = sum(n for t, n in st.tokens if t >= start)
+            f = self.timing.capacity(node, busy, tokens, window)
+            if f is not None:
+                self.alert(
+                    f.kind,
+                    node,
+                    f.message,
+                    details=f.details,
+                    alert_id=f"{f.kind}:{node}:{start:.0f}",
+                )
+
+    def _floods(self, now: float) -> None:
+        for node, st in self.intake.stats.items():
+            dt = now - st.window_start if st.window_start else TICK_S
+            if st.window_msgs / max(dt, 1e-3) > self.cfg.flood_msgs_per_s:
+                self.alert(
+                    "flood",
+                    node,
+                    f"{node} sent {st.window_msgs} messages in {dt:.1f} s "
+                    f"(limit {self.cfg.flood_msgs_per_s:g}/s)",
+                    alert_id=f"flood:{node}:{now // 60:.0f}",
+                    details={"messages": st.window_msgs, "seconds": round(dt, 2)},
+                )
+            if st.window_rejects > self.cfg.flood_rejects_per_min * dt / 60:
+                self.alert(
+                    "flood",
+                    node,
+                    f"{node} sent {st.window_rejects} rejected frames "
+                    f"in {dt:.1f} s: {dict(st.rejects)}",
+                    alert_id=f"garbage:{node}:{now // 60:.0f}",
+                    details={"rejects": dict(st.rejects)},
+                )
+            st.window_msgs = st.window_rejects = 0
+            st.window_start = now
+
+    def tick(self) -> None:
+        """Once a second: persist chain state, report shedding, floods, capacity, metrics."""
+        now = time.time()
+        chains = self.intake.chains.nodes
+        self.store.save_chains({n: (c.seq, c.chain) for n, c in chains.items() if c.seq >= 0})
+        self.store.save_counters(
+            {n: {"commits": s.commits, "sampled": s.sampled} for n, s in self.intake.stats.items()}
+        )
+        for node, n in self._shed_window.items():
+            self.alert(
+                "shed",
+                node,
+                f"{n} sampled records of {node} not verified: replay "
+                f"queue full ({self.cfg.queue_max}) or too many openings in flight",
+                alert_id=f"shed:{node}:{now:.0f}",
+                details={"shed": n},
+            )
+        self._shed_window.clear()
+        self._floods(now)
+        self._capacity(now)
+        counts = self.store.verdict_counts()
+        self.metrics.queue_depth.set(self.worker.depth() + len(self._backlog))
+        self.metrics.openings.set(len(self.opener.pending))
+        for node, st in self.intake.stats.items():
+            verified = sum(counts.get(node, {}).get(s, 0) for s in VERIFIED)
+            self.metrics.coverage.labels(node).set(verified / st.commits if st.commits else 0.0)
+            self._report(self.metrics.commits, node, st.commits)
+        rejects = Counter(self.intake.rejects) + self.opener.rejects + self.state_rejects
+        for st in self.intake.stats.values():
+            rejects.update(st.rejects)
+        for reason, n in rejects.items():
+            self._report(self.metrics.rejects, reason, n)
+
+    def _report(self, counter: Any, label: str, total: int) -> None:
+        """Advance a labelled Prometheus counter to a running total kept elsewhere."""
+        key = (counter, label)
+        delta = total - self._reported.get(key, 0)
+        if delta > 0:
+            counter.labels(label).inc(delta)
+            self._reported[key] = total
+
+    # --- state (Clone pattern snapshot) ---------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        counts = self.store.verdict_counts()
+        last = self.store.last_verdict_t()
+        out = {}
+        for node, st in self.intake.stats.items():
+            ch = self.intake.chains.nodes[node]
+            c = counts.get(node, {})
+            verified = sum(c.get(s, 0) for s in VERIFIED)
+            tele = st.last_telemetry
+            out[node] = {
+                "commits": st.commits,
+                "sampled": st.sampled,
+                "verified": verified,
+                "coverage": verified / st.commits if st.commits else 0.0,
+                "verdicts": c,
+                "last_verdict_t": last.get(node, 0.0),
+                "chain_head_seq": ch.seq,
+                "signed_head_seq": ch.head_seq,
+                "last_telemetry": tele,
+                "last_telemetry_t": st.last_telemetry_t,
+                "rejects": dict(st.rejects),
+                "shed": self.shed.get(node, 0),
+                "suspect": self.sampler.is_suspect(node),
+                "sample_rate": self.sampler.rate_for(node),
+                "capacity": "checked"
+                if tele.get("gpus")
+                else "not checked: the node reports no GPUs (gpus: [])",
+            }
+        return out
+
+    def state_reply(self, since: int = 0) -> StateReply:
+        return StateReply(
+            node=self.cfg.name,
+            t=time.time(),
+            nodes=self.summary(),
+            verdicts=self.store.verdicts(since_sid=since, limit=200),
+            alerts=self.store.alerts(since_sid=since, limit=100),
+            stream_seq=self.store.sid,
+        )
+
+    def _answer_state(self) -> None:
+        for _ in range(64):
+            try:
+                frames = self.state_sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            ident, rest = frames[:1], frames[1:]
+            delim = []
+            if rest and rest[0] == b"":
+                delim, rest = [b""], rest[1:]
+            try:
+                req = decode(rest, Limits(max_bytes=64 * 1024), expect=("state?",))
+            except WireError as e:
+                self.state_rejects[e.reason] += 1
+                continue
+            reply = self.state_reply(getattr(req, "since_verdicts", 0))
+            self.state_sock.send_multipart(ident + delim + encode(reply))
+
+    # --- shutdown -------------------------------------------------------------------------
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def close(self) -> None:
+        if not self._started:
+            self.store.close()
+            return
+        self._started = False
+        try:
+            self.tick()
+        finally:
+            self.worker.stop()
+            self.worker.join(timeout=30)
+            self.opener.close()
+            self.ctx.destroy(linger=0)
+            self.store.close()

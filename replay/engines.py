@@ -1,0 +1,99 @@
+"""Reference engines, loaded once per (model, dtype, attention, compiled, sdpa backend).
+
+Only models listed in the config are loaded (name as records declare it -> spec or folder):
+a record naming any other model, or other weights, is unverifiable, never guessed at.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from fpmon.errors import FpmonError
+from fpmon.setups import Setup
+
+EngineKey = tuple[str, str, str, bool, str]
+Factory = Callable[[str, Setup, str], Any]
+
+
+class Unverifiable(Exception):
+    """The verifier cannot replay this record; the message says why."""
+
+
+def hf_factory(spec: str, setup: Setup, device: str) -> Any:
+    from fpmon.engines.hf import HFEngine
+
+    return HFEngine(
+        spec,
+        dtype=setup.dtype,
+        attn_impl=setup.attn_impl,
+        device=device,
+        compiled=setup.compiled,
+        sdpa_backend=setup.sdpa_backend,
+    )
+
+
+def device_class(setup: Setup) -> str:
+    """What a node's setup ran on, in the calibration's terms: the GPU model, or `cpu`."""
+    return setup.gpu_name or setup.device
+
+
+class EngineCache:
+    def __init__(
+        self,
+        models: dict[str, str],
+        device: str = "cpu",
+        factory: Factory = hf_factory,
+        max_engines: int = 8,
+    ) -> None:
+        self.models = dict(models)
+        self.device = device
+        self.factory = factory
+        self.max_engines = max_engines
+        self._engines: OrderedDict[EngineKey, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def reference(self) -> str:
+        if self.device.startswith("cuda"):
+            import torch
+
+            return torch.cuda.get_device_name(self.device)
+        return self.device
+
+    def get(self, model: str, setup: Setup, weights_digest: str = "") -> Any:
+        """The engine for this declared setup; `Unverifiable` when the verifier lacks it."""
+        spec = self.models.get(model)
+        if spec is None:
+            raise Unverifiable(
+                f"model {model!r} is not among the verifier's models "
+                f"({', '.join(sorted(self.models)) or 'none'}); add it to "
+                "[models] with a local folder to verify it"
+            )
+        if setup.engine != "hf":
+            raise Unverifiable(f"engine {setup.engine!r}: this verifier replays hf records only")
+        if setup.quantization != "none" or setup.tp != 1 or setup.pp != 1:
+            raise Unverifiable(
+                f"setup {setup.summary()} (quantization/TP/PP) has no reference engine here"
+            )
+        key = (model, setup.dtype, setup.attn_impl, setup.compiled, setup.sdpa_backend)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is None:
+                try:
+                    engine = self.factory(spec, setup, self.device)
+                except FpmonError as e:
+                    raise Unverifiable(f"cannot load the reference for {model}: {e}") from None
+                self._engines[key] = engine
+                while len(self._engines) > self.max_engines:
+                    self._engines.popitem(last=False)
+            self._engines.move_to_end(key)
+        if weights_digest and engine.weights_digest != weights_digest:
+            raise Unverifiable(
+                f"record's weights {weights_digest[:12]}… are not the "
+                f"verifier's {model} ({engine.weights_digest[:12]}…): a model "
+                "swap or another checkpoint; the verifier cannot replay it"
+            )
+        return engine

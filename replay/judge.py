@@ -1,0 +1,186 @@
+"""Judge one opened record: check it against its commitment, replay it faithfully, compare.
+
+bit-identical -> match; same device class and software -> anything else is a mismatch; another
+GPU (or other software) -> per-probe comparison against the calibrated band of that pair ->
+within_noise or mismatch, and the verdict says it is cross-device. Without a band for the pair
+the judge demands bit-exactness and says so. Mismatches get an attribution.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from fpmon.compare import Comparison, compare_records
+from fpmon.errors import FpmonError
+from fpmon.records import TOPK_IDS, Record
+from fpmon.reproduce import replay_record
+from fpmon.wire import Commit, Verdict
+from replay.attribution import attribute
+from replay.calibration import Band, Calibration
+from replay.engines import EngineCache, Unverifiable, device_class
+from replay.scoring import first_difference, probe_evidence, score
+
+SOFTWARE_FIELDS = ("engine", "engine_version", "torch_version", "cuda_version")
+
+
+@dataclass
+class Judgement:
+    verdict: Verdict
+    reference_s: float = 0.0  # the reference's own prefill+decode time for the declared setup
+    committed_s: float = 0.0  # what the node committed it spent
+    tokens: int = 0
+    commit_t: float = 0.0  # when the node committed it: the start of commit-to-verdict latency
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class JudgeOptions:
+    attribution: bool = True
+    fields: tuple[str, ...] = ("batch_size", "attn_impl", "dtype", "compiled")
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    max_candidates: int = 16
+
+
+def contradictions(commit: Commit, rec: Record) -> list[str]:
+    """Where the opened record disagrees with what was committed (a bad opening)."""
+    bad = []
+    for name, mine in (
+        ("node", rec.node),
+        ("seq", rec.seq),
+        ("request_id", rec.request_id),
+        ("model", rec.model),
+        ("prompt_tokens", len(rec.prompt_ids)),
+        ("output_tokens", len(rec.output_ids)),
+    ):
+        if getattr(commit, name) != mine:
+            bad.append(name)
+    declared = rec.setup.to_map()
+    bad += [f"setup.{k}" for k, v in commit.setup.items() if declared.get(k) != v]
+    return bad
+
+
+def within_band(comp: Comparison, band: Band) -> tuple[bool, list[str]]:
+    over = []
+    for p in comp.probes:
+        if p.probe == TOPK_IDS or p.identical:
+            continue  # near-tie reorderings of top-k ids are expected inside the band
+        limit = band.limit(p.probe)
+        worst = max(p.per_position_rel, default=p.rel)
+        if limit is None or worst > limit:
+            over.append(p.probe)
+    return not over, over
+
+
+class Judge:
+    def __init__(
+        self,
+        engines: EngineCache,
+        calibration: Calibration,
+        options: JudgeOptions | None = None,
+        name: str = "replay",
+    ) -> None:
+        self.engines = engines
+        self.calibration = calibration
+        self.options = options or JudgeOptions()
+        self.name = name
+
+    def _verdict(self, commit: Commit, status: str, **kw: Any) -> Verdict:
+        return Verdict(
+            node=commit.node,
+            t=time.time(),
+            seq=commit.seq,
+            status=status,
+            request_id=commit.request_id,
+            declared=dict(commit.setup),
+            **kw,
+        )
+
+    def judge(self, commit: Commit, data: bytes) -> Judgement:
+        try:
+            rec = Record.decode(data)
+        except ValueError as e:
+            return Judgement(
+                self._verdict(
+                    commit,
+                    "bad_opening",
+                    reason=f"opened bytes match the digest but are not a record: {e}"[:300],
+                )
+            )
+        bad = contradictions(commit, rec)
+        if bad:
+            return Judgement(
+                self._verdict(
+                    commit,
+                    "bad_opening",
+                    reason=f"record contradicts its commitment in {', '.join(bad)}",
+                )
+            )
+        reference = self.engines.reference
+        try:
+            engine = self.engines.get(rec.model, rec.setup, rec.weights_digest)
+            t0 = time.perf_counter()
+            rep = replay_record(engine, rec)
+            replay_s = time.perf_counter() - t0
+        except (Unverifiable, FpmonError) as e:
+            return Judgement(
+                self._verdict(commit, "unverifiable", reason=str(e), reference=reference)
+            )
+        committed_s = commit.prefill_s + commit.decode_s or sum(rec.timings.values())
+        out = Judgement(
+            self._verdict(commit, "match"),
+            sum(rep.timings.values()),
+            committed_s,
+            len(rec.prompt_ids) + len(rec.output_ids),
+        )
+        try:
+            comp = compare_records(rec, rep)
+        except FpmonError as e:
+            out.verdict = self._verdict(
+                commit, "mismatch", reason=str(e), replay_s=replay_s, reference=reference
+            )
+            return out
+        prover = device_class(rec.setup)
+        software = [f for f in SOFTWARE_FIELDS if getattr(rec.setup, f) != getattr(engine.setup, f)]
+        cross = prover != reference or bool(software)
+        band = self.calibration.band(prover, reference) if cross else None
+        evidence: dict[str, Any] = {
+            "mode": "band" if band else "exact",
+            "pair": f"{prover}|{reference}",
+            "score": score(comp),
+            "first_diff": first_difference(comp),
+            "notes": comp.notes,
+            "probes": probe_evidence(comp, band),
+        }
+        reason = ""
+        if cross:
+            why = f"prover {prover}, reference {reference}"
+            if software:
+                why += f"; software differs in {', '.join(software)}"
+            reason = f"cross-device verdict ({why})"
+            if band is None:
+                reason += ": no calibration for this pair, bit-exactness demanded"
+        if comp.identical:
+            status = "match"
+        elif band is not None:
+            ok, over = within_band(comp, band)
+            status = "within_noise" if ok else "mismatch"
+            evidence["over_band"] = over
+        else:
+            status = "mismatch"
+        attribution: list[dict[str, Any]] = []
+        if status == "mismatch" and self.options.attribution:
+            o = self.options
+            attribution = attribute(self.engines, rec, o.fields, o.batch_sizes, o.max_candidates)
+        out.verdict = self._verdict(
+            commit,
+            status,
+            evidence=evidence,
+            attribution=attribution,
+            replay_s=replay_s,
+            reference=reference,
+            cross_gpu=cross,
+            reason=reason,
+        )
+        return out

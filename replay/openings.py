@@ -1,0 +1,159 @@
+"""Openings: ask a node for a committed record over DEALER, with a deadline and retries.
+
+Outcomes, one per pending (node, seq): `opened` (bytes whose digest is the committed
+`record_digest`), `bad_opening` (other bytes), `unopened` (no answer after every retry),
+`purged` / `unknown` (the node says so explicitly). Replies are untrusted: decoded with hard
+limits, matched to a pending request by seq and nonce, rejected with a counted reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import zmq
+
+from fpmon.canonical import digest as sha256
+from fpmon.wire import Commit, OpenReply, OpenRequest, WireError, decode, encode
+from fpmon.wire.codec import Limits
+
+
+@dataclass
+class Pending:
+    commit: Commit
+    nonce: bytes
+    attempts: int = 0
+    deadline: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # opened, bad_opening, unopened, purged, unknown
+    commit: Commit
+    record: bytes | None = None
+    reason: str = ""
+
+
+class Opener:
+    def __init__(
+        self,
+        ctx: zmq.Context[Any],
+        endpoints: dict[str, str],
+        *,
+        verifier: str,
+        deadline_s: float,
+        retries: int,
+        limits: Limits,
+        curve: dict[str, tuple[str, bytes, bytes]] | None = None,
+    ) -> None:
+        """`curve[node]` = (node's Z85 server key, our public key, our secret key)."""
+        self.verifier = verifier
+        self.deadline_s = deadline_s
+        self.retries = retries
+        self.limits = limits
+        self.rejects: Counter[str] = Counter()
+        self.pending: dict[tuple[str, int], Pending] = {}
+        self.sockets: dict[str, zmq.Socket[Any]] = {}
+        self.node_of: dict[zmq.Socket[Any], str] = {}
+        for node, ep in endpoints.items():
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.immediate = True  # no queueing towards a node that is not connected: retry later
+            s.maxmsgsize = limits.max_bytes + 4096
+            s.rcvhwm = 1000
+            if curve and node in curve:
+                server, public, secret = curve[node]
+                s.curve_serverkey = server.encode()
+                s.curve_publickey = public
+                s.curve_secretkey = secret
+            s.connect(ep)
+            self.sockets[node] = s
+            self.node_of[s] = node
+
+    def close(self) -> None:
+        for s in self.sockets.values():
+            s.close(linger=0)
+
+    def request(self, commit: Commit, now: float | None = None) -> None:
+        key = (commit.node, commit.seq)
+        if key in self.pending:
+            return
+        p = Pending(commit, os.urandom(16))
+        self.pending[key] = p
+        self._send(p, now or time.monotonic())
+
+    def _send(self, p: Pending, now: float) -> None:
+        p.attempts += 1
+        p.deadline = now + self.deadline_s
+        msg = OpenRequest(node=self.verifier, t=time.time(), seq=p.commit.seq, nonce=p.nonce)
+        # Not connected (or backed up): this attempt times out and is retried.
+        with contextlib.suppress(zmq.Again):
+            self.sockets[p.commit.node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
+
+    def on_readable(self, sock: zmq.Socket[Any]) -> list[Outcome]:
+        node = self.node_of[sock]
+        out = []
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if len(frames) == 3 and frames[0] == b"":
+                frames = frames[1:]  # a REQ-style empty delimiter
+            o = self._reply(node, frames)
+            if o is not None:
+                out.append(o)
+        return out
+
+    def _reply(self, node: str, frames: list[bytes]) -> Outcome | None:
+        try:
+            msg = decode(frames, self.limits, expect=("opened",))
+        except WireError as e:
+            self.rejects[e.reason] += 1
+            return None
+        assert isinstance(msg, OpenReply)
+        p = self.pending.get((node, msg.seq))
+        if p is None or msg.nonce != p.nonce:
+            self.rejects["unsolicited"] += 1  # late after giving up, replayed, or forged
+            return None
+        del self.pending[(node, msg.seq)]
+        c = p.commit
+        if msg.status == "ok":
+            if msg.record is None:
+                return Outcome("bad_opening", c, None, "reply says ok but carries no record")
+            if sha256(msg.record) != c.record_digest:
+                return Outcome(
+                    "bad_opening",
+                    c,
+                    msg.record,
+                    "opened bytes do not hash to the committed record_digest",
+                )
+            return Outcome("opened", c, msg.record)
+        if msg.status in ("purged", "unknown"):
+            return Outcome(msg.status, c, None, msg.reason or f"node says {msg.status}")
+        return Outcome("unopened", c, None, f"node answered {msg.status!r}: {msg.reason}"[:200])
+
+    def tick(self, now: float | None = None) -> list[Outcome]:
+        """Retry what timed out; give up (unopened) after the last retry."""
+        now = now or time.monotonic()
+        out = []
+        for key, p in list(self.pending.items()):
+            if now < p.deadline:
+                continue
+            if p.attempts <= self.retries:
+                self._send(p, now)
+                continue
+            del self.pending[key]
+            out.append(
+                Outcome(
+                    "unopened",
+                    p.commit,
+                    None,
+                    f"no answer in {p.attempts} attempts of {self.deadline_s:g} s",
+                )
+            )
+        return out

@@ -1,0 +1,145 @@
+"""The adversarial battery: real records from the tiny model, real chains, real sockets.
+
+One daemon verifies a fleet of prover nodes, each honest or lying in one way; every record is
+sampled. What each node gets must be what its lie deserves — and an honest node only `match`.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from replay import config
+from replay.daemon import ReplayDaemon
+from replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
+from tests.conftest import tiny_engine
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def shared_engines(spec: str, setup, device: str):
+    # The provers are done before the daemon replays, so it may use the same (real) engines.
+    return tiny_engine(setup.dtype, setup.attn_impl)
+
+
+@pytest.fixture(scope="module")
+def battery(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("battery")
+    names = ["honest", "batch", "attn", "dtype", "tamper", "chain", "silent", "unknown"]
+    nodes = {n: ProverNode(n) for n in names}
+    e_bf = tiny_engine("bfloat16", "sdpa")
+    ids = e_bf.encode("The verifier replays a secret sample of records")
+    ids2 = e_bf.encode("Rounding leaves a fingerprint")
+    f32 = tiny_engine("float32", "sdpa")
+    commits: dict[str, list] = {n: [] for n in names}
+    # Honest: bf16 batch 1, float32 batch 4 in slot 2, as declared.
+    commits["honest"] += [
+        nodes["honest"].make(e_bf, ids),
+        nodes["honest"].make(f32, ids2, batch_size=4, slot=2),
+    ]
+    # Declares batch 1, ran batch 4 (float32: on this CPU only float32 decode shows batch size).
+    commits["batch"].append(
+        nodes["batch"].make(f32, ids, batch_size=4, slot=0, declare={"batch_size": 1, "slot": 0})
+    )
+    # Declares sdpa, ran eager.
+    commits["attn"].append(
+        nodes["attn"].make(tiny_engine("bfloat16", "eager"), ids, declare={"attn_impl": "sdpa"})
+    )
+    # Declares float32, ran bfloat16.
+    commits["dtype"].append(nodes["dtype"].make(e_bf, ids, declare={"dtype": "float32"}))
+    commits["tamper"].append(nodes["tamper"].make(e_bf, ids))
+    nodes["tamper"].tamper = True
+    commits["chain"] += [nodes["chain"].make(e_bf, ids) for _ in range(5)]
+    commits["silent"].append(nodes["silent"].make(e_bf, ids))
+    nodes["silent"].silent = True
+    commits["unknown"].append(nodes["unknown"].make(e_bf, ids, model="mystery-7b"))
+
+    doc = daemon_doc(
+        tmp,
+        list(nodes.values()),
+        openings={"deadline_s": 0.5, "retries": 1},
+        attribution={"fields": ["batch_size", "attn_impl", "dtype"]},
+    )
+    cfg = config.parse(tmp / "replay.toml", doc)
+    daemon = ReplayDaemon(cfg, engine_factory=shared_engines)
+    daemon.start()
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    wait_subscribed(list(nodes.values()), daemon)
+    for name, cs in commits.items():
+        if name == "chain":
+            # seq 0, 1, then 3 (2 dropped), then 2 late (reordered), then 4.
+            for i in (0, 1, 3, 2, 4):
+                nodes[name].publish(cs[i])
+        else:
+            for c in cs:
+                nodes[name].publish(c)
+    expected = 2 + 1 + 1 + 1 + 1 + 5 + 1 + 1
+    verdicts = wait_verdicts(Path(cfg.store), expected, timeout=180)
+    state = daemon.state_reply()
+    daemon.stop()
+    thread.join(timeout=60)
+    for n in nodes.values():
+        n.close()
+    by_node: dict[str, list[dict]] = {}
+    for v in verdicts:
+        by_node.setdefault(v["node"], []).append(v)
+    return by_node, state
+
+
+def statuses(by_node, node: str) -> list[str]:
+    return sorted(v["status"] for v in by_node.get(node, []))
+
+
+def test_honest_node_only_matches(battery) -> None:
+    by_node, _ = battery
+    assert statuses(by_node, "honest") == ["match", "match"]
+
+
+@pytest.mark.parametrize(
+    ("node", "field"), [("batch", "batch_size"), ("attn", "attn_impl"), ("dtype", "dtype")]
+)
+def test_lies_about_the_setup_are_mismatches_attributed_to_the_field(battery, node, field):
+    by_node, _ = battery
+    (v,) = by_node[node]
+    assert v["status"] == "mismatch"
+    best = v["attribution"][0]
+    assert best["field"] == field and best["exact"], v["attribution"]
+    assert v["evidence"]["first_diff"]
+
+
+def test_tampered_opening_is_bad_opening(battery) -> None:
+    by_node, _ = battery
+    (v,) = by_node["tamper"]
+    assert v["status"] == "bad_opening" and "record_digest" in v["reason"]
+
+
+def test_dropped_and_reordered_commits_break_the_chain(battery) -> None:
+    by_node, _ = battery
+    breaks = {v["seq"]: v["reason"] for v in by_node["chain"] if v["status"] == "chain_break"}
+    assert breaks[3].startswith("gap") and breaks[2].startswith("reorder"), breaks
+    others = [v["status"] for v in by_node["chain"] if v["seq"] in (0, 1, 4)]
+    assert others == ["match"] * 3
+
+
+def test_silent_node_is_unopened_and_unknown_model_unverifiable(battery) -> None:
+    by_node, _ = battery
+    assert statuses(by_node, "silent") == ["unopened"]
+    (v,) = by_node["unknown"]
+    assert v["status"] == "unverifiable" and "mystery-7b" in v["reason"]
+
+
+def test_state_snapshot_counts_per_node(battery) -> None:
+    _, state = battery
+    honest = state.nodes["honest"]
+    assert honest["commits"] == 2 and honest["verified"] == 2
+    assert honest["verdicts"] == {"match": 2}
+    assert state.nodes["chain"]["chain_head_seq"] == 4
+    assert {a["kind"] for a in state.alerts} >= {
+        "mismatch",
+        "chain_break",
+        "bad_opening",
+        "unopened",
+    }
