@@ -27,6 +27,12 @@ def replay_record(
             f"{engine.weights_digest[:12]}…: load the model the record names ({record.model})"
         )
     sched = record.schedule
+    if sched.get("kind") == "vllm":  # issue 7: vLLM records replay their recorded schedule
+        from fpmon.engines.vllm.replay import replay_vllm_record
+
+        return replay_vllm_record(
+            engine, record, batch_size=batch_size, slot=slot, co_batched=co_batched
+        )
     if sched.get("kind") != "static":
         raise FpmonError(f"cannot rebuild a {sched.get('kind')!r} schedule with this engine")
     declared_bs = record.setup.batch_size
