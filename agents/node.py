@@ -90,12 +90,13 @@ class Agent:
         )
         self.store = RecordLog(cfg.db_path, **store_kw)
         self.reader = RecordLog(cfg.db_path, **store_kw)  # the openings' own connection
+        # Keys and allowlists next: a missing key folder fails before the model loads.
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.security = Security(self.ctx, cfg.security)
         self.engine = engine if engine is not None else build_engine(cfg, self.redteam)
         self.probes = probe_spec(cfg, self.engine.num_layers)
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
         self.rejects = {"intake": RejectCounter(), "openings": RejectCounter()}
-        self.ctx: zmq.Context[Any] = zmq.Context()
-        self.security = Security(self.ctx, cfg.security)
         self._bind_sockets()
         self.publisher = Publisher(
             self.pub,

@@ -41,6 +41,11 @@ class _Allow:
         return ok
 
 
+class _AnyKey:
+    def callback(self, domain: str, key: bytes) -> bool:
+        return True
+
+
 class Security:
     def __init__(self, ctx: zmq.Context[Any], cfg: SecurityConfig) -> None:
         self.cfg = cfg
@@ -75,7 +80,8 @@ class Security:
             return
         if domain == "publish" and "publish" not in self.allow_counts:
             # Without a subscriber allowlist the PUB still encrypts; any Curve client may listen.
-            self.auth.configure_curve(domain="publish", location=zmq.auth.CURVE_ALLOW_ANY)
+            # Not CURVE_ALLOW_ANY: zmq.auth applies that to *every* domain, opening intake too.
+            self.auth.configure_curve_callback("publish", _AnyKey())
         sock.zap_domain = domain.encode()
         sock.curve_server = True
         sock.curve_secretkey = self.secret

@@ -1,0 +1,123 @@
+"""Hostile frames on intake and openings: rejected with a counted reason; the agent serves on."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import msgpack
+import pytest
+import zmq
+
+from agents.client import submit
+from agents.spawn import AgentProcess, write_config
+from tests.functional.test_agent_stream import raw_open
+
+LIMIT = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bad")
+    cfg = write_config(d, "bad-node", security={"max_msg_bytes": LIMIT})
+    with AgentProcess(cfg) as a:
+        yield a
+
+
+def _send(endpoint: str, frames: list[bytes], wait_s: float = 5.0) -> list[bytes] | None:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(endpoint)
+    sock.send_multipart(frames)
+    try:
+        return sock.recv_multipart() if sock.poll(int(wait_s * 1000)) else None
+    finally:
+        sock.close()
+
+
+def _map(**kw):
+    return msgpack.packb({"v": 1, "node": "evil", "t": time.time(), **kw}, use_bin_type=True)
+
+
+BAD = {
+    "malformed": [b"submit", b"\xc1\xc1\xc1"],
+    "oversized": [b"submit", msgpack.packb({"pad": b"x" * (LIMIT + 100)})],
+    "unknown_topic": [b"commit", _map(seq=1)],
+    "frame_count": [b"submit"],
+    "schema": [b"submit", _map(request_id=1, prompt="x", max_tokens=2)],
+    "ext_type": [b"submit", msgpack.packb({"x": msgpack.ExtType(5, b"zz")})],
+    "not_a_map": [b"submit", msgpack.packb([1, 2, 3])],
+}
+
+
+def _wait_counts(agent, where: str, want: dict[str, int]) -> dict[str, int]:
+    deadline = time.monotonic() + 10
+    while True:
+        got = agent.read_status()["rejects"][where]
+        if all(got.get(k, 0) >= v for k, v in want.items()) or time.monotonic() > deadline:
+            return got
+
+
+def test_intake_rejects_each_reason_and_keeps_serving(agent):
+    ep = agent.endpoints["intake"]
+    for reason, frames in BAD.items():
+        reply = _send(ep, frames)
+        assert reply is not None and reply[0] == b"submitted", reason
+        body = msgpack.unpackb(reply[1], raw=False)
+        assert body["status"] == "rejected" and body["reason"].startswith(reason), body
+    bad_tokens = _send(ep, [b"submit", _map(request_id="r", prompt="x", max_tokens=10**6)])
+    assert msgpack.unpackb(bad_tokens[1])["reason"].startswith("bad_max_tokens")
+    # Far beyond the hard cap, libzmq cuts the peer off before any decoding.
+    assert _send(ep, [b"submit", b"x" * (8 * LIMIT)], wait_s=1) is None
+    got = _wait_counts(agent, "intake", dict.fromkeys(BAD, 1))
+    assert {k: got.get(k) for k in BAD} == dict.fromkeys(BAD, 1)
+    assert submit(ep, "still here?", 2, 60).status == "ok"
+
+
+def test_openings_reject_each_reason_and_keep_serving(agent):
+    ep = agent.endpoints["openings"]
+    frames = {k: [b"open" if v[0] == b"submit" else v[0], *v[1:]] for k, v in BAD.items()}
+    for reason, f in frames.items():
+        reply = _send(ep, f)
+        body = msgpack.unpackb(reply[1], raw=False)
+        assert body["status"] == "error" and body["reason"].startswith(reason), body
+    got = _wait_counts(agent, "openings", dict.fromkeys(BAD, 1))
+    assert {k: got.get(k) for k in BAD} == dict.fromkeys(BAD, 1)
+    r = submit(agent.endpoints["intake"], "open me", 2, 60)
+    assert raw_open(ep, r.seq)["status"] == "ok"
+
+
+def test_full_log_stops_taking_work_with_a_reason(tmp_path):
+    cfg = write_config(tmp_path, "full-node", store={"hard_max_bytes": 160 * 1024})
+    with AgentProcess(cfg) as a:
+        ep = a.endpoints["intake"]
+        statuses = [submit(ep, f"fill {i} " * 20, 16, 60) for i in range(12)]
+        bad = [r for r in statuses if r.status != "ok"]
+        assert bad and "full" in bad[0].reason
+        # Every later request is refused at the door, with the same reason.
+        later = submit(ep, "one more", 2, 60)
+        assert later.status == "rejected" and "full" in later.reason
+        deadline = time.monotonic() + 10  # the status file is rewritten every second
+        while not a.read_status()["refusing"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert "full" in a.read_status()["refusing"]
+        ok = [r.seq for r in statuses if r.status == "ok"]
+        assert ok == list(range(len(ok)))  # nothing after the failure got a seq
+
+
+def test_world_readable_secret_config_is_refused(tmp_path):
+    from agents.keys import keygen
+
+    keygen(tmp_path / "keys")
+    cfg = write_config(tmp_path, "n", security={"keys_dir": str(tmp_path / "keys")})
+    os.chmod(cfg, 0o644)
+    p = subprocess.run(
+        [sys.executable, "-m", "fpmon", "agent", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert p.returncode == 2
+    assert "world-readable" in p.stderr and "Traceback" not in p.stderr
