@@ -37,15 +37,19 @@ from fpmon.wire import (
 
 
 class ProverNode:
-    def __init__(self, name: str, ctx: zmq.Context[Any] | None = None) -> None:
+    def __init__(self, name: str, ctx: zmq.Context[Any] | None = None, hub_xsub: str = "") -> None:
         self.name = name
         self.ctx = ctx or zmq.Context.instance()
         self.key = Ed25519PrivateKey.generate()
         self.pubkey = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
-        self.pub.bind("tcp://127.0.0.1:*")
-        self.publish_endpoint = self.pub.last_endpoint.decode()
+        if hub_xsub:  # a large fleet: publish through the hub's XSUB
+            self.pub.connect(hub_xsub)
+            self.publish_endpoint = ""
+        else:
+            self.pub.bind("tcp://127.0.0.1:*")
+            self.publish_endpoint = self.pub.last_endpoint.decode()
         self.router = self.ctx.socket(zmq.ROUTER)
         self.router.linger = 0
         self.router.bind("tcp://127.0.0.1:*")

@@ -8,7 +8,6 @@ limits, matched to a pending request by seq and nonce, rejected with a counted r
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections import Counter
@@ -21,12 +20,15 @@ from fpmon.canonical import digest as sha256
 from fpmon.wire import Commit, OpenReply, OpenRequest, WireError, decode, encode
 from fpmon.wire.codec import Limits
 
+UNSENT_RETRY_S = 0.05
+
 
 @dataclass
 class Pending:
     commit: Commit
     nonce: bytes
-    attempts: int = 0
+    created: float = 0.0
+    attempts: int = 0  # requests actually handed to a connected peer
     deadline: float = 0.0
 
 
@@ -82,17 +84,22 @@ class Opener:
         key = (commit.node, commit.seq)
         if key in self.pending:
             return
-        p = Pending(commit, os.urandom(16))
+        now = now or time.monotonic()
+        p = Pending(commit, os.urandom(16), created=now)
         self.pending[key] = p
-        self._send(p, now or time.monotonic())
+        self._send(p, now)
 
     def _send(self, p: Pending, now: float) -> None:
+        msg = OpenRequest(node=self.verifier, t=time.time(), seq=p.commit.seq, nonce=p.nonce)
+        try:
+            self.sockets[p.commit.node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            # Not connected yet (or reconnecting): not an attempt the node could answer; try
+            # again shortly, within the same overall budget.
+            p.deadline = now + min(UNSENT_RETRY_S, self.deadline_s)
+            return
         p.attempts += 1
         p.deadline = now + self.deadline_s
-        msg = OpenRequest(node=self.verifier, t=time.time(), seq=p.commit.seq, nonce=p.nonce)
-        # Not connected (or backed up): this attempt times out and is retried.
-        with contextlib.suppress(zmq.Again):
-            self.sockets[p.commit.node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
 
     def on_readable(self, sock: zmq.Socket[Any]) -> list[Outcome]:
         node = self.node_of[sock]

@@ -1,0 +1,149 @@
+"""`fpmon replay` (the daemon), `fpmon replay verdicts` (read the store), `fpmon hub`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sqlite3
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fpmon.errors import FpmonError
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str) -> float:
+    """'90s', '15m', '1h', '2d' -> seconds."""
+    t = text.strip().lower()
+    if len(t) < 2 or t[-1] not in UNITS or not t[:-1].replace(".", "", 1).isdigit():
+        raise FpmonError(f"--since {text!r}: use a number and a unit, like 90s, 15m, 1h or 2d")
+    return float(t[:-1]) * UNITS[t[-1]]
+
+
+def _config_arg(p: argparse.ArgumentParser, what: str) -> None:
+    # SUPPRESS: a subcommand's default must not wipe `fpmon --config X replay` (same dest).
+    p.add_argument("--config", default=argparse.SUPPRESS, help=what)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="the verifier: check chains, sample, open, replay, judge",
+        description="Run the replay daemon (the verifier) from a TOML config.",
+    )
+    _config_arg(p, "daemon config (TOML), see deploy/replay.example.toml")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    p.set_defaults(func=run_daemon)
+    rsub = p.add_subparsers(dest="replay_command", metavar="ACTION")
+    v = rsub.add_parser("verdicts", help="list verdicts from the daemon's store")
+    _config_arg(v, "daemon config (TOML); its store is read")
+    v.add_argument("--store", help="read this SQLite store instead of the config's")
+    v.add_argument("--since", default="1h", help="how far back: 90s, 15m, 1h, 2d (default 1h)")
+    v.add_argument("--node", help="only this node")
+    v.add_argument("--status", help="only this status (match, mismatch, ...)")
+    v.add_argument("--json", action="store_true", help="one JSON array, full verdicts")
+    v.set_defaults(func=run_verdicts)
+    h = sub.add_parser("hub", help="XSUB/XPUB forwarder (zmq.proxy) for large fleets")
+    _config_arg(h, "hub config (TOML), see deploy/hub.example.toml")
+    h.set_defaults(func=run_hub)
+
+
+def _need_config(args: argparse.Namespace, cmd: str) -> str:
+    path = getattr(args, "config", None)
+    if not path:
+        raise FpmonError(f"`fpmon {cmd}` needs --config FILE (see deploy/{cmd}.example.toml)")
+    return str(path)
+
+
+def _on_signals(stop: Any) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop())
+
+
+def run_daemon(args: argparse.Namespace) -> int:
+    from replay import config
+    from replay.daemon import ReplayDaemon
+
+    cfg = config.load(_need_config(args, "replay"))
+    logging.getLogger("fpmon").setLevel(args.log_level.upper())
+    daemon = ReplayDaemon(cfg)
+    _on_signals(daemon.stop)
+    daemon.start()
+    print(
+        f"fpmon replay: verifying {len(cfg.nodes)} node(s); verdicts on "
+        f"{daemon.endpoints.get('publish', cfg.hub_xsub)}, state on "
+        f"{daemon.endpoints['state']}, store {cfg.store}",
+        file=sys.stderr,
+        flush=True,
+    )
+    daemon.run()
+    return 0
+
+
+def _store_path(args: argparse.Namespace) -> Path:
+    if args.store:
+        return Path(args.store)
+    from replay import config
+
+    return config.load(_need_config(args, "replay")).store
+
+
+def run_verdicts(args: argparse.Namespace) -> int:
+    path = _store_path(args)
+    if not path.exists():
+        raise FpmonError(f"{path}: no verdict store yet; has `fpmon replay` run with this config?")
+    since = time.time() - parse_since(args.since)
+    q = "SELECT body FROM verdicts WHERE t >= ?"
+    params: list[Any] = [since]
+    if args.node:
+        q += " AND node = ?"
+        params.append(args.node)
+    if args.status:
+        q += " AND status = ?"
+        params.append(args.status)
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        rows = db.execute(q + " ORDER BY t", params).fetchall()
+        db.close()
+    except sqlite3.DatabaseError as e:
+        raise FpmonError(f"{path}: not a replay verdict store ({e})") from None
+    verdicts = [json.loads(r[0]) for r in rows]
+    if args.json:
+        json.dump(verdicts, sys.stdout, indent=1)
+        print()
+        return 0
+    for v in verdicts:
+        when = datetime.fromtimestamp(v["t"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        best = v.get("attribution") or []
+        why = v.get("reason", "")
+        if best and best[0].get("exact"):
+            why = f"reproduced by {best[0]['field']}={best[0]['changes']}"
+        cross = " cross-device" if v.get("cross_gpu") else ""
+        print(f"{when}  {v['node']:<12} {v['seq']:>8}  {v['status']:<13}{cross} {why}".rstrip())
+    print(f"{len(verdicts)} verdict(s)", file=sys.stderr)
+    return 0
+
+
+def run_hub(args: argparse.Namespace) -> int:
+    from replay.hub import Hub, load_config
+
+    hub = Hub(load_config(_need_config(args, "hub")))
+    stop = threading.Event()
+    _on_signals(stop.set)
+    hub.start()
+    print(
+        f"fpmon hub: publishers -> {hub.endpoints['xsub']}, subscribers -> {hub.endpoints['xpub']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    while not stop.wait(0.5):
+        pass
+    hub.stop()
+    return 0

@@ -1,0 +1,266 @@
+"""The daemon as a process and through the hub: CLI, SIGTERM, restart, garbage, state, metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import zmq
+
+from fpmon.wire import Commit, StateRequest, decode, encode
+from replay import config
+from replay.daemon import ReplayDaemon
+from replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
+from replay.hub import Hub, HubConfig
+from replay.store import Store
+from tests.conftest import tiny_engine
+
+pytestmark = pytest.mark.timeout(180)
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def shared_engines(spec, setup, device):
+    return tiny_engine(setup.dtype, setup.attn_impl)
+
+
+def toml(doc: dict) -> str:
+    """Just enough TOML for the daemon's config documents (tables, arrays of tables)."""
+
+    def val(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(val(x) for x in v) + "]"
+        return repr(v)
+
+    out = []
+    for name, body in doc.items():
+        tables = body if isinstance(body, list) else [body]
+        for t in tables:
+            out.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
+            out += [f"{k} = {val(v)}" for k, v in t.items()]
+    return "\n".join(out) + "\n"
+
+
+def start(cfg, factory=shared_engines):
+    d = ReplayDaemon(cfg, engine_factory=factory)
+    d.start()
+    t = threading.Thread(target=d.run, daemon=True)
+    t.start()
+    return d, t
+
+
+def stop(d, t):
+    d.stop()
+    t.join(timeout=60)
+    assert not t.is_alive()
+
+
+def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path) -> None:
+    node = ProverNode("n1")
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = [node.make(e, e.encode(f"request number {i}")) for i in range(3)]
+    doc = daemon_doc(tmp_path, [node])
+    doc["replay"]["state"] = "ipc://" + str(tmp_path / "state.sock")
+    cfg_path = tmp_path / "replay.toml"
+    cfg_path.write_text(toml(doc))
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fpmon", "replay", "--config", str(cfg_path)],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        ctx = zmq.Context.instance()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(doc["replay"]["state"])
+        seen = False
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:  # until it hears the node
+            node.telemetry()
+            dealer.send_multipart(encode(StateRequest(node="t", t=time.time())))
+            if dealer.poll(200):
+                reply = decode(dealer.recv_multipart(), expect=("state",))
+                seen = reply.nodes["n1"]["last_telemetry_t"] > 0
+        assert seen
+        for c in commits:
+            node.publish(c)
+        got = wait_verdicts(tmp_path / "replay.sqlite", 3, timeout=90)
+        assert [v["status"] for v in got] == ["match"] * 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        node.close()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpmon",
+            "replay",
+            "verdicts",
+            "--config",
+            str(cfg_path),
+            "--since",
+            "1h",
+            "--node",
+            "n1",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    listed = json.loads(out.stdout)
+    assert [(v["seq"], v["status"]) for v in listed] == [(0, "match"), (1, "match"), (2, "match")]
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fpmon",
+            "replay",
+            "verdicts",
+            "--config",
+            str(cfg_path),
+            "--since",
+            "yesterday",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None:
+    node = ProverNode("n1")
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = [node.make(e, e.encode(f"prompt {i}")) for i in range(4)]
+    node.silent = True  # openings pending when the daemon goes down
+    doc = daemon_doc(tmp_path, [node], openings={"deadline_s": 30.0, "retries": 0})
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    d, t = start(cfg)
+    wait_subscribed([node], d)
+    node.silent = False
+    node.publish(commits[0])
+    assert [v["seq"] for v in wait_verdicts(cfg.store, 1)] == [0]
+    node.silent = True
+    for c in commits[1:]:
+        node.publish(c)
+    deadline = time.monotonic() + 20
+    while len(d.opener.pending) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop(d, t)
+    # A replay that was opened but not judged when the daemon died is resumed too.
+    store = Store(cfg.store)
+    assert {c.seq for c, stage, _ in store.pending()} == {1, 2, 3}
+    store.set_opened("n1", 3, node.records[3])
+    store.close()
+    node.silent = False
+    d, t = start(cfg)
+    got = wait_verdicts(cfg.store, 4)
+    time.sleep(0.5)
+    stop(d, t)
+    got = read_verdicts(cfg.store)
+    assert sorted(v["seq"] for v in got) == [0, 1, 2, 3]  # each once
+    assert {v["status"] for v in got} == {"match"}
+    node.close()
+
+
+def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None:
+    hub = Hub(HubConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"))
+    hub.start()
+    nodes = [ProverNode(f"h{i}", hub_xsub=hub.endpoints["xsub"]) for i in range(2)]
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = {n.name: [n.make(e, e.encode("through the hub")) for _ in range(2)] for n in nodes}
+    doc = daemon_doc(tmp_path, nodes, replay={"hub": hub.endpoints["xpub"], "metrics_port": 0})
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    d, t = start(cfg)
+    try:
+        wait_subscribed(nodes, d)
+        for n in nodes:
+            for c in commits[n.name]:
+                n.publish(c)
+        # An impostor on the hub publishes a commit under h0's name with its own chain and
+        # signs a head with its own key: the pinned key turns it into h0's chain break.
+        impostor = ProverNode("h0", hub_xsub=hub.endpoints["xsub"])
+        time.sleep(0.3)
+        forged = impostor.make(e, e.encode("forged"))
+        forged = Commit(**{**forged.to_map(), "seq": 2})
+        impostor.publish(forged)
+        # Garbage: not msgpack, an unknown node, an oversized frame.
+        for frames in ([b"commit", b"\xc1\xc1"], [b"telemetry", b"\x93\x01\x02\x03"]):
+            nodes[0].pub.send_multipart(frames)
+        got = wait_verdicts(cfg.store, 5, timeout=60)
+        time.sleep(0.5)
+        by = {(v["node"], v["seq"]): v for v in got}
+        assert [by[(n.name, s)]["status"] for n in nodes for s in (0, 1)] == ["match"] * 4
+        assert by[("h0", 2)]["status"] == "chain_break"
+        rejects = d.intake.rejects
+        assert rejects["malformed"] == 1 and rejects["not_a_map"] == 1
+        impostor.close()
+    finally:
+        stop(d, t)
+        for n in nodes:
+            n.close()
+        hub.stop()
+
+
+def test_state_router_and_metrics(tmp_path: Path) -> None:
+    node = ProverNode("n1")
+    e = tiny_engine("bfloat16", "sdpa")
+    c = node.make(e, e.encode("metrics"))
+    sock = socket_port()
+    doc = daemon_doc(tmp_path, [node], replay={"metrics_port": sock})
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    d, t = start(cfg)
+    try:
+        wait_subscribed([node], d)
+        node.publish(c)
+        wait_verdicts(cfg.store, 1)
+        ctx = zmq.Context.instance()
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(d.endpoints["state"])
+        dealer.send_multipart([b"state?", b"\x00garbage"])  # rejected, counted, no reply
+        dealer.send_multipart(encode(StateRequest(node="mon", t=time.time())))
+        assert dealer.poll(5000)
+        reply = decode(dealer.recv_multipart(), expect=("state",))
+        assert reply.nodes["n1"]["verdicts"] == {"match": 1}
+        assert reply.verdicts[0]["status"] == "match" and reply.stream_seq >= 1
+        assert d.state_rejects["malformed"] == 1
+        dealer.close()
+        time.sleep(1.2)  # one tick publishes gauges
+        body = urllib.request.urlopen(f"http://127.0.0.1:{sock}/metrics", timeout=5).read()
+        text = body.decode()
+        assert 'fpmon_replay_verdicts_total{status="match"} 1.0' in text
+        assert 'fpmon_replay_coverage{node="n1"} 1.0' in text
+        assert "fpmon_replay_queue_depth 0.0" in text
+    finally:
+        stop(d, t)
+        node.close()
+
+
+def socket_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
