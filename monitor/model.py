@@ -141,14 +141,15 @@ class NodeRow:
 def attribution_fields(v: Verdict) -> list[str]:
     """The setup fields the verifier's best candidate changes (the attribution's vocabulary).
 
-    A candidate names them in `field`/`fields`, or carries the candidate `setup`, which is
+    Candidates come nearest first (replay/attribution.py); one names them in `field`
+    ("dtype", or "batch_size+dtype" for a pair) or `fields`, or carries a candidate `setup`
     compared with the declared one over `NUMERIC_FIELDS`.
     """
     if not v.attribution:
         return []
     best = v.attribution[0]
     if isinstance(best.get("field"), str):
-        return [best["field"]]
+        return best["field"].split("+")  # the replay daemon names pairs "batch_size+dtype"
     if isinstance(best.get("fields"), list):
         return [str(f) for f in best["fields"]]
     cand = best.get("setup") or best.get("candidate")
@@ -213,18 +214,27 @@ class FleetModel:
     def apply_state(self, reply: StateReply, now: float | None = None) -> None:
         """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""
         now = self.clock() if now is None else now
+        counts: dict[str, Any] = {}
         for name, summary in reply.nodes.items():
             row = self._row(str(name), now)
             if row is None or not isinstance(summary, dict):
                 continue
             if isinstance(summary.get("declared"), dict):
                 row.declared = summary["declared"]
-            seq = summary.get("last_seq", summary.get("seq"))
+            seq = summary.get("chain_head_seq", summary.get("last_seq"))
             if isinstance(seq, int):
                 row.last_seq = max(row.last_seq, seq)
             commits = summary.get("commits")
             if isinstance(commits, int):
                 row.commits = max(row.commits, commits)
+            tele = summary.get("last_telemetry")
+            if isinstance(tele, dict) and tele:
+                try:
+                    keep = {k: tele[k] for k in ("gpus", "host", "source") if k in tele}
+                    self._telemetry(Telemetry(node=str(name), t=0.0, **keep), now)
+                except (ValueError, TypeError):
+                    self.rejected["state_telemetry"] += 1
+            counts[row.node] = summary.get("verdicts")
         for m in reply.verdicts:
             try:
                 self._verdict(Verdict.from_map(m), now)
@@ -235,6 +245,13 @@ class FleetModel:
                 self._alert(Alert.from_map(m), now)
             except (ValueError, TypeError):
                 self.rejected["state_alert"] += 1
+        # The daemon's counts cover its whole store; the verdicts sent are only the latest.
+        for node, c in counts.items():
+            if isinstance(c, dict):
+                row = self.nodes[node]
+                for status, n in c.items():
+                    if isinstance(n, int) and n > row.verdicts[status]:
+                        row.verdicts[status] = n
         self.version += 1
 
     def set_endpoint(self, endpoint: str, state: str) -> None:

@@ -52,8 +52,11 @@ def verdict(
     attribution = []
     evidence: dict[str, Any] = {"layers": []}
     if status == "mismatch":
-        attribution = [{"field": field, "value": value, "score": 0.0}, {"field": "dtype",
-                        "value": "bfloat16", "score": 0.31}]  # fmt: skip
+        # The replay daemon's shape (replay/attribution.py): nearest candidate first.
+        attribution = [
+            {"field": field, "changes": {field: value}, "exact": True, "score": 0.0},
+            {"field": "dtype", "changes": {"dtype": "bfloat16"}, "exact": False, "score": 0.31},
+        ]
         evidence["layers"] = [
             {"probe": f"keys.L{i}", "rel": 0.0 if i == 0 else 10.0 ** (-4 + i / 2), "band": 0.0}
             for i in range(layers)

@@ -37,6 +37,8 @@ class AlertsScreen(LiveScreen):
         self.table.rebuild(self.rows())
 
     def repaint(self, full: bool = False) -> None:
+        if not self.ready():
+            return
         model = self.app.model
         self.table.palette = self.app.palette
         # Alerts are few (bounded) and change in place (count, acked): compare all of them.

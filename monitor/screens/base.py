@@ -69,5 +69,9 @@ class LiveScreen(Screen):
     def repaint(self, full: bool = False) -> None:
         raise NotImplementedError
 
+    def ready(self) -> bool:
+        """Screens resume before their table mounts its columns: paint nothing until then."""
+        return bool(self.table.columns)
+
     def on_screen_resume(self) -> None:
         self.repaint(full=True)

@@ -25,7 +25,7 @@ def replayed_setup(e: VerdictEntry) -> dict[str, Any]:
     if not v.attribution:
         return dict(v.declared)
     best = v.attribution[0]
-    cand = best.get("setup") or best.get("candidate")
+    cand = best.get("changes") or best.get("setup") or best.get("candidate")
     if isinstance(cand, dict):
         return {**v.declared, **cand}
     if isinstance(best.get("field"), str) and "value" in best:
@@ -115,8 +115,11 @@ class EvidenceScreen(Screen):
 
 
 def _candidate_text(cand: dict[str, Any], declared: dict[str, Any]) -> str:
+    exact = " (exact)" if cand.get("exact") else ""
+    if isinstance(cand.get("changes"), dict):
+        return " ".join(f"{k}={x}" for k, x in cand["changes"].items()) + exact
     if isinstance(cand.get("field"), str):
-        return f"{cand['field']}={cand.get('value', '?')}"
+        return f"{cand['field']}={cand.get('value', '?')}{exact}"
     setup = cand.get("setup") or cand.get("candidate") or {}
     if isinstance(setup, dict):
         diff = [

@@ -46,6 +46,8 @@ class FleetScreen(LiveScreen):
         self.table.rebuild(self.rows())
 
     def repaint(self, full: bool = False) -> None:
+        if not self.ready():
+            return
         model = self.app.model
         changed = self.app.take_dirty("fleet")
         t = self.table

@@ -68,6 +68,8 @@ class VerdictsScreen(LiveScreen):
         self.repaint(full=True)
 
     def repaint(self, full: bool = False) -> None:
+        if not self.ready():
+            return
         model = self.app.model
         waiting = model.verdicts_total - self.last_n
         if not self.paused:

@@ -1,0 +1,211 @@
+"""The dashboard driven by Pilot against real ZeroMQ sockets on loopback publishing real
+`fpmon.wire` frames: rows appear, a mismatching node turns red with its attribution,
+filtering, columns, theme switching, the evidence, help and alert screens, pause and export."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+import zmq
+
+from fpmon.wire import StateReply, decode, encode
+from monitor import synth
+from monitor.app import FeedReady, MonitorApp, NodeAppeared, NodeFlagged
+from monitor.config import MonitorConfig
+
+SIZE = (170, 40)
+
+
+class StateServer:
+    """A ROUTER answering StateRequest with a fixed StateReply (the replay daemon's role)."""
+
+    def __init__(self, reply: StateReply) -> None:
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.ROUTER)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.endpoint = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
+        self.reply = reply
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            if self.sock.poll(50):
+                ident, *frames = self.sock.recv_multipart()
+                decode(frames, expect=("state?",))
+                self.sock.send_multipart([ident, *encode(self.reply)])
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(2)
+        self.sock.close(0)
+
+
+async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if cond():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError("condition not met in time")
+
+
+async def feed_fleet(pilot, pub, app, n: int = 3) -> None:
+    """Publish until the SUB has joined (slow joiner), then a small fleet."""
+    await wait_for(
+        pilot, lambda: (pub.send(synth.telemetry("honest")), "honest" in app.model.nodes)[1]
+    )
+    for i in range(n):
+        pub.send(synth.commit("honest", i), synth.commit("batchy", i), synth.telemetry("batchy"))
+    pub.send(synth.verdict("honest", 1))
+    pub.send(synth.verdict("batchy", 1, "mismatch", "batch_size", 4))
+    pub.send(synth.alert("batchy", "mismatch", 1))
+    await wait_for(
+        pilot, lambda: app.model.nodes.get("batchy") and app.model.nodes["batchy"].recent
+    )
+    await pilot.pause(0.3)
+
+
+def cell_text(table, row: str, col: str) -> str:
+    return str(table.get_cell(row, col))
+
+
+@pytest.fixture
+def pub():
+    p = synth.Publisher()
+    yield p
+    p.close()
+
+
+def test_rows_appear_cheat_turns_red_with_attribution(pub, tmp_path):
+    seen = []
+    app = MonitorApp(MonitorConfig(endpoints=[pub.endpoint], refresh_s=0.1), export_dir=tmp_path)
+
+    async def run():
+        async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
+            await feed_fleet(pilot, pub, app)
+            table = app.screen.query_one("#fleet")
+            assert table.row_count == 2
+            status = table.get_cell("batchy", "health")
+            assert str(status) == "✗ FLAGGED"  # a symbol and a word, not colour alone
+            assert str(status.style) == app.palette["fpmon-mismatch"]
+            assert cell_text(table, "batchy", "attribution") == "batch_size"
+            assert str(table.get_cell("honest", "health")) == "✓ OK"
+            assert str(table.get_cell("honest", "health").style) == app.palette["fpmon-ok"]
+            # posted messages: nodes appeared, the cheat was flagged with its attribution
+            flagged = [m for m in seen if isinstance(m, NodeFlagged)]
+            assert [(m.node, m.attribution) for m in flagged] == [("batchy", "batch_size")]
+            assert {m.node for m in seen if isinstance(m, NodeAppeared)} == {"honest", "batchy"}
+            assert any(isinstance(m, FeedReady) for m in seen)
+
+            # in place: the same row object count, a changed cell after more telemetry
+            pub.send(synth.telemetry("honest", util=93.0))
+            await wait_for(pilot, lambda: "93.0" in cell_text(table, "honest", "util"))
+            assert table.row_count == 2
+
+            # `/` regex filter, then clear
+            await pilot.press("slash")
+            await pilot.press(*"bat")
+            await pilot.press("enter")
+            assert table.row_count == 1 and "batchy" in table._shown
+            await pilot.press("escape")
+            assert table.row_count == 2
+
+            # theme switching repaints the status colours from the new theme
+            app.theme = "fpmon-colorblind"
+            await pilot.pause(0.3)
+            assert str(table.get_cell("batchy", "health").style) == "#d55e00"
+
+            # evidence of the flagged node: declared vs best candidate, the plot
+            table.move_cursor(row=table.get_row_index("batchy"))
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "EvidenceScreen")
+            setup = app.screen.query_one("#setup")
+            rows = {
+                str(setup.get_row_at(i)[0]): setup.get_row_at(i) for i in range(setup.row_count)
+            }
+            assert rows["batch_size"][1:] == ["1", "4", "≠ differs"]
+            await pilot.press("escape")
+
+            # alerts: one open, acknowledge it
+            await pilot.press("3")
+            await wait_for(pilot, lambda: app.screen.query_one("#alerts").row_count == 1)
+            assert app.model.open_alerts == 1
+            await pilot.press("a")
+            assert app.model.open_alerts == 0
+
+            # verdicts: pause loses nothing, export writes the view
+            await pilot.press("2")
+            vt = app.screen.query_one("#verdicts")
+            await wait_for(pilot, lambda: vt.row_count == 2)
+            await pilot.press("p")
+            pub.send(synth.verdict("honest", 2), synth.verdict("honest", 3))
+            await wait_for(pilot, lambda: app.model.verdicts_total == 4)
+            await pilot.pause(0.3)
+            assert vt.row_count == 2
+            await pilot.press("p")
+            await wait_for(pilot, lambda: vt.row_count == 4)
+            await pilot.press("x")
+            await pilot.pause(0.1)
+            exported = list(tmp_path.glob("fpmon-verdicts-*.json"))
+            assert len(exported) == 1
+            assert len(json.loads(exported[0].read_text())) == 4
+            assert len(list(tmp_path.glob("fpmon-verdicts-*.csv"))) == 1
+
+            await pilot.press("question_mark")
+            assert type(app.screen).__name__ == "HelpScreen"
+
+    asyncio.run(run())
+
+
+def test_late_joiner_gets_state_at_once_and_inspector_is_read_only(pub, tmp_path):
+    v = synth.verdict("old", 7, "mismatch", "attn_impl", "eager")
+    server = StateServer(
+        StateReply(
+            node="replay",
+            t=0.0,
+            nodes={"old": {"commits": 40, "declared": synth.DECLARED}},
+            verdicts=[v.to_map()],
+            alerts=[synth.alert("old", "mismatch", 7).to_map()],
+        )
+    )
+    cfg = MonitorConfig(endpoints=[pub.endpoint], state=server.endpoint, refresh_s=0.1)
+    cfg.inspector = True
+    app = MonitorApp(cfg, export_dir=tmp_path)
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            # Nothing is published: the snapshot alone fills the table (Clone pattern).
+            await wait_for(pilot, lambda: "old" in app.screen.query_one("#fleet")._shown)
+            table = app.screen.query_one("#fleet")
+            assert cell_text(table, "old", "attribution") == "attn_impl"
+            assert app.model.endpoints[server.endpoint] == "live"
+            await pilot.press("3")
+            await pilot.pause(0.2)
+            await pilot.press("a")  # read-only: acknowledge is disabled
+            assert app.model.open_alerts == 1
+
+    try:
+        asyncio.run(run())
+    finally:
+        server.close()
+
+
+def test_unreachable_endpoint_shows_lost_not_a_traceback():
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.PUB)
+    port = s.bind_to_random_port("tcp://127.0.0.1")
+    s.close(0)  # a port nobody listens on
+    ep = f"tcp://127.0.0.1:{port}"
+    app = MonitorApp(MonitorConfig(endpoints=[ep], refresh_s=0.1))
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: app.model.endpoints.get(ep) == "lost")
+            await pilot.pause(0.2)
+            assert f"○ {ep} lost" in str(app.screen.query_one("#summary").render())
+
+    asyncio.run(run())

@@ -1,0 +1,118 @@
+"""The feed worker on real sockets: decode under limits, counted rejects, record and play back
+with seek; `fpmon snapshot --json` against a real ROUTER; bad CLI input is one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fpmon.wire import StateReply
+from monitor import synth
+from monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
+from monitor.model import FleetModel
+from tests.functional.test_monitor_app import StateServer
+
+
+def collect(inbox: Inbox, want, timeout: float = 10.0) -> list:
+    got: list = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got += inbox.drain()
+        if want(got):
+            return got
+        time.sleep(0.02)
+    raise AssertionError(f"feed did not deliver in time: {got[-5:]}")
+
+
+def test_feed_decodes_counts_rejects_and_records(tmp_path):
+    pub = synth.Publisher()
+    rec = tmp_path / "feed.fprec"
+    inbox = Inbox()
+    feed = Feed(inbox, [pub.endpoint], record=str(rec))
+    feed.start()
+    try:
+        got = collect(inbox, lambda g: (pub.send(synth.telemetry("a")), any(
+            isinstance(x, EndpointState) and x.state == "live" for x in g
+        ) and any(getattr(x, "node", "") == "a" for x in g))[1])  # fmt: skip
+        pub.sock.send_multipart([b"verdict", b"\xc1 not msgpack"])
+        pub.sock.send_multipart([b"telemetry", b"\x81\xa1v\x01"])  # schema: node missing
+        for i in range(5):
+            pub.send(synth.commit("a", i))
+        got = collect(inbox, lambda g: sum(getattr(x, "TOPIC", "") == "commit" for x in g) == 5)
+        reasons = sorted(x.reason for x in got if isinstance(x, Rejected))
+        assert reasons == ["malformed", "schema"]
+    finally:
+        feed.stop()
+        pub.close()
+    # Play it back: the same messages, in order; seek back resets, seek forward fast-forwards.
+    inbox = Inbox()
+    player = Player(inbox, rec, speed=50.0)
+    player.start()
+    try:
+        got = collect(inbox, lambda g: sum(getattr(x, "TOPIC", "") == "commit" for x in g) == 5)
+        m = FleetModel()
+        m.apply_many(x for x in got if hasattr(x, "TOPIC"))
+        assert m.nodes["a"].commits == 5
+        player.seek(0.0)
+        got = collect(inbox, lambda g: any(isinstance(x, Reset) for x in g))
+        assert any(isinstance(x, Position) for x in got)
+    finally:
+        player.stop()
+
+
+def test_recording_must_be_a_recording(tmp_path):
+    from fpmon.errors import FpmonError
+    from monitor.feed import read_recording
+
+    bad = tmp_path / "x.bin"
+    bad.write_bytes(b"hello")
+    with pytest.raises(FpmonError, match="not an fpmon feed recording"):
+        read_recording(bad)
+
+
+def fpmon(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "fpmon", *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def test_snapshot_json_against_a_real_state_endpoint():
+    v = synth.verdict("n1", 4, "mismatch", "dtype", "bfloat16")
+    server = StateServer(
+        StateReply(node="replay", t=0.0, nodes={"n1": {"commits": 9}}, verdicts=[v.to_map()])
+    )
+    try:
+        out = fpmon("snapshot", "--json", "--state", server.endpoint)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    (node,) = data["nodes"]
+    assert node["node"] == "n1" and node["health"] == "flagged"
+    assert node["attributions"] == {"dtype": 1} and node["commits"] == 9
+
+
+def test_bad_inputs_are_one_clear_line(tmp_path):
+    cfg = tmp_path / "m.toml"
+    cfg.write_text('[monitor]\nendpoints = ["tcp://127.0.0.1:1"]\ntheme = "neon"\n')
+    cases = [
+        (("--config", str(cfg)), "unknown theme 'neon'"),
+        (("--config", str(tmp_path / "none.toml")), "does not exist"),
+        (("dashboard", "--endpoint", "nonsense"), "not a ZeroMQ endpoint"),
+        (("snapshot", "--state", "tcp://127.0.0.1:1", "--timeout", "0.3"), "no answer"),
+    ]
+    bad_keys = tmp_path / "k.toml"
+    bad_keys.write_text('[monitor]\nendpoints = ["tcp://127.0.0.1:1"]\n[keymap]\nflete = "f"\n')
+    cases.append((("--config", str(bad_keys)), "unknown binding id(s) flete"))
+    curve = tmp_path / "c.toml"
+    curve.write_text(f'[curve]\nserver_key = "{"x" * 40}"\nclient_keys = "{tmp_path}/no.key"\n')
+    cases.append((("--config", str(curve)), "client_keys"))
+    for args, words in cases:
+        out = fpmon(*args)
+        assert out.returncode == 2, (args, out.stdout, out.stderr)
+        assert words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr

@@ -1,0 +1,87 @@
+"""Snapshot tests of the main screens (pytest-textual-snapshot; Textual pinned to 8.2.8).
+
+The model is filled with fixed real wire messages and a fixed clock, without sockets, so the
+pictures depend on the code only. Update after an intended change: `pytest --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fpmon.wire import decode, encode
+from monitor import synth
+from monitor.app import MonitorApp
+from monitor.config import MonitorConfig
+from monitor.model import FleetModel
+
+SIZE = (150, 32)
+T0 = 1_790_000_000.0  # fixed wall time for verdicts and alerts
+
+
+def fixed(msg):
+    return decode(encode(dataclasses.replace(msg, t=T0)))
+
+
+def demo_model() -> FleetModel:
+    clock = [1000.0]
+    m = FleetModel(clock=lambda: clock[0])
+    cheats = {"batch": ("batch_size", 4), "attn": ("attn_impl", "eager"),
+              "dtype": ("dtype", "bfloat16")}  # fmt: skip
+    for step in range(8):
+        for node in ("honest", *cheats, "tamper"):
+            m.apply(fixed(synth.telemetry(f"node-{node}", gpus=8, util=30 + 8 * step)))
+            m.apply(fixed(synth.commit(f"node-{node}", step)))
+        m.apply(fixed(synth.verdict("node-honest", step)))
+        for node, (field, value) in cheats.items():
+            m.apply(fixed(synth.verdict(f"node-{node}", step, "mismatch", field, value)))
+        m.apply(fixed(synth.verdict("node-tamper", step, "bad_opening")))
+        clock[0] += 1.0
+        m.tick()
+    m.apply(fixed(synth.alert("node-tamper", "bad_opening", 3)))
+    m.apply(fixed(synth.alert("node-batch", "mismatch", 2)))
+    return m
+
+
+def make_app(theme: str = "fpmon-dark") -> MonitorApp:
+    cfg = MonitorConfig(theme=theme, refresh_s=0.05)
+    return MonitorApp(cfg, model=demo_model(), start_feed=False)
+
+
+async def settle(pilot) -> None:
+    await pilot.pause(0.2)
+    pilot.app._last_tick = float("inf")  # no more ticks: sparklines stay as built
+
+
+def test_fleet_dark(snap_compare):
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=settle)
+
+
+def test_fleet_colorblind(snap_compare):
+    assert snap_compare(make_app("fpmon-colorblind"), terminal_size=SIZE, run_before=settle)
+
+
+def test_verdicts(snap_compare):
+    async def before(pilot):
+        await pilot.press("2")
+        await settle(pilot)
+
+    assert snap_compare(make_app("fpmon-light"), terminal_size=SIZE, run_before=before)
+
+
+def test_alerts(snap_compare):
+    async def before(pilot):
+        await pilot.press("3")
+        await settle(pilot)
+
+    assert snap_compare(make_app("fpmon-high-contrast"), terminal_size=SIZE, run_before=before)
+
+
+def test_evidence(snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#fleet")
+        table.move_cursor(row=table.get_row_index("node-batch"))
+        await pilot.press("enter")
+        await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
