@@ -1,7 +1,8 @@
 """Noise bands per (prover GPU, reference GPU) pair and probe, from the lab's calibration file.
 
-Format (schema 1), written by `fpmon lab` (docs/lab/calibration.json):
-    {"schema": 1,
+Format (schema 1), written by `fpmon lab compare` (docs/lab/calibration.json; the lab's
+`fpmon/lab/calibration.py` owns and validates it); the parts the daemon reads:
+    {"schema": 1, "model": "...", "weights_digest": "...",
      "pairs": {"<gpuA>|<gpuB>": {"layers": {"keys.L3": {"max_rel": 1e-3}, ...},
                                  "default": {"max_rel": 1e-3},          # optional
                                  "timing": {"jitter_rel": 0.1}}}}       # optional
@@ -10,14 +11,12 @@ Without a file, or without a pair, the daemon demands bit-exactness and says so.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fpmon.errors import FpmonError
-
-SCHEMA = 1
+from fpmon.lab.calibration import load_calibration
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,13 @@ class Band:
 class Calibration:
     pairs: dict[str, Band] = field(default_factory=dict)
     source: str = ""
+    model: str = ""
+    weights_digest: str = ""  # bands are measured on one model: other weights get none
 
-    def band(self, prover: str, reference: str) -> Band | None:
+    def band(self, prover: str, reference: str, weights_digest: str = "") -> Band | None:
         """The band for this pair in either order (noise between two GPUs is symmetric)."""
+        if weights_digest and self.weights_digest and weights_digest != self.weights_digest:
+            return None
         return self.pairs.get(f"{prover}|{reference}") or self.pairs.get(f"{reference}|{prover}")
 
 
@@ -64,23 +67,11 @@ def _band(path: Path, name: str, m: Any) -> Band:
 
 
 def load(path: Path | None) -> Calibration:
+    """The lab's calibration (validated by `fpmon.lab.calibration`, the format's owner)."""
     if path is None:
         return Calibration()
-    if not path.exists():
-        raise FpmonError(
-            f"{path}: no calibration file; run `fpmon lab` on the GPUs or drop "
-            "the calibration setting (the daemon then demands bit-exactness)"
-        )
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise FpmonError(f"{path}: not JSON ({e}); regenerate it with `fpmon lab`") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        got = doc.get("schema") if isinstance(doc, dict) else None
-        raise FpmonError(
-            f"{path}: calibration schema {got!r} is not supported (this fpmon reads {SCHEMA})"
-        )
-    pairs = doc.get("pairs", {})
-    if not isinstance(pairs, dict):
-        raise FpmonError(f"{path}: 'pairs' must be a map of '<gpuA>|<gpuB>' -> bands")
-    return Calibration({str(k): _band(path, str(k), v) for k, v in pairs.items()}, str(path))
+    doc = load_calibration(path)
+    pairs = {str(k): _band(path, str(k), v) for k, v in doc["pairs"].items()}
+    return Calibration(
+        pairs, str(path), str(doc.get("model", "")), str(doc.get("weights_digest", ""))
+    )

@@ -201,14 +201,19 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
     )
 
 
-def load(path: str | Path) -> ReplayConfig:
+def read_toml(path: str | Path, example: str) -> tuple[Path, dict[str, Any]]:
+    """A config file's document, or a one-line error naming the example to start from."""
     p = Path(path)
     if not p.exists():
-        raise FpmonError(f"{p}: no such config file; start from deploy/replay.example.toml")
+        raise FpmonError(f"{p}: no such config file; start from {example}")
     try:
-        doc = tomllib.loads(p.read_text())
+        return p, tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise FpmonError(f"{p}: not valid TOML ({e})") from None
+
+
+def load(path: str | Path) -> ReplayConfig:
+    p, doc = read_toml(path, "deploy/replay.example.toml")
     try:
         return parse(p, doc)
     except (TypeError, ValueError) as e:

@@ -9,6 +9,7 @@ queued, and a verdict replaces its pending row in one transaction.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -281,26 +282,14 @@ class ReplayDaemon:
         while True:
             try:
                 j: Judgement = self.worker.results.get_nowait()
-            except Exception:
+            except queue.Empty:
                 return
             v = j.verdict
             if v.replay_s:
                 self.metrics.replay_s.observe(v.replay_s)
             self._verdict(v, j.commit_t or None)
-            band = (
-                self.calibration.band(
-                    v.evidence.get("pair", "|").split("|")[0], self.engines.reference
-                )
-                if v.cross_gpu
-                else None
-            )
             f = self.timing.observe(
-                v.node,
-                j.committed_s,
-                j.reference_s,
-                j.tokens,
-                band.jitter_rel if band else None,
-                not v.cross_gpu,
+                v.node, j.committed_s, j.reference_s, j.tokens, j.jitter_rel, not v.cross_gpu
             )
             if f is not None:
                 self._finding(f)

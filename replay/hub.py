@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
+from replay.config import read_toml
 
 log = logging.getLogger("fpmon.hub")
 
@@ -39,13 +39,7 @@ class HubConfig:
 
 
 def load_config(path: str | Path) -> HubConfig:
-    p = Path(path)
-    if not p.exists():
-        raise FpmonError(f"{p}: no such config file; start from deploy/hub.example.toml")
-    try:
-        doc = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise FpmonError(f"{p}: not valid TOML ({e})") from None
+    p, doc = read_toml(path, "deploy/hub.example.toml")
     h, c = doc.get("hub", {}), doc.get("curve", {})
 
     def opt(key: str) -> Path | None:

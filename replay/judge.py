@@ -32,6 +32,7 @@ class Judgement:
     committed_s: float = 0.0  # what the node committed it spent
     tokens: int = 0
     commit_t: float = 0.0  # when the node committed it: the start of commit-to-verdict latency
+    jitter_rel: float | None = None  # the pair's calibrated timing jitter, when known
     notes: list[str] = field(default_factory=list)
 
 
@@ -144,7 +145,7 @@ class Judge:
         prover = device_class(rec.setup)
         software = [f for f in SOFTWARE_FIELDS if getattr(rec.setup, f) != getattr(engine.setup, f)]
         cross = prover != reference or bool(software)
-        band = self.calibration.band(prover, reference) if cross else None
+        band = self.calibration.band(prover, reference, rec.weights_digest) if cross else None
         evidence: dict[str, Any] = {
             "mode": "band" if band else "exact",
             "pair": f"{prover}|{reference}",
@@ -173,6 +174,7 @@ class Judge:
         if status == "mismatch" and self.options.attribution:
             o = self.options
             attribution = attribute(self.engines, rec, o.fields, o.batch_sizes, o.max_candidates)
+        out.jitter_rel = band.jitter_rel if band else None
         out.verdict = self._verdict(
             commit,
             status,

@@ -1,0 +1,93 @@
+"""Store idempotency and resume rows; config errors are one actionable line."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from fpmon.errors import FpmonError
+from fpmon.wire import Alert, Commit, Verdict
+from replay import config
+from replay.cli import parse_since
+from replay.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def commit(seq: int) -> Commit:
+    return Commit(
+        node="n1",
+        t=1.0,
+        seq=seq,
+        request_id=str(seq),
+        record_digest=b"d" * 32,
+        chain=b"c" * 32,
+        setup={"dtype": "float32"},
+        model="tiny",
+        prompt_tokens=1,
+        output_tokens=2,
+    )
+
+
+def test_verdicts_and_alerts_are_written_once_and_clear_pending(tmp_path: Path) -> None:
+    s = Store(tmp_path / "v.sqlite")
+    s.add_pending([commit(1), commit(2)])
+    s.set_opened("n1", 2, b"record-bytes")
+    pend = {c.seq: (stage, rec) for c, stage, rec in s.pending()}
+    assert pend == {1: ("open", None), 2: ("replay", b"record-bytes")}
+    v = Verdict(node="n1", t=5.0, seq=1, status="match")
+    assert s.add_verdict(v) and not s.add_verdict(v)
+    assert [c.seq for c, _, _ in s.pending()] == [2]
+    a = Alert(node="n1", t=5.0, id="x:1", kind="mismatch", severity="critical", message="m")
+    assert s.add_alert(a) and not s.add_alert(a)
+    s.close()
+    s2 = Store(tmp_path / "v.sqlite")
+    assert s2.sid == 2 and s2.verdict_counts() == {"n1": {"match": 1}}
+    assert s2.verdicts(node="n1")[0]["status"] == "match"
+    s2.close()
+
+
+def test_example_config_parses(tmp_path: Path) -> None:
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"].pop("key_file")
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    assert cfg.nodes[0].name == "n1" and cfg.rate == 0.05 and cfg.queue_max == 64
+    assert len(cfg.sampling_key) == 32
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda d: d.update(node=[]), "no [[node]]"),
+        (lambda d: d["node"][0].update(sign_pubkey="zz"), "not hex"),
+        (lambda d: d["node"][0].update(sign_pubkey="00"), "expected 32"),
+        (lambda d: d["node"].append(dict(d["node"][0])), "listed twice"),
+        (lambda d: d["attribution"].update(fields=["tp"]), "unknown"),
+        (lambda d: d["sampling"].update(rate=2), "fractions"),
+        (lambda d: d["sampling"].update(key_file="missing.key"), "does not exist"),
+    ],
+)
+def test_bad_config_is_one_clear_error(tmp_path: Path, change, needle: str) -> None:
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"].pop("key_file")
+    change(doc)
+    with pytest.raises(FpmonError, match=needle.replace("[", r"\[")):
+        config.parse(tmp_path / "replay.toml", doc)
+
+
+def test_world_readable_key_file_is_refused(tmp_path: Path) -> None:
+    key = tmp_path / "k"
+    key.write_text("ab" * 32)
+    key.chmod(0o644)
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"]["key_file"] = str(key)
+    with pytest.raises(FpmonError, match="chmod 600"):
+        config.parse(tmp_path / "replay.toml", doc)
+
+
+def test_since() -> None:
+    assert parse_since("90s") == 90 and parse_since("1h") == 3600 and parse_since("2d") == 172800
+    with pytest.raises(FpmonError):
+        parse_since("soon")
