@@ -4,7 +4,7 @@ updating cells in place. Bursts coalesce (`FeedReady.can_replace`, as Toolong do
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
@@ -71,6 +71,7 @@ class MonitorApp(App):
         Binding("left_square_bracket", "seek(-10)", "-10 s", show=False, id="play.back"),
         Binding("right_square_bracket", "seek(10)", "+10 s", show=False, id="play.forward"),
         Binding("q", "quit", "Quit", id="quit"),
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True, id="quit.ctrl_c"),
     ]
 
     def __init__(
@@ -81,6 +82,7 @@ class MonitorApp(App):
         model: FleetModel | None = None,
         export_dir: str | Path = ".",
         start_feed: bool = True,
+        problems: Callable[[], list[str]] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -89,6 +91,7 @@ class MonitorApp(App):
         self.inspector = config.inspector
         self.export_dir = Path(export_dir)
         self.start_feed = start_feed
+        self.problems = problems  # the demo's children that died, said once each in the UI
         self.source: Feed | Player | None = None
         self.position: Position | None = None
         self._dirty: dict[str, set[str]] = {"fleet": set()}
@@ -195,6 +198,9 @@ class MonitorApp(App):
             d |= dirty
         if isinstance(self.screen, LiveScreen):
             self.screen.repaint()
+        if self.problems is not None:
+            for p in self.problems():
+                self.notify(p, severity="error", timeout=30)
 
     def _rebuild_screens(self) -> None:
         for screen in self._live_screens():

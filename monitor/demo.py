@@ -1,0 +1,400 @@
+"""`fpmon demo`: a real local fleet on loopback, the verifier, and the dashboard, one command.
+
+Processes (each its own process group, logs under the work folder):
+  hub        `fpmon hub`     XSUB for publishers, XPUB for subscribers
+  5 agents   `fpmon agent`   tiny model; one honest, four red-team (agents/redteam.py)
+  replay     `fpmon replay`  SUBs the hub, opens and replays samples, PUBs verdicts to the hub
+  loadgen    `python -m monitor.loadgen`  steady requests to every agent's intake
+and the dashboard (this process), SUB on the hub's XPUB plus a StateRequest to the daemon.
+
+Honest physics (docs/CAPTURE.md, FACTS.md): on this CPU bf16/fp16 activations do not move with
+batch size, float32 decode does; attention and dtype changes show after layer 0. So the batch
+cheat declares float32, the attention cheat bf16 sdpa (runs eager), the dtype cheat declares
+float32 (runs bf16), and the tamperer computes honestly but alters opened records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fpmon.errors import FpmonError
+from fpmon.progress import Progress
+from fpmon.setups import Setup
+from monitor.config import MonitorConfig
+
+
+@dataclass(frozen=True)
+class DemoNode:
+    name: str
+    dtype: str  # declared
+    attn: str  # declared
+    redteam: dict[str, Any] = field(default_factory=dict)
+    expect: str = "match"  # the attribution (setup field) or status an inspector should see
+
+    def declared(self) -> Setup:
+        return Setup(dtype=self.dtype, attn_impl=self.attn, batch_size=1, slot=0)
+
+    def actual(self) -> Setup:
+        s = self.declared()
+        rt = self.redteam
+        if rt.get("actual_batch"):
+            s = s.replace(batch_size=rt["actual_batch"])
+        if rt.get("actual_attn"):
+            s = s.replace(attn_impl=rt["actual_attn"])
+        if rt.get("actual_dtype"):
+            s = s.replace(dtype=rt["actual_dtype"])
+        return s
+
+
+NODES = (
+    DemoNode("node-honest", "float32", "sdpa"),
+    DemoNode("node-batch", "float32", "sdpa", {"actual_batch": 4}, "batch_size"),
+    DemoNode("node-attn", "bfloat16", "sdpa", {"actual_attn": "eager"}, "attn_impl"),
+    DemoNode("node-dtype", "float32", "sdpa", {"actual_dtype": "bfloat16"}, "dtype"),
+    DemoNode("node-tamper", "bfloat16", "sdpa", {"tamper_openings": True}, "bad_opening"),
+)
+
+
+def free_ports(n: int, base: int = 0) -> list[int]:
+    """`n` loopback ports nobody holds now (from `base` on, or picked by the kernel)."""
+    out: list[int] = []
+    held = []
+    port = base
+    while len(out) < n:
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port if base else 0))
+        except OSError:
+            s.close()
+            port += 1
+            if base and port > base + 1000:
+                raise FpmonError(f"no {n} free loopback ports from {base}") from None
+            continue
+        held.append(s)
+        out.append(s.getsockname()[1])
+        port += 1
+    for s in held:
+        s.close()
+    return out
+
+
+def tcp(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+def _write_key(path: Path) -> str:
+    """A node's Ed25519 head key, made here so the verifier can pin its public half."""
+    key = Ed25519PrivateKey.generate()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return raw.hex()
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+
+def toml(doc: dict[str, Any]) -> str:
+    """Just enough TOML for the demo's configs: top-level keys, tables, arrays of tables."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict | list)]
+    lines += [f"{k} = {_toml_value(v)}" for k, v in doc.items() if isinstance(v, list) and not (
+        v and isinstance(v[0], dict))]  # fmt: skip
+    for k, v in doc.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
+        elif isinstance(v, list) and v and isinstance(v[0], dict):
+            for item in v:
+                lines.append(f"\n[[{k}]]")
+                lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log: Path
+
+    def tail(self, n: int = 3) -> str:
+        try:
+            return " | ".join(self.log.read_text(errors="replace").strip().splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Fleet:
+    """Writes the configs, starts every process in its own group, and stops them all."""
+
+    def __init__(self, workdir: Path, base_port: int = 0, rate: float = 0.5) -> None:
+        self.dir = workdir
+        self.rate = rate
+        ports = free_ports(4 + 2 * len(NODES), base_port)
+        self.hub_xsub, self.hub_xpub, self.state, self.verdicts = map(tcp, ports[:4])
+        self.intake = {n.name: tcp(ports[4 + 2 * i]) for i, n in enumerate(NODES)}
+        self.openings = {n.name: tcp(ports[5 + 2 * i]) for i, n in enumerate(NODES)}
+        self.children: list[Child] = []
+        self.reported: set[str] = set()
+
+    def monitor_config(self) -> MonitorConfig:
+        return MonitorConfig(endpoints=[self.hub_xpub], state=self.state)
+
+    def write_configs(self) -> dict[str, Path]:
+        d = self.dir
+        (d / "logs").mkdir(parents=True, exist_ok=True)
+        paths = {"hub": d / "hub.toml", "replay": d / "replay.toml"}
+        paths["hub"].write_text(toml({"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}}))
+        nodes = []
+        for n in NODES:
+            state_dir = d / "agents" / n.name
+            pub_hex = _write_key(state_dir / "signing.key")
+            doc: dict[str, Any] = {
+                "node": n.name,
+                "state_dir": str(state_dir),
+                "engine": {"model": "tiny", "dtype": n.dtype, "attn": n.attn, "device": "cpu"},
+                # One request per batch, as declared (batch 1); the batch cheat pads to 4.
+                "batching": {"max_batch": 1, "max_wait_ms": 5},
+                "endpoints": {
+                    "intake": self.intake[n.name],
+                    "openings": self.openings[n.name],
+                    "publish": "tcp://127.0.0.1:0",  # unused: the PUB connects to the hub
+                    "hub": self.hub_xsub,
+                },
+                "security": {"curve": False},
+            }
+            if n.redteam:
+                doc["redteam"] = {"enabled": True, **n.redteam}
+            paths[n.name] = d / f"agent-{n.name}.toml"
+            paths[n.name].write_text(toml(doc))
+            nodes.append(
+                {"name": n.name, "openings": self.openings[n.name], "sign_pubkey": pub_hex}
+            )
+        paths["replay"].write_text(
+            toml(
+                {
+                    "replay": {
+                        "name": "replay",
+                        "store": str(d / "replay.sqlite"),
+                        "publish": self.verdicts,
+                        "hub_xsub": self.hub_xsub,
+                        "hub": self.hub_xpub,
+                        "state": self.state,
+                        "metrics_port": 0,
+                        "device": "cpu",
+                    },
+                    "models": {"tiny": "tiny"},
+                    "sampling": {"rate": self.rate, "suspect_rate": self.rate},
+                    "openings": {"deadline_s": 3.0, "retries": 2},
+                    "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
+                    "node": nodes,
+                }
+            )
+        )
+        (d / "monitor.toml").write_text(
+            toml({"monitor": {"endpoints": [self.hub_xpub], "state": self.state}})
+        )
+        return paths
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log = self.dir / "logs" / f"{name}.log"
+        env = {
+            **os.environ,
+            # 2 cores shared by ~8 processes: one thread each, or they fight for the cores.
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "TOKENIZERS_PARALLELISM": "false",
+            "TRANSFORMERS_VERBOSITY": "error",
+        }
+        with open(log, "ab") as f:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=f,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.dir,
+                start_new_session=True,  # its own process group: we stop it and its children
+            )
+        self.children.append(Child(name, proc, log))
+
+    def start(self) -> None:
+        paths = self.write_configs()
+        fp = [sys.executable, "-m", "fpmon"]
+        self._spawn("hub", [*fp, "hub", "--config", str(paths["hub"])])
+        self._spawn("replay", [*fp, "replay", "--config", str(paths["replay"])])
+        for n in NODES:
+            self._spawn(n.name, [*fp, "agent", "--config", str(paths[n.name])])
+        self._spawn(
+            "loadgen",
+            [sys.executable, "-m", "monitor.loadgen", "--rate", str(self.rate),
+             *[a for n in NODES for a in ("--intake", self.intake[n.name])]],
+        )  # fmt: skip
+
+    def problems(self) -> list[str]:
+        """Children that exited on their own, once each: name, exit code, last log lines."""
+        out = []
+        for c in self.children:
+            rc = c.proc.poll()
+            if rc is not None and c.name not in self.reported:
+                self.reported.add(c.name)
+                out.append(f"{c.name} exited ({rc}): {c.tail()} — log {c.log}")
+        return out
+
+    def stop(self, grace_s: float = 8.0) -> None:
+        """SIGTERM every process group (load first, hub last), then SIGKILL what is left."""
+        for c in reversed(self.children):
+            _signal_group(c.proc, signal.SIGTERM)
+        end = time.monotonic() + grace_s
+        for c in self.children:
+            try:
+                c.proc.wait(max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(c.proc, signal.SIGKILL)
+                c.proc.wait(5)
+        # Anything still in a child's group (a grandchild) goes too.
+        for c in self.children:
+            _signal_group(c.proc, signal.SIGKILL)
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, sig)
+
+
+def summary(model, duration_s: float) -> dict[str, Any]:
+    """The headless summary: per node, declared vs actual setup, verdicts and attributions."""
+    nodes = []
+    for n in NODES:
+        row = model.nodes.get(n.name)
+        # Declared: what the node's commitments say (versions included) once any arrived.
+        declared = dict(row.declared) if row and row.declared else n.declared().to_map()
+        # Actual: known to the demo only (the red-team config), on top of the declared map.
+        lie, truth = n.declared().to_map(), n.actual().to_map()
+        actual = {**declared, **{k: v for k, v in truth.items() if v != lie[k]}}
+        nodes.append(
+            {
+                "node": n.name,
+                "declared": declared,
+                "actual": actual,
+                "verdicts": dict(row.verdicts) if row else {},
+                "attributions": dict(row.attributions) if row else {},
+                "expect": n.expect,
+                "health": row.health if row else "pending",
+                "commits": row.commits if row else 0,
+            }
+        )
+    return {"duration_s": round(duration_s, 1), "nodes": nodes}
+
+
+def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None]) -> dict[str, Any]:
+    from fpmon.wire import Message
+    from monitor.feed import EndpointState, Feed, Inbox, Rejected
+    from monitor.model import FleetModel
+
+    cfg = fleet.monitor_config()
+    model = FleetModel(cfg.limits)
+    inbox = Inbox()
+    feed = Feed(inbox, cfg.endpoints, cfg.state)
+    feed.start()
+    progress = Progress()
+    t0 = time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - t0) < duration_s:
+            for item in inbox.drain():
+                if isinstance(item, Message):
+                    model.apply(item)
+                elif isinstance(item, EndpointState):
+                    model.set_endpoint(item.endpoint, item.state)
+                elif isinstance(item, Rejected):
+                    model.rejected[item.reason] += 1
+            for p in fleet.problems():
+                on_problem(p)
+            checked = sum(r.checked for r in model.nodes.values())
+            progress.update(int(elapsed), int(duration_s), f"demo: {checked} verdicts")
+            time.sleep(0.2)
+        model.tick()
+    finally:
+        feed.stop()
+    progress.done()
+    return summary(model, time.monotonic() - t0)
+
+
+def run(args: argparse.Namespace) -> int:
+    import themes
+
+    theme = getattr(args, "demo_theme", None) or getattr(args, "theme", None) or "fpmon-dark"
+    if not args.headless:
+        themes.load_theme(theme)  # unknown theme: say so before starting a fleet
+    if args.duration <= 0:
+        raise FpmonError("--duration must be a positive number of seconds")
+    if args.workdir:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        tmp = None
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="fpmon-demo-")
+        workdir = Path(tmp.name)
+    fleet = Fleet(workdir, args.base_port)
+
+    def on_sigterm(*_: Any) -> None:
+        raise KeyboardInterrupt  # unwind through `finally`: children are stopped there
+
+    old = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        fleet.start()
+        if args.headless:
+            result = headless(fleet, args.duration, lambda p: print(p, file=sys.stderr))
+            if args.json:
+                json.dump(result, sys.stdout, indent=1)
+                sys.stdout.write("\n")
+            else:
+                for n in result["nodes"]:
+                    print(
+                        f"{n['node']:<13} {n['health']:<8} verdicts {n['verdicts']} "
+                        f"attributions {n['attributions']} (expected: {n['expect']})"
+                    )
+            return 0
+        from monitor.app import MonitorApp
+
+        cfg = fleet.monitor_config()
+        cfg.theme = theme
+        app = MonitorApp(cfg, problems=fleet.problems)
+        app.title = "fpmon demo"
+        app.run()
+        return 0
+    finally:
+        fleet.stop()
+        signal.signal(signal.SIGTERM, old)
+        if tmp is not None:
+            tmp.cleanup()
