@@ -1,0 +1,145 @@
+"""The demo fleet for real: hub, five agents on the tiny model (four lying), the replay daemon,
+the load generator. The dashboard under Pilot must show the honest node green and each cheat
+flagged with the right attribution; the headless JSON must say the same; `q` and SIGTERM must
+leave no process running and no port bound."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from monitor.app import MonitorApp, NodeFlagged
+from monitor.demo import NODES, Fleet
+
+pytestmark = pytest.mark.slow
+
+
+def port_free(endpoint: str) -> bool:
+    """No listener holds it (SO_REUSEADDR: connections in TIME_WAIT do not count)."""
+    port = int(endpoint.rsplit(":", 1)[1])
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def test_dashboard_on_a_real_demo_fleet(tmp_path):
+    fleet = Fleet(tmp_path)
+    seen: list = []
+    expected = {n.name: n.expect for n in NODES}
+
+    def settled(app) -> bool:
+        rows = app.model.nodes
+        if set(rows) < set(expected):
+            return False
+        ok = rows["node-honest"].health == "ok"
+        for name, want in expected.items():
+            if name == "node-honest":
+                continue
+            row = rows[name]
+            if row.health != "flagged" or row.last_attribution != want:
+                return False
+        return ok
+
+    async def run() -> None:
+        app = MonitorApp(fleet.monitor_config(), problems=fleet.problems)
+        async with app.run_test(size=(170, 40), message_hook=seen.append) as pilot:
+            for _ in range(900):  # up to 90 s on a busy 2-core machine; ~40 s alone
+                if settled(app):
+                    break
+                await pilot.pause(0.1)
+            assert settled(app), {
+                n: (r.health, r.last_attribution) for n, r in app.model.nodes.items()
+            }
+            await pilot.pause(0.6)
+            table = app.screen.query_one("#fleet")
+            assert str(table.get_cell("node-honest", "health")) == "✓ OK"
+            for name, want in expected.items():
+                if name != "node-honest":
+                    assert str(table.get_cell(name, "health")) == "✗ FLAGGED"
+                    assert str(table.get_cell(name, "attribution")) == want
+            flagged = {m.node: m.attribution for m in seen if isinstance(m, NodeFlagged)}
+            assert set(flagged) == set(expected) - {"node-honest"}
+            # the evidence of the batch cheat: declared batch 1, reproduced by batch >= 2
+            table.move_cursor(row=table.get_row_index("node-batch"))
+            await pilot.press("enter")
+            await pilot.pause(0.3)
+            setup = app.screen.query_one("#setup")
+            rows = {
+                str(setup.get_row_at(i)[0]): setup.get_row_at(i) for i in range(setup.row_count)
+            }
+            assert rows["batch_size"][1] == "1" and rows["batch_size"][3] == "≠ differs"
+            await pilot.press("escape")
+            await pilot.press("q")
+
+    fleet.start()
+    try:
+        asyncio.run(run())
+    finally:
+        fleet.stop()
+    assert not any(group_alive(c.proc.pid) for c in fleet.children)
+    endpoints = [fleet.hub_xsub, fleet.hub_xpub, fleet.state, *fleet.intake.values()]
+    assert all(port_free(e) for e in endpoints), "a port is still bound"
+
+
+def test_headless_demo_json_and_clean_stop(tmp_path):
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "45", "--json",
+            "--workdir", str(tmp_path)]  # fmt: skip
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads(out.stdout)
+    assert data["duration_s"] >= 45
+    by = {n["node"]: n for n in data["nodes"]}
+    assert set(by) == {n.name for n in NODES}
+    honest = by["node-honest"]
+    assert set(honest["verdicts"]) == {"match"} and honest["attributions"] == {}
+    assert honest["declared"] == honest["actual"]
+    for field in ("batch_size", "attn_impl", "dtype"):
+        node = next(n for n in data["nodes"] if n["expect"] == field)
+        assert set(node["verdicts"]) == {"mismatch"}, node
+        assert set(node["attributions"]) == {field}, node
+        diff = {k for k in node["declared"] if node["declared"][k] != node["actual"][k]}
+        assert diff == {field}
+    assert set(by["node-tamper"]["verdicts"]) == {"bad_opening"}
+    # Nothing of the fleet survives the demo (each child had its own process group).
+    time.sleep(0.5)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps
+
+
+def test_sigterm_stops_every_child(tmp_path):
+    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "300",
+            "--workdir", str(tmp_path)]  # fmt: skip
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Wait until every child is up (its log exists), then stop the demo from outside.
+    for _ in range(200):
+        if len(list((tmp_path / "logs").glob("*.log"))) == len(NODES) + 3:
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(30)
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps
