@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Any
 
+import msgpack
 import zmq
 
 from agents.heads import HeadSigner
@@ -22,6 +23,17 @@ from agents.telemetry import TelemetrySource
 from fpmon.wire import Commit, encode
 
 log = logging.getLogger("fpmon.agent.publisher")
+
+COMMIT_TOPIC = Commit.TOPIC.encode()
+
+
+def commit_frames(c: Commit) -> list[bytes]:
+    """The hot path: the same map as `fpmon.wire.encode`, without canonical key sorting.
+
+    Only hashed bytes (records) need canonical order; a commitment frame is read as a map by
+    name, and sorting costs ~5x the packing at tens of thousands of frames a second.
+    """
+    return [COMMIT_TOPIC, msgpack.packb(c.to_map(), use_bin_type=True, use_single_float=False)]
 
 
 class Publisher:
@@ -59,7 +71,7 @@ class Publisher:
         # heads still sign the true chain, which is exactly what exposes the hole.
         self.seq, self.chain = c.seq, c.chain
         for out in self.redteam.commits(c):
-            self.pub.send_multipart(encode(out), copy=False)
+            self.pub.send_multipart(commit_frames(out), copy=False)
             self.published += 1
         self._since_head += 1
         if self._since_head >= self.head_every_n:

@@ -1,0 +1,148 @@
+"""Serving overhead: agent throughput (capture + durable log + publish) / bare engine throughput.
+
+Both sides run the same batches on the same engine in one process, alternating round by round
+so machine load hits both alike. Bare: `engine.run_batch` without probes. Agent: the agent's
+own engine loop (`Worker.serve`: probes, records, canonical encoding, SQLite append, commits
+handed to a live publisher thread on a real PUB socket). Prints both rates, the ratio (goal
+>= 0.97) and bytes per generated token at the default probe budget.
+
+    python bench/agent_overhead.py [--model tiny] [--device cpu] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import zmq
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agents.config import AgentConfig, EngineConfig
+from agents.heads import HeadSigner
+from agents.node import probe_spec
+from agents.publisher import Publisher
+from agents.redteam import RedTeam
+from agents.store import RecordLog
+from agents.worker import Job, Worker
+from fpmon.engines.base import BatchRequest
+from fpmon.wire import SubmitRequest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+PROMPTS = [
+    "The quick brown fox jumps over the lazy dog",
+    "Inference nodes commit to their activations",
+    "A verifier replays a secret sample of records",
+    "Rounding patterns reveal the computation graph",
+]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--tokens", type=int, default=32, help="generated tokens per request")
+    ap.add_argument("--batches", type=int, default=6, help="batches per round")
+    ap.add_argument("--rounds", type=int, default=5)
+    args = ap.parse_args()
+    from fpmon.engines.hf import HFEngine
+
+    engine = HFEngine(args.model, dtype=args.dtype, device=args.device)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = AgentConfig(
+            node="bench",
+            state_dir=d,
+            engine=EngineConfig(model=args.model, dtype=args.dtype, device=args.device),
+        )
+        probes = probe_spec(cfg, engine.num_layers)
+        store = RecordLog(cfg.db_path, node="bench")
+        ctx = zmq.Context()
+        pub = ctx.socket(zmq.PUB)
+        pub.bind_to_random_port("tcp://127.0.0.1")
+        publisher = Publisher(
+            pub,
+            HeadSigner(Ed25519PrivateKey.generate(), "bench"),
+            head_seq=-1,
+            head_chain=b"\0" * 32,
+        )
+        pt = threading.Thread(target=publisher.run, daemon=True)
+        pt.start()
+        worker = Worker(
+            cfg, engine, store, ctx, "inproc://unused", publisher.queue, RedTeam(), probes
+        )
+        rows = [engine.encode(p) for p in PROMPTS]
+        width = max(len(r) for r in rows)
+        rows = [r + r[: width - len(r)] if len(r) < width else r for r in rows]  # equal lengths
+        prompts = [engine.decode(r) for r in rows]
+
+        def bare() -> None:
+            engine.run_batch(
+                BatchRequest(
+                    rows=rows,
+                    decode_steps=args.tokens - 1,
+                    probe_rows=list(range(len(rows))),
+                    probes=None,
+                )
+            )
+
+        def agent() -> None:
+            jobs = [
+                Job(
+                    [b"x"],
+                    SubmitRequest(
+                        node="c",
+                        t=0.0,
+                        request_id=f"{i}-{time.time()}",
+                        prompt=p,
+                        max_tokens=args.tokens,
+                    ),
+                    0.0,
+                )
+                for i, p in enumerate(prompts)
+            ]
+            frames = worker.serve(jobs)
+            assert len(frames) == len(jobs)
+
+        bare(), agent()  # warm up both paths
+        ratios, bare_rates, agent_rates = [], [], []
+        per_round = args.batches * len(rows) * args.tokens
+        for _ in range(args.rounds):
+            rates = {}
+            for name, fn in (("bare", bare), ("agent", agent)):
+                t0 = time.perf_counter()
+                for _ in range(args.batches):
+                    fn()
+                rates[name] = per_round / (time.perf_counter() - t0)
+            bare_rates.append(rates["bare"])
+            agent_rates.append(rates["agent"])
+            ratios.append(rates["agent"] / rates["bare"])
+        st = store.stats()
+        publisher.stop()
+        pt.join()
+        store.close()
+        ctx.term()
+    print(
+        f"engine {engine.setup.summary()} on {args.device}, batch {len(rows)}, "
+        f"{args.tokens} tokens/request, probes layers {list(probes.layers)} top-{probes.topk}"
+    )
+    print(f"bare engine  {statistics.median(bare_rates):8.1f} tokens/s (median of {args.rounds})")
+    print(f"agent        {statistics.median(agent_rates):8.1f} tokens/s")
+    print(
+        f"overhead ratio agent/bare: median {statistics.median(ratios):.3f} "
+        f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}; goal >= 0.97)"
+    )
+    print(
+        f"bytes per generated token at this probe budget: {st.bytes_per_token:.0f} "
+        f"({st.body_bytes} bytes / {st.tokens} tokens, {st.records} records)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
