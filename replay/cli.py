@@ -50,6 +50,19 @@ def register(sub: Any) -> None:
     v.add_argument("--status", help="only this status (match, mismatch, ...)")
     v.add_argument("--json", action="store_true", help="one JSON array, full verdicts")
     v.set_defaults(func=run_verdicts)
+    i = rsub.add_parser(
+        "interference",
+        help="replay a record under side work on other CUDA "
+        "streams: numerics movement and slowdown per intensity",
+    )
+    i.add_argument("--fp", required=True, help="fingerprint file (from `fpmon capture`)")
+    i.add_argument("--index", type=int, default=0, help="which record of the file (default 0)")
+    i.add_argument("--model", help="model spec to load (default: the record's model name)")
+    i.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
+    i.add_argument("--intensities", default="0.25,0.5,1.0", help="duty cycles in (0, 1]")
+    i.add_argument("--repeats", type=int, default=5)
+    i.add_argument("--out", help="write the profile JSON here ([timing] interference_profile)")
+    i.set_defaults(func=run_interference_cmd)
     h = sub.add_parser("hub", help="XSUB/XPUB forwarder (zmq.proxy) for large fleets")
     _config_arg(h, "hub config (TOML), see deploy/hub.example.toml")
     h.set_defaults(func=run_hub)
@@ -128,6 +141,47 @@ def run_verdicts(args: argparse.Namespace) -> int:
         cross = " cross-device" if v.get("cross_gpu") else ""
         print(f"{when}  {v['node']:<12} {v['seq']:>8}  {v['status']:<13}{cross} {why}".rstrip())
     print(f"{len(verdicts)} verdict(s)", file=sys.stderr)
+    return 0
+
+
+def run_interference_cmd(args: argparse.Namespace) -> int:
+    from fpmon.records import load_fingerprint
+    from replay.interference import run_interference
+
+    try:
+        levels = [float(x) for x in args.intensities.split(",")]
+    except ValueError:
+        raise FpmonError("--intensities: give fractions like 0.25,0.5,1.0") from None
+    if not levels or any(not 0 < x <= 1 for x in levels):
+        raise FpmonError("--intensities: each must be in (0, 1]")
+    records, _ = load_fingerprint(Path(args.fp))
+    if not 0 <= args.index < len(records):
+        raise FpmonError(f"--index {args.index}: {args.fp} holds {len(records)} record(s)")
+    rec = records[args.index]
+    import torch
+
+    if not torch.cuda.is_available():
+        out = {
+            "skipped": True,
+            "reason": "torch.cuda.is_available() is false: interference tests need a CUDA device",
+        }
+    else:
+        from fpmon.engines.hf import HFEngine
+
+        s = rec.setup
+        engine = HFEngine(
+            args.model or rec.model,
+            dtype=s.dtype,
+            attn_impl=s.attn_impl,
+            device=args.device,
+            compiled=s.compiled,
+            sdpa_backend=s.sdpa_backend,
+        )
+        out = run_interference(engine, rec, levels, repeats=args.repeats)
+    text = json.dumps(out, indent=1)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    print(text)
     return 0
 
 

@@ -58,6 +58,7 @@ class ReplayConfig:
     timing_min_samples: int = 5
     capacity_margin: float = 0.25
     capacity_window_s: float = 60.0
+    interference_profile: Path | None = None  # JSON from `fpmon replay interference`
     # abuse
     max_message_bytes: int = 4 << 20
     flood_msgs_per_s: float = 20_000.0
@@ -194,6 +195,9 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         timing_min_samples=int(t.get("min_samples", 5)),
         capacity_margin=float(t.get("capacity_margin", 0.25)),
         capacity_window_s=float(t.get("capacity_window_s", 60.0)),
+        interference_profile=(base / str(t["interference_profile"]))
+        if t.get("interference_profile")
+        else None,
         max_message_bytes=int(lim.get("max_message_bytes", 4 << 20)),
         flood_msgs_per_s=float(lim.get("flood_msgs_per_s", 20_000.0)),
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),

@@ -59,6 +59,23 @@ def _bindable(ep: str) -> str:
     return ep[:-2] + ":*" if ep.endswith(":0") else ep
 
 
+def _profile(cfg: ReplayConfig) -> dict[str, Any] | None:
+    path = cfg.interference_profile
+    if path is None:
+        return None
+    import json
+
+    from fpmon.errors import FpmonError
+
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise FpmonError(
+            f"{path}: cannot read the interference profile ({e}); write it with "
+            "`fpmon replay interference --out`"
+        ) from None
+
+
 class ReplayDaemon:
     def __init__(self, cfg: ReplayConfig, engine_factory: Factory = hf_factory) -> None:
         self.cfg = cfg
@@ -81,7 +98,9 @@ class ReplayDaemon:
         )
         self.judge = Judge(self.engines, self.calibration, opts, cfg.name)
         self.worker = ReplayWorker(self.judge, cfg.queue_max)
-        self.timing = TimingModel(cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin)
+        self.timing = TimingModel(
+            cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin, _profile(cfg)
+        )
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.ctx: zmq.Context[Any] = zmq.Context()

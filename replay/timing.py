@@ -33,7 +33,14 @@ class Finding:
 
 
 class TimingModel:
-    def __init__(self, margin: float, min_samples: int, capacity_margin: float) -> None:
+    def __init__(
+        self,
+        margin: float,
+        min_samples: int,
+        capacity_margin: float,
+        profile: dict[str, Any] | None = None,
+    ) -> None:
+        self.profile = profile  # from run_interference on the reference GPU, when measured
         self.margin = margin
         self.min_samples = min_samples
         self.capacity_margin = capacity_margin
@@ -72,6 +79,12 @@ class TimingModel:
             "direction": direction,
         }
         if direction == "slower":
+            from replay.interference import explain_slowdown
+
+            explained = explain_slowdown(self.profile or {}, ratio)
+            details["explained_by"] = explained or (
+                "no interference profile for this reference: the intensity is not estimated"
+            )
             msg = (
                 f"{node} commits {ratio:.2f}x the reference's time for its declared setup "
                 f"(band ±{band:.0%}, {len(st.ratios)} records): suspected hidden work"
