@@ -8,6 +8,7 @@ search stops. Only if no single change is exact are pairs of changes tried, with
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -16,6 +17,7 @@ from fpmon.errors import FpmonError
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
+from fpmon.tensors import FLOAT_DTYPES, Blob
 from replay.engines import EngineCache, Unverifiable
 from replay.scoring import first_difference, score
 
@@ -48,11 +50,32 @@ def pair_changes(singles: list[tuple[str, Change]]) -> list[tuple[str, Change]]:
     ]
 
 
+def cast_probes(rec: Record, dtypes: dict[str, str]) -> Record:
+    """`rec` with its float probes cast to `dtypes[name]`, as a node hiding its dtype casts
+    them (exact: each value is held exactly in float64, so one rounding, as torch does it)."""
+    import torch
+
+    probes = dict(rec.probes)
+    for name, blob in rec.probes.items():
+        want = dtypes.get(name, blob.dtype)
+        if want == blob.dtype or want not in FLOAT_DTYPES or blob.dtype not in FLOAT_DTYPES:
+            continue
+        t = torch.from_numpy(blob.as_float64().copy()).to(getattr(torch, want))
+        probes[name] = Blob.from_torch(t)
+    return dataclasses.replace(rec, probes=probes)
+
+
+def cast_like(rep: Record, record: Record) -> Record:
+    return cast_probes(rep, {name: b.dtype for name, b in record.probes.items()})
+
+
 def try_setup(engines: EngineCache, record: Record, changes: Change) -> dict[str, Any]:
     setup = record.setup.replace(**changes)
     engine = engines.get(record.model, setup, record.weights_digest)
     bs = changes.get("batch_size")
     rep = replay_record(engine, record, batch_size=bs, slot=changes.get("slot") if bs else None)
+    if "dtype" in changes:
+        rep = cast_like(rep, record)
     comp = compare_records(record, rep)
     n_same = sum(p.identical for p in comp.probes)
     return {

@@ -102,6 +102,10 @@ class ProverNode:
             sched = dict(rec.schedule)
             sched["row_lengths"] = [len(prompt_ids)] * setup.batch_size
             rec = dataclasses.replace(rec, setup=setup, schedule=sched)
+            if "dtype" in declare:  # as an agent hiding its dtype does: probes in the declared
+                from replay.attribution import cast_probes
+
+                rec = cast_probes(rec, dict.fromkeys(rec.probes, setup.dtype))
         if model:
             rec = dataclasses.replace(rec, model=model)
         return self.commit(rec)

@@ -1,0 +1,94 @@
+"""End to end with real agent processes (issue 4): honest and lying agents, one daemon.
+
+The agents are spawned as `fpmon agent` processes; requests go through their intake; the daemon
+subscribes to their PUBs, opens over their openings ROUTERs and judges with real numerics.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from agents.client import submit
+from agents.spawn import AgentProcess, write_config
+from replay import config
+from replay.daemon import ReplayDaemon
+from replay.fleet import wait_verdicts
+from tests.conftest import tiny_engine
+
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
+
+
+def shared_engines(spec, setup, device):
+    return tiny_engine(setup.dtype, setup.attn_impl)
+
+
+def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path) -> None:
+    engine = {"model": "tiny", "dtype": "float32", "attn": "sdpa", "device": "cpu"}
+    common = {
+        "engine": engine,
+        "batching": {"max_batch": 1, "max_wait_ms": 5},
+        "security": {"curve": False},
+        "publish": {"head_every_s": 0.2},
+    }
+    honest = AgentProcess(write_config(tmp_path / "a", "honest", **common))
+    liar = AgentProcess(
+        write_config(tmp_path / "b", "liar", **common, redteam={"enabled": True, "actual_batch": 4})
+    )
+    with honest, liar:
+        nodes = []
+        for a in (honest, liar):
+            st = a.read_status()
+            nodes.append(
+                {
+                    "name": st["node"],
+                    "publish": a.endpoints["publish"],
+                    "openings": a.endpoints["openings"],
+                    "sign_pubkey": st["pubkey"],
+                }
+            )
+        key = tmp_path / "sampling.key"
+        key.write_text("11" * 32)
+        key.chmod(0o600)
+        doc = {
+            "replay": {
+                "store": str(tmp_path / "replay.sqlite"),
+                "publish": "tcp://127.0.0.1:0",
+                "state": "tcp://127.0.0.1:0",
+            },
+            "sampling": {"key_file": str(key), "rate": 1.0},
+            "openings": {"deadline_s": 3.0, "retries": 2},
+            "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
+            "node": nodes,
+        }
+        cfg = config.parse(tmp_path / "replay.toml", doc)
+        daemon = ReplayDaemon(cfg, engine_factory=shared_engines)
+        daemon.start()
+        thread = threading.Thread(target=daemon.run, daemon=True)
+        thread.start()
+        try:
+            deadline_ok = False
+            for _ in range(100):  # agents publish telemetry at 1 Hz: wait to be subscribed
+                stats = daemon.intake.stats
+                if all(stats[n["name"]].last_telemetry_t > 0 for n in nodes):
+                    deadline_ok = True
+                    break
+                threading.Event().wait(0.1)
+            assert deadline_ok, "the daemon never heard both agents"
+            for a in (honest, liar):
+                for i in range(2):
+                    r = submit(a.endpoints["intake"], f"request {i} to the fleet", 6, 60)
+                    assert r.status == "ok", r
+            got = wait_verdicts(cfg.store, 4, timeout=180)
+        finally:
+            daemon.stop()
+            thread.join(timeout=60)
+    by = {}
+    for v in got:
+        by.setdefault(v["node"], []).append(v)
+    assert [v["status"] for v in by["honest"]] == ["match", "match"], by["honest"]
+    assert [v["status"] for v in by["liar"]] == ["mismatch", "mismatch"]
+    for v in by["liar"]:
+        assert v["attribution"][0]["field"] == "batch_size" and v["attribution"][0]["exact"]
