@@ -53,7 +53,7 @@ class FleetScreen(LiveScreen):
         t = self.table
         t.now = model.clock()
         t.palette = self.app.palette
-        t.sync(self.rows(), None if full else changed)
+        t.sync(self.rows(), None if full else changed, lazy=True)
         counts = model.node_counts()
         eps = model.endpoints
         ep_text = "  ".join(f"{CONN_SYMBOL.get(s, '?')} {e} {s}" for e, s in eps.items())

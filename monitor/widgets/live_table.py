@@ -9,23 +9,56 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, ClassVar
 
-from rich.text import Text
+from rich.cells import cell_len, set_cell_size
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
+from rich.segment import Segment
+from rich.style import Style
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable
 
 
-class Cell(Text):
-    """Rich text that also carries the raw value the column sorts by."""
+@lru_cache(maxsize=256)
+def _style(spec: str) -> Style:
+    return Style.parse(spec) if spec else Style.null()
 
-    sort_key: Any = None
+
+class Cell:
+    """One line of styled text that renders as a single Segment, and the raw value its
+    column sorts by. Rich `Text` goes through wrapping and span joining for every cell on
+    every repaint; a fleet table repaints hundreds of cells, so cells stay this simple."""
+
+    __slots__ = ("sort_key", "style", "text")
+
+    def __init__(self, text: str, style: str = "", sort_key: Any = None) -> None:
+        self.text = text
+        self.style = style
+        self.sort_key = text if sort_key is None else sort_key
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield Segment(self.text, _style(self.style))
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        n = cell_len(self.text)
+        return Measurement(n, n)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cell) and self.text == other.text and self.style == other.style
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"Cell({self.text!r}, {self.style!r})"
 
 
 def cell(text: str, style: str = "", sort_key: Any = None) -> Cell:
-    c = Cell(text, style=style)
-    c.sort_key = text if sort_key is None else sort_key
-    return c
+    return Cell(text, style, sort_key)
 
 
 def _sort_key(value: Any) -> tuple:
@@ -47,6 +80,7 @@ class LiveTable(DataTable):
     """Subclasses set COLUMNS and implement `cells(record)` and `search_text(record)`."""
 
     COLUMNS: tuple[Column, ...] = ()
+    OFFSCREEN_BUDGET = 32
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", id="table.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="table.sort_reverse"),
@@ -59,7 +93,64 @@ class LiveTable(DataTable):
         self.sort_col: str | None = None
         self.sort_reverse = False
         self._shown: dict[str, dict[str, Any]] = {}  # row key -> column key -> cell as painted
+        self._stale: set[str] = set()  # off-screen rows changed since they were painted
         self.palette: dict[str, str] = {}
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> list[list[Segment]]:
+        """Fast path for our one-line `Cell`s: the same segments and styles DataTable makes
+        through Rich's Padding/Styled/render_lines, built directly (measured ~3x cheaper per
+        cell; any update_cell makes DataTable re-render every visible cell). Headers, labels
+        and anything else take the stock path. Textual is pinned (8.2.8); snapshots check it."""
+        if row_index < 0 or column_index < 0 or self.fixed_rows or self.fixed_columns:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        value = self._data.get(row_key, {}).get(column_key)
+        rows = self.rows.get(row_key) if row_key is not None else None
+        if not isinstance(value, Cell) or rows is None or rows.height != 1:
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        key = (
+            row_key,
+            column_key,
+            base_style,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cache = self._cell_render_cache
+        if key in cache:
+            return cache[key]
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            False,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        pre += component_style
+        pad = min(self.cell_padding, width // 2)
+        text = set_cell_size(value.text, max(0, width - 2 * pad))
+        edge = pre + post_style
+        segments = [Segment(text, pre + _style(value.style) + post_style)]
+        if pad:
+            segments = [Segment(" " * pad, edge), *segments, Segment(" " * pad, edge)]
+        cache[key] = [segments]
+        return cache[key]
 
     # -- what subclasses provide ---------------------------------------------------------
     def cells(self, record: Any) -> dict[str, Any]:  # column key -> cell
@@ -80,6 +171,7 @@ class LiveTable(DataTable):
     def rebuild(self, records: Iterable[tuple[str, Any]]) -> None:
         self.clear(columns=True)
         self._shown.clear()
+        self._stale.clear()
         self._add_columns()
         self.sync(records, None)
 
@@ -98,20 +190,45 @@ class LiveTable(DataTable):
         self.hidden ^= {key}
 
     # -- painting ------------------------------------------------------------------------
+    def visible_keys(self) -> set[str]:
+        """Keys of the rows on screen now (every row is one line high)."""
+        y0 = int(self.scroll_y)
+        out = set()
+        for i in range(y0, min(self.row_count, y0 + max(1, self.size.height))):
+            k = self._row_locations.get_key(i)
+            if k is not None:
+                out.add(str(k.value))
+        return out
+
     def sync(
-        self, records: Iterable[tuple[str, Any]], changed: set[str] | None,
+        self,
+        records: Iterable[tuple[str, Any]],
+        changed: set[str] | None,
         limit: int | None = None,
-    ) -> int:  # fmt: skip
+        lazy: bool = False,
+    ) -> int:
         """Add new rows, update changed cells in place, drop rows the filter now hides.
 
-        `changed=None` means every row may have changed. Returns cells written.
+        `changed=None` means every row may have changed. `lazy`: rows off screen are updated
+        at most OFFSCREEN_BUDGET per call and otherwise remembered as stale, so a 1,000-node
+        fleet costs what the visible rows cost (nvitop/k9s do the same). Returns cells written.
         """
         writes = 0
         visible = [c.key for c in self.COLUMNS if c.key not in self.hidden]
+        on_screen = self.visible_keys() if lazy else None
+        budget = self.OFFSCREEN_BUDGET
+        stale = self._stale
         for key, rec in records:
             shown = self._shown.get(key)
-            if shown is not None and changed is not None and key not in changed:
-                continue
+            if shown is not None:
+                if changed is not None and key not in changed and key not in stale:
+                    continue
+                if on_screen is not None and key not in on_screen:
+                    if budget <= 0:
+                        stale.add(key)
+                        continue
+                    budget -= 1
+                stale.discard(key)
             if not self.matches(rec):
                 if shown is not None:
                     self.remove_row(key)

@@ -1,0 +1,180 @@
+"""Load on the monitor: 1,000 nodes x 8 GPUs of telemetry at 1 Hz plus 2,000 verdicts/s.
+
+Feeds (1) the plain state model and (2) the real Textual app, headless, through the same path
+the feed worker uses (decoded wire messages into the inbox, one coalesced FeedReady per burst),
+in real time: every 100 ms a burst of 100 telemetry + 200 verdict messages; the app repaints
+from the model every `--refresh` seconds. Prints p50/p99 of the time to apply a burst, of a
+repaint, and of apply+repaint, against the 100 ms target, plus resident memory over time
+(buffers are bounded, so it must level off).
+
+    python bench/monitor_load.py                 # 30 s
+    python bench/monitor_load.py --seconds 600   # the 10-minute memory run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+
+from fpmon.wire import decode, encode
+from monitor import synth
+from monitor.app import MonitorApp
+from monitor.config import MonitorConfig
+from monitor.model import FleetModel
+
+NODES = 1000
+GPUS = 8
+VERDICTS_PER_S = 2000
+BURST_S = 0.1
+TARGET_MS = 100.0
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def make_frames(rng: random.Random) -> tuple[list[list[bytes]], list[list[bytes]]]:
+    """Wire frames encoded once (the publishers' work): telemetry per node, a verdict pool."""
+    names = [f"node-{i:04d}" for i in range(NODES)]
+    tele = [encode(synth.telemetry(n, GPUS, util=rng.uniform(10, 99))) for n in names]
+    verdicts = [encode(synth.random_verdict(rng, names, seq)) for seq in range(4000)]
+    return tele, verdicts
+
+
+class Source:
+    """Bursts of decoded messages (decoding is the feed worker's job: timed separately)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.tele, self.verdicts = make_frames(rng)
+        self.i = 0
+        self.v = 0
+        self.decode_s: list[float] = []
+
+    def burst(self) -> list:
+        n_t = int(NODES * BURST_S)  # each node once a second
+        n_v = int(VERDICTS_PER_S * BURST_S)
+        frames = [self.tele[(self.i + k) % NODES] for k in range(n_t)]
+        frames += [self.verdicts[(self.v + k) % len(self.verdicts)] for k in range(n_v)]
+        t0 = time.perf_counter()
+        out = [decode(f) for f in frames]
+        self.decode_s.append(time.perf_counter() - t0)
+        # Pool verdicts come round again: give each a fresh seq, or the model's Clone dedupe
+        # (node, seq, status, t) would rightly drop them as repeats.
+        for k, m in enumerate(out[n_t:]):
+            object.__setattr__(m, "seq", self.v + k)
+        self.i += n_t
+        self.v += n_v
+        return out
+
+
+def report(name: str, xs: list[float]) -> float:
+    ms = [x * 1000 for x in xs]
+    p99 = pct(ms, 0.99)
+    print(f"  {name:<28} p50 {pct(ms, 0.5):7.2f} ms  p99 {p99:7.2f} ms  max {max(ms):7.2f} ms")
+    return p99
+
+
+def bench_model(seconds: float, rng: random.Random) -> None:
+    src = Source(rng)
+    model = FleetModel()
+    apply_s, tick_s = [], []
+    end = time.monotonic() + seconds
+    last_tick = time.monotonic()
+    while time.monotonic() < end:
+        t_next = time.monotonic() + BURST_S
+        msgs = src.burst()
+        t0 = time.perf_counter()
+        model.apply_many(msgs)
+        apply_s.append(time.perf_counter() - t0)
+        if time.monotonic() - last_tick >= 1.0:
+            t0 = time.perf_counter()
+            model.tick()
+            model.take_dirty()
+            tick_s.append(time.perf_counter() - t0)
+            last_tick = time.monotonic()
+        time.sleep(max(0.0, t_next - time.monotonic()))
+    print(f"state model alone ({len(apply_s)} bursts of {len(msgs)} messages):")
+    report("apply burst", apply_s)
+    report("tick (1,000 nodes)", tick_s)
+    report("wire decode of a burst", src.decode_s)
+    print(
+        f"  nodes {len(model.nodes)}, verdicts kept {len(model.verdicts)} of {model.verdicts_total}"
+    )
+
+
+async def bench_app(seconds: float, refresh: float, rng: random.Random, mem_every: float) -> float:
+    src = Source(rng)
+    cfg = MonitorConfig(refresh_s=3600)  # we drive repaints ourselves, to time them
+    app = MonitorApp(cfg, start_feed=False)
+    apply_s, paint_s, cycle_s, mem = [], [], [], []
+    async with app.run_test(size=(200, 50)) as pilot:
+        t_start = time.monotonic()
+        last_paint = last_mem = t_start
+        while (now := time.monotonic()) - t_start < seconds:
+            t_next = now + BURST_S
+            for m in src.burst():
+                app.inbox.put(m)
+            t0 = time.perf_counter()
+            app.drain_feed()  # what the FeedReady handler runs
+            t1 = time.perf_counter()
+            apply_s.append(t1 - t0)
+            if now - last_paint >= refresh:
+                app.repaint()
+                await pilot.pause()  # let Textual lay out and render the changed table
+                t2 = time.perf_counter()
+                paint_s.append(t2 - t1)
+                cycle_s.append(t2 - t0)
+                last_paint = now
+            if now - last_mem >= mem_every:
+                mem.append((now - t_start, rss_mib(), len(app.model.verdicts)))
+                last_mem = now
+            await asyncio.sleep(max(0.0, t_next - time.monotonic()))
+        table = app.screen.query_one("#fleet")
+        rows = table.row_count
+    print(f"real app, headless ({len(apply_s)} bursts, {len(paint_s)} repaints, {rows} rows):")
+    report("apply burst (drain inbox)", apply_s)
+    report("repaint + render", paint_s)
+    p99 = report("apply + repaint + render", cycle_s)
+    print("  memory over time (s, RSS MiB, verdicts kept):")
+    for t, r, v in mem:
+        print(f"    {t:6.0f}  {r:8.1f}  {v}")
+    if len(mem) >= 3:
+        first = statistics.mean(r for _, r, _ in mem[1 : 1 + max(1, len(mem) // 4)])
+        last = statistics.mean(r for _, r, _ in mem[-max(1, len(mem) // 4) :])
+        print(f"  RSS second quarter -> last quarter: {first:.1f} -> {last:.1f} MiB")
+    return p99
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=30.0, help="app run length (600 = 10 min)")
+    p.add_argument("--model-seconds", type=float, default=10.0)
+    p.add_argument("--refresh", type=float, default=0.5, help="repaint period, s (app default)")
+    p.add_argument("--seed", type=int, default=1)
+    args = p.parse_args()
+    rng = random.Random(args.seed)
+    print(
+        f"load: {NODES} nodes x {GPUS} GPUs telemetry at 1 Hz + {VERDICTS_PER_S} verdicts/s, "
+        f"bursts every {BURST_S * 1000:.0f} ms"
+    )
+    bench_model(args.model_seconds, rng)
+    p99 = asyncio.run(bench_app(args.seconds, args.refresh, rng, max(5.0, args.seconds / 12)))
+    verdict = "within" if p99 <= TARGET_MS else "OVER"
+    print(f"p99 apply+refresh {p99:.1f} ms: {verdict} the {TARGET_MS:.0f} ms target "
+          f"(ratio {p99 / TARGET_MS:.2f})")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
