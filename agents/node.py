@@ -30,6 +30,7 @@ from agents.store import RecordLog
 from agents.telemetry import TelemetrySource
 from agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec, default_layers
+from fpmon.errors import FpmonError
 from fpmon.wire import (
     Limits,
     OpenReply,
@@ -74,6 +75,16 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
+def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> None:
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        raise FpmonError(
+            f"cannot bind the {what} socket to {endpoint} ({e}): is another agent running "
+            f"there? change [endpoints] {what}"
+        ) from None
+
+
 class Agent:
     def __init__(self, cfg: AgentConfig, engine: Any = None) -> None:
         self.cfg = cfg
@@ -93,6 +104,15 @@ class Agent:
         # Keys and allowlists next: a missing key folder fails before the model loads.
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.security = Security(self.ctx, cfg.security)
+        try:
+            self._build(cfg, engine)
+        except BaseException:
+            # The ZAP thread and sockets would keep a failed start from exiting.
+            self.security.stop()
+            self.ctx.destroy(linger=0)
+            raise
+
+    def _build(self, cfg: AgentConfig, engine: Any) -> None:
         self.engine = engine if engine is not None else build_engine(cfg, self.redteam)
         self.probes = probe_spec(cfg, self.engine.num_layers)
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
@@ -134,7 +154,7 @@ class Agent:
             limit_untrusted(sock, cfg.security.max_msg_bytes)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client must not raise
             sec.server(sock, domain)
-            sock.bind(ep)
+            _bind(sock, ep, domain)
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.sndhwm = 200_000  # bursts of commitments are not dropped by a slow subscriber
         self.pub.linger = 0
@@ -143,7 +163,7 @@ class Agent:
             self.pub.connect(cfg.endpoints.hub)
         else:
             sec.server(self.pub, "publish")
-            self.pub.bind(cfg.endpoints.publish)
+            _bind(self.pub, cfg.endpoints.publish, "publish")
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.linger = 0
         self.replies_endpoint = f"inproc://fpmon-replies-{id(self)}"

@@ -31,6 +31,7 @@ from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
 log = logging.getLogger("fpmon.agent.worker")
 
 RETENTION_EVERY_S = 10.0
+MAX_ENGINE_FAULTS = 3  # consecutive failed batches before the agent gives up
 
 
 @dataclass
@@ -117,6 +118,7 @@ class Worker(threading.Thread):
         self.served = 0
         self.tokens = 0
         self.failed: BaseException | None = None
+        self.engine_faults = 0
         self._next_retention = 0.0
 
     def stop(self) -> None:
@@ -192,6 +194,13 @@ class Worker(threading.Thread):
             return replies + [self._reply(j, status="error", reason=self.refusing) for j in ok]
         except FpmonError as e:
             return replies + [self._reply(j, status="rejected", reason=str(e)) for j in ok]
+        except Exception as e:  # an engine fault (e.g. out of memory) fails this batch only
+            self.engine_faults += 1
+            log.exception("batch failed", extra=fields(error=str(e), faults=self.engine_faults))
+            if self.engine_faults >= MAX_ENGINE_FAULTS:
+                raise  # repeated faults: exit non-zero so the service manager restarts us
+            why = f"engine error: {type(e).__name__}: {e}"[:300]
+            return replies + [self._reply(j, status="error", reason=why) for j in ok]
 
     def _run(self, jobs: list[Job], prompts: list[list[int]]) -> list[list[bytes]]:
         rows = [list(p) for p in prompts]
@@ -257,6 +266,7 @@ class Worker(threading.Thread):
                 )
             )
         self.served += len(jobs)
+        self.engine_faults = 0
         self.tokens += sum(len(r.output_ids) for r in records)
         self._retention(now)
         return frames
