@@ -319,12 +319,21 @@ class ReplayDaemon:
         v: Verdict,
         commit_t: float | None,
         alert_id: str = "",
-        commit_t_hint: float | None = None,
     ) -> None:
         if v.t == 0.0:
             v = Verdict(**{**v.to_map(), "t": time.time()})
         if not self.store.add_verdict(v):
-            return  # already judged (work redone after a restart): never written twice
+            # Already judged (work redone after a restart): never written twice. A chain break
+            # found later for a judged seq (a bad head) is still a finding: alert it.
+            if v.status == "chain_break":
+                self.alert(
+                    "chain_break",
+                    v.node,
+                    f"{v.node} seq {v.seq}: {v.reason}",
+                    seq=v.seq,
+                    alert_id=alert_id,
+                )
+            return
         self.pub.send_multipart(encode(v))
         self.metrics.verdicts.labels(v.status).inc()
         if commit_t is not None:

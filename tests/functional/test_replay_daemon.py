@@ -246,6 +246,17 @@ def test_state_router_and_metrics(tmp_path: Path) -> None:
         assert reply.nodes["n1"]["verdicts"] == {"match": 1}
         assert reply.verdicts[0]["status"] == "match" and reply.stream_seq >= 1
         assert d.state_rejects["malformed"] == 1
+        # A bad head for a seq already judged `match`: no second verdict, but an alert.
+        h = node.head_for(c)
+        node.pub.send_multipart(encode(type(h)(**{**h.to_map(), "sig": bytes(64)})))
+        deadline = time.monotonic() + 10
+        kinds: list[str] = []
+        while "chain_break" not in kinds and time.monotonic() < deadline:
+            dealer.send_multipart(encode(StateRequest(node="mon", t=time.time())))
+            assert dealer.poll(5000)
+            later = decode(dealer.recv_multipart(), expect=("state",))
+            kinds = [a["kind"] for a in later.alerts]
+        assert "chain_break" in kinds and later.nodes["n1"]["verdicts"] == {"match": 1}
         dealer.close()
         time.sleep(1.2)  # one tick publishes gauges
         body = urllib.request.urlopen(f"http://127.0.0.1:{sock}/metrics", timeout=5).read()
