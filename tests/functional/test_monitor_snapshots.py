@@ -48,8 +48,11 @@ def make_app(theme: str = "fpmon-dark") -> MonitorApp:
 
 
 async def settle(pilot) -> None:
-    await pilot.pause(0.2)
     pilot.app._last_tick = float("inf")  # no more ticks: sparklines stay as built
+    # A busy machine can be slow to lay out a freshly switched screen (footer included).
+    for _ in range(3):
+        await pilot.pause(0.2)
+        await pilot.wait_for_scheduled_animations()
 
 
 def test_fleet_dark(snap_compare):
