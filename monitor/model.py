@@ -28,6 +28,8 @@ HEALTH_SYMBOL = {
     "alert": "!",
     "flagged": "✗",
 }
+RATE_WINDOW = 10  # ticks over which commits/s is measured
+
 CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌"}
 STATUS_SYMBOL = {
     "match": "✓",
@@ -101,7 +103,7 @@ class NodeRow:
     util_hist: deque = field(default_factory=deque)
     mismatch_hist: deque = field(default_factory=deque)
     connection: str = "live"
-    _commits_at_tick: int = 0
+    _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
     _verdicts_at_tick: int = 0
     _bad_at_tick: int = 0
 
@@ -181,7 +183,6 @@ class FleetModel:
         self.dropped_nodes = 0
         self._seen: OrderedDict[tuple, None] = OrderedDict()  # verdict keys, for Clone dedupe
         self._dirty: set[str] = set()
-        self._last_tick: float | None = None
         self.version = 0  # bumps on every change: cheap "anything new?" for views
 
     # -- input ---------------------------------------------------------------------------
@@ -271,6 +272,7 @@ class FleetModel:
                 util_hist=deque(maxlen=h),
                 mismatch_hist=deque(maxlen=h),
             )
+            row._rate_window.append((now, 0))  # its commits are counted from first sight
             self.nodes[node] = row
         row.last_seen = now
         if row.connection != "live":
@@ -382,20 +384,19 @@ class FleetModel:
     def tick(self, now: float | None = None) -> None:
         """Once a second: rates, sparkline points, live/stale/lost from message age."""
         now = self.clock() if now is None else now
-        dt = now - self._last_tick if self._last_tick is not None else 0.0
-        self._last_tick = now
         lim = self.limits
         for row in self.nodes.values():
-            if dt > 0:
-                row.commits_per_s = (row.commits - row._commits_at_tick) / dt
+            # Commit rate over the last RATE_WINDOW ticks: steady at low rates (0.5/s).
+            rw = row._rate_window
+            rw.append((now, row.commits))
+            if len(rw) > RATE_WINDOW:
+                rw.popleft()
+            if len(rw) > 1 and rw[-1][0] > rw[0][0]:
+                row.commits_per_s = (rw[-1][1] - rw[0][1]) / (rw[-1][0] - rw[0][0])
             n = row.checked - row._verdicts_at_tick
             bad = sum(row.verdicts[s] for s in BAD_STATUSES)
             nbad = bad - row._bad_at_tick
-            row._commits_at_tick, row._verdicts_at_tick, row._bad_at_tick = (
-                row.commits,
-                row.checked,
-                bad,
-            )
+            row._verdicts_at_tick, row._bad_at_tick = row.checked, bad
             row.util_hist.append(row.util or 0.0)
             row.mismatch_hist.append(
                 nbad / n if n else (row.mismatch_hist[-1] if row.mismatch_hist else 0.0)

@@ -35,6 +35,7 @@ class FleetScreen(LiveScreen):
         yield Footer()
 
     def on_mount(self) -> None:
+        self.table.sort_col = "node"  # stable order by name until the operator sorts
         self.table.focus()
 
     def rows(self):
