@@ -29,6 +29,9 @@ class EngineConfig:
     device: str = "cpu"
     sdpa_backend: str = "default"
     compiled: bool = False
+    # torch intra-op threads; 0: 1 on CPU (several agents sharing cores would otherwise spin
+    # against each other's OpenMP threads, 30x slower here), torch's default on GPU.
+    threads: int = 0
 
 
 @dataclass

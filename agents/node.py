@@ -49,9 +49,14 @@ STATUS_EVERY_S = 1.0
 
 
 def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
+    import torch
+
     from fpmon.engines.hf import HFEngine
 
     e = redteam.actual_engine(cfg.engine)
+    threads = e.threads or (1 if e.device == "cpu" else 0)
+    if threads:
+        torch.set_num_threads(threads)
     return HFEngine(
         e.model,
         dtype=e.dtype,
