@@ -275,3 +275,51 @@ def socket_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_alert(d: ReplayDaemon, kind: str, timeout: float = 20.0) -> dict:
+    """Poll the daemon's state endpoint (a real DEALER) until an alert of `kind` shows."""
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(d.endpoints["state"])
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dealer.send_multipart(encode(StateRequest(node="t", t=time.time())))
+            if dealer.poll(2000):
+                state = decode(dealer.recv_multipart(), expect=("state",))
+                found = [a for a in state.alerts if a["kind"] == kind]
+                if found:
+                    return found[0]
+            time.sleep(0.2)
+    finally:
+        dealer.close()
+    raise AssertionError(f"no {kind} alert within {timeout} s")
+
+
+def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> None:
+    node = ProverNode("n1")
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = [node.make(e, e.encode(f"shed me {i}")) for i in range(6)]
+    doc = daemon_doc(
+        tmp_path,
+        [node],
+        limits={"flood_rejects_per_min": 10},
+        openings={"max_inflight": 1},
+        queue={"max": 1},
+    )
+    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    try:
+        wait_subscribed([node], d)
+        for _ in range(200):
+            node.pub.send_multipart([b"commit", b"\xc1"])
+        flood = wait_alert(d, "flood")
+        assert flood["node"] == "n1" and flood["details"]["rejects"]["malformed"] >= 100
+        for c in commits:
+            node.publish(c)
+        shed = wait_alert(d, "shed")
+        assert shed["details"]["shed"] >= 1
+        assert d.summary()["n1"]["shed"] >= 1
+    finally:
+        stop(d, t)
+        node.close()
