@@ -44,11 +44,12 @@ def demo_model() -> FleetModel:
 
 def make_app(theme: str = "fpmon-dark") -> MonitorApp:
     cfg = MonitorConfig(theme=theme, refresh_s=0.05)
-    return MonitorApp(cfg, model=demo_model(), start_feed=False)
+    app = MonitorApp(cfg, model=demo_model(), start_feed=False)
+    app._last_tick = float("inf")  # the model was ticked as built; the app must not add ticks
+    return app
 
 
 async def settle(pilot) -> None:
-    pilot.app._last_tick = float("inf")  # no more ticks: sparklines stay as built
     # A busy machine can be slow to lay out a freshly switched screen (footer included).
     for _ in range(3):
         await pilot.pause(0.2)
