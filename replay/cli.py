@@ -86,6 +86,13 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     cfg = config.load(_need_config(args, "replay"))
     logging.getLogger("fpmon").setLevel(args.log_level.upper())
+    threads = cfg.threads or (1 if cfg.device == "cpu" else 0)
+    if threads:
+        # The prover's CPU agents run one thread each; replay the same way, so time compares
+        # like with like and co-located processes do not spin against each other.
+        import torch
+
+        torch.set_num_threads(threads)
     daemon = ReplayDaemon(cfg)
     _on_signals(daemon.stop)
     daemon.start()

@@ -35,6 +35,7 @@ class ReplayConfig:
     hub_xsub: str = ""  # when set, our PUB connects here instead of binding `publish`
     metrics_port: int = 0  # 0: no Prometheus endpoint
     device: str = "cpu"
+    threads: int = 0  # torch intra-op threads; 0: 1 on CPU (as agents run), torch's default on GPU
     calibration: Path | None = None
     models: dict[str, str] = field(default_factory=lambda: {"tiny": "tiny"})
     name: str = "replay"
@@ -176,6 +177,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         hub_xsub=str(r.get("hub_xsub", "")),
         metrics_port=int(r.get("metrics_port", 0)),
         device=str(r.get("device", "cpu")),
+        threads=int(r.get("threads", 0)),
         calibration=(base / str(cal)) if cal else None,
         models={str(k): str(v) for k, v in doc.get("models", {"tiny": "tiny"}).items()},
         name=str(r.get("name", "replay")),
