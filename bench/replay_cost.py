@@ -6,7 +6,7 @@ side by side in one run. Target (issue 5): <= 1.2. Two ratios are printed:
   verify  — the whole verification (decode record, load-cached engine, replay, compare) wall
             time / the prover's committed time.
 
-    python bench/replay_cost.py [requests] [decode_steps]
+    python bench/replay_cost.py [requests] [decode_steps] [device]
 """
 
 from __future__ import annotations
@@ -31,9 +31,14 @@ SETUPS = [("bfloat16", "sdpa", 1), ("float32", "sdpa", 4), ("bfloat16", "eager",
 def main() -> int:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     steps = int(sys.argv[2]) if len(sys.argv) > 2 else 32
+    device = sys.argv[3] if len(sys.argv) > 3 else "cpu"
+    if device == "cpu":
+        import torch
+
+        torch.set_num_threads(1)  # as agents and the daemon run on a CPU; steadier when shared
     node = ProverNode("bench")
-    provers = {(d, a): HFEngine("tiny", dtype=d, attn_impl=a) for d, a, _ in SETUPS}
-    judge = Judge(EngineCache({"tiny": "tiny"}), Calibration(), JudgeOptions(False))
+    provers = {(d, a): HFEngine("tiny", dtype=d, attn_impl=a, device=device) for d, a, _ in SETUPS}
+    judge = Judge(EngineCache({"tiny": "tiny"}, device), Calibration(), JudgeOptions(False))
     engine_ratios, verify_ratios = [], []
     for i in range(n):
         for dtype, attn, bs in SETUPS:
@@ -52,7 +57,7 @@ def main() -> int:
     node.close()
     eng, ver = statistics.median(engine_ratios), statistics.median(verify_ratios)
     print(
-        f"replay cost ratio (CPU tiny, {steps} decode steps, setups {SETUPS}, "
+        f"replay cost ratio ({device} tiny, {steps} decode steps, setups {SETUPS}, "
         f"{len(engine_ratios)} requests):"
     )
     for name, vals, med in (("engine", engine_ratios, eng), ("verify", verify_ratios, ver)):
