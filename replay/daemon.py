@@ -33,7 +33,7 @@ from replay.chains import Break
 from replay.config import ReplayConfig
 from replay.engines import EngineCache, Factory, hf_factory
 from replay.intake import Intake
-from replay.judge import Judge, Judgement, JudgeOptions
+from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from replay.metrics import Metrics
 from replay.openings import Opener, Outcome
 from replay.sampling import Sampler
@@ -280,18 +280,7 @@ class ReplayDaemon:
             status, reason = "unopened", f"purged by the node before it was opened: {o.reason}"
         elif o.kind == "unknown":
             status, reason = "bad_opening", f"node denies a record it committed: {o.reason}"
-        self._verdict(
-            Verdict(
-                node=c.node,
-                t=time.time(),
-                seq=c.seq,
-                status=status,
-                request_id=c.request_id,
-                declared=dict(c.setup),
-                reason=reason,
-            ),
-            c.t,
-        )
+        self._verdict(verdict_for(c, status, reason=reason), c.t)
 
     def _feed_backlog(self) -> None:
         while self._backlog and self.worker.offer(*self._backlog[0]):

@@ -175,26 +175,17 @@ class ProverNode:
             if self.silent:
                 continue
             data = self.records.get(req.seq)
-            if data is None:
-                reply = OpenReply(
-                    node=self.name,
-                    t=time.time(),
-                    seq=req.seq,
-                    nonce=req.nonce,
-                    status="unknown",
-                    reason="no such record",
-                )
-            else:
-                if self.tamper:
-                    data = data[:-1] + bytes([data[-1] ^ 1])
-                reply = OpenReply(
-                    node=self.name,
-                    t=time.time(),
-                    seq=req.seq,
-                    nonce=req.nonce,
-                    status="ok",
-                    record=data,
-                )
+            if data is not None and self.tamper:
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            reply = OpenReply(
+                node=self.name,
+                t=time.time(),
+                seq=req.seq,
+                nonce=req.nonce,
+                status="ok" if data is not None else "unknown",
+                record=data,
+                reason="" if data is not None else "no such record",
+            )
             self.router.send_multipart([ident, *encode(reply)])
 
     def close(self) -> None:

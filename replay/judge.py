@@ -44,6 +44,19 @@ class JudgeOptions:
     max_candidates: int = 16
 
 
+def verdict_for(commit: Commit, status: str, **kw: Any) -> Verdict:
+    """A verdict on a committed record: identity and declared setup from the commitment."""
+    return Verdict(
+        node=commit.node,
+        t=time.time(),
+        seq=commit.seq,
+        status=status,
+        request_id=commit.request_id,
+        declared=dict(commit.setup),
+        **kw,
+    )
+
+
 def contradictions(commit: Commit, rec: Record) -> list[str]:
     """Where the opened record disagrees with what was committed (a bad opening)."""
     bad = []
@@ -88,15 +101,7 @@ class Judge:
         self.name = name
 
     def _verdict(self, commit: Commit, status: str, **kw: Any) -> Verdict:
-        return Verdict(
-            node=commit.node,
-            t=time.time(),
-            seq=commit.seq,
-            status=status,
-            request_id=commit.request_id,
-            declared=dict(commit.setup),
-            **kw,
-        )
+        return verdict_for(commit, status, **kw)
 
     def judge(self, commit: Commit, data: bytes) -> Judgement:
         try:

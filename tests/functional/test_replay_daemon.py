@@ -106,46 +106,18 @@ def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path
         if proc.poll() is None:
             proc.kill()
         node.close()
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpmon",
-            "replay",
-            "verdicts",
-            "--config",
-            str(cfg_path),
-            "--since",
-            "1h",
-            "--node",
-            "n1",
-            "--json",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+
+    def verdicts_cli(*extra: str) -> subprocess.CompletedProcess:
+        argv = [sys.executable, "-m", "fpmon", "replay", "verdicts", "--config", str(cfg_path)]
+        return subprocess.run([*argv, *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+
+    out = verdicts_cli("--since", "1h", "--node", "n1", "--json")
+    assert out.returncode == 0, out.stderr
     listed = json.loads(out.stdout)
     assert [(v["seq"], v["status"]) for v in listed] == [(0, "match"), (1, "match"), (2, "match")]
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fpmon",
-            "replay",
-            "verdicts",
-            "--config",
-            str(cfg_path),
-            "--since",
-            "yesterday",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
+    table = verdicts_cli("--status", "match")
+    assert table.stdout.count("match") == 3 and "3 verdict(s)" in table.stderr
+    bad = verdicts_cli("--since", "yesterday")
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
 
 
