@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -33,9 +38,132 @@ def _env(out: Path) -> dict[str, str]:
     }
 
 
+SERVED_PROMPTS = [
+    "The quick brown fox",
+    "A longer prompt that needs several prefill chunks when the budget is small",
+    "Continuous batching mixes prefill chunks with decode steps of other requests",
+    "late one",
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _completion(base: str, model: str, prompt: str, max_tokens: int) -> dict:
+    body = json.dumps(
+        {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "return_token_ids": True,
+        }
+    ).encode()
+    req = urllib.request.Request(
+        f"{base}/v1/completions", data=body, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        return json.loads(resp.read())
+
+
 @pytest.fixture(scope="module")
-def suite_out(tmp_path_factory) -> Path:
+def served(tmp_path_factory) -> dict:
+    """An operator's `vllm serve` with fpmon's plugin flags; the sidecar tap collects records."""
+    from fpmon.engines.vllm.attach import ServerTap
+    from fpmon.models import tiny_folder
+    from fpmon.records import save_fingerprint
+
+    out = tmp_path_factory.mktemp("served")
+    port = _free_port()
+    env = _env(out) | {
+        "VLLM_SERVER_DEV_MODE": "1",  # exposes /collective_rpc (loopback only)
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # CPU: lets the worker share the core process
+        "VLLM_USE_V2_MODEL_RUNNER": "0",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(tiny_folder()),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "bfloat16",
+        "--enforce-eager",
+        "--no-enable-prefix-caching",
+        "--no-async-scheduling",
+        "--distributed-executor-backend",
+        "uni",
+        "--max-num-batched-tokens",
+        "16",
+        "--max-num-seqs",
+        "8",
+        "--kv-cache-memory-bytes",
+        str(128 << 20),
+        "--worker-extension-cls",
+        "fpmon.engines.vllm.serve.FpmonServerWorker",
+        "--scheduler-cls",
+        "fpmon.engines.vllm.serve.FpmonServerScheduler",
+    ]
+    log = open(out / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 240
+        while True:
+            assert proc.poll() is None, (out / "server.log").read_text()[-4000:]
+            assert time.monotonic() < deadline, "vllm serve did not come up"
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(1)
+        tap = ServerTap(base)
+        info = tap.attach(layers=[0, 2, 5], topk=8)
+        with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as r:
+            model = json.loads(r.read())["data"][0]["id"]
+        answers: dict[int, dict] = {}
+
+        def ask(i: int) -> None:
+            answers[i] = _completion(base, model, SERVED_PROMPTS[i], 6 + i)
+
+        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(SERVED_PROMPTS))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        items = []
+        for _ in range(20):  # the last finish reaches the log one engine step later
+            items += tap.drain()
+            if len(items) >= len(SERVED_PROMPTS):
+                break
+            time.sleep(0.5)
+        records = [tap.to_record(it, node="served", seq=k) for k, it in enumerate(items)]
+        save_fingerprint(out / "server.fp", records, {"prompts": SERVED_PROMPTS})
+        return {"out": out, "info": info, "answers": answers, "records": records}
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def suite_out(tmp_path_factory, served) -> Path:
     out = tmp_path_factory.mktemp("vllm")
+    env = _env(out) | {"FPMON_VLLM_SERVER_FP": str(served["out"] / "server.fp")}
     proc = subprocess.run(
         [
             sys.executable,
@@ -49,7 +177,7 @@ def suite_out(tmp_path_factory) -> Path:
             str(SUITE),
         ],
         cwd=ROOT,
-        env=_env(out),
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -68,6 +196,21 @@ def _fpmon(args: list[str], out: Path, timeout: int = 180) -> subprocess.Complet
         text=True,
         timeout=timeout,
     )
+
+
+def test_served_requests_become_records(served):
+    info, answers, records = served["info"], served["answers"], served["records"]
+    assert info["config"]["prefix_caching"] is False
+    assert len(records) == len(SERVED_PROMPTS)
+    by_output = sorted(tuple(r.output_ids) for r in records)
+    served_ids = sorted(tuple(a["choices"][0]["token_ids"]) for a in answers.values())
+    assert by_output == served_ids  # the records hold what the clients were sent
+    for rec in records:
+        assert rec.setup.engine == "vllm" and rec.model == "tiny"
+        assert rec.schedule["window"] is True
+        assert rec.probes["keys.L2"].shape == (len(rec.output_ids), 128)
+    # Under a 16-token budget, some record starts beside requests already part-way through.
+    assert any(any(c > 0 for c in r.schedule["computed_before"]) for r in records)
 
 
 def test_in_process_suite_passes(suite_out):

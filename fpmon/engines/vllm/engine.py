@@ -65,6 +65,10 @@ def resolve_model(spec: str, progress: Progress | None = None) -> tuple[str, Pat
         return "tiny", folder, digest
     folder = Path(spec).expanduser()
     _check_folder(folder)
+    built = folder / "fpmon.json"
+    if built.exists():  # a model fpmon built (tiny): same name and digest as `--model tiny`
+        meta = json.loads(built.read_text())
+        return str(meta["name"]), folder, str(meta["weights_digest"])
     weights = list(folder.glob("*.safetensors")) or list(folder.glob("pytorch_model*.bin"))
     return folder.name, folder, digest_files(weights)
 
@@ -176,6 +180,16 @@ class VLLMEngine:
             del llm
             cleanup_dist_env_and_memory()
 
+    def set_capture(self, on: bool) -> None:
+        """Probes and schedule recording on or off (off: hooks removed, no scheduler log).
+
+        Off exists for the overhead bench: records cannot be built without them."""
+        self.capture = on
+        self.scheduler.fpmon_record = on
+        if not on and self._hooks is not None:
+            self._rpc("fpmon_uninstall")
+            self._hooks = None
+
     def _rpc(self, method: str, *args: Any) -> Any:
         return self.llm.collective_rpc(method, args=args)[0]
 
@@ -189,25 +203,11 @@ class VLLMEngine:
             self._hooks = (tuple(union), topk)
 
     def check_request(self, req: BatchRequest) -> None:
-        if not req.rows or any(not r for r in req.rows):
-            raise FpmonError("empty prompt: give at least one token of text")
-        longest = max(len(r) for r in req.rows)
-        if longest + req.decode_steps + 1 > self.max_positions:
-            raise FpmonError(
-                f"prompt of {longest} tokens plus {req.decode_steps} decode steps exceeds the "
-                f"model's context of {self.max_positions} positions: shorten the prompt or "
-                f"lower --decode-steps"
-            )
-        if req.probes:
-            bad = [x for x in req.probes.layers if not 0 <= x < self.num_layers]
-            if bad:
-                raise FpmonError(
-                    f"layer {bad[0]} is out of range: this model has layers 0 to "
-                    f"{self.num_layers - 1}"
-                )
-        for r in req.probe_rows:
-            if not 0 <= r < len(req.rows):
-                raise FpmonError(f"probe row {r} is outside a batch of {len(req.rows)}")
+        """The HF engine's rules (prompt, context, layers, rows): they only read the limits
+        both engines expose, so both engines refuse the same requests the same way."""
+        from fpmon.engines.hf import HFEngine
+
+        HFEngine.check_request(self, req)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------------------------------
     def run_requests(
@@ -240,6 +240,7 @@ class VLLMEngine:
             order = sorted(range(len(reqs)), key=lambda i: reqs[i].arrival)
         names: dict[str, int] = {}
         outputs: dict[int, list[int]] = {}
+        partial: dict[int, list[int]] = {}
         first: dict[int, float] = {}
         t0 = time.perf_counter()
         loop = 0
@@ -265,6 +266,10 @@ class VLLMEngine:
                     sched.fpmon_names[i] = rid
                     nxt += 1
                 loop += 1
+                if plan and not sched.fpmon_plan:
+                    # Every recorded step ran. Co-batched requests of a window may still be
+                    # unfinished (they outlive the record's request): they are not needed.
+                    break
                 if not eng.has_unfinished_requests():
                     if nxt >= len(order):
                         break
@@ -274,17 +279,30 @@ class VLLMEngine:
                             f"before request {order[nxt]}'s arrival"
                         )
                     continue
+                before = len(sched.fpmon_log)
                 for out in eng.step():
                     i = int(out.request_id.removeprefix(prefix))
                     if i not in first and out.outputs and out.outputs[0].token_ids:
                         first[i] = time.perf_counter()
+                    if out.outputs:
+                        partial[i] = [int(t) for t in out.outputs[0].token_ids]
                     if out.finished:
-                        outputs[i] = [int(t) for t in out.outputs[0].token_ids]
+                        outputs[i] = partial[i]
+                if plan and len(sched.fpmon_log) == before:
+                    raise FpmonError(
+                        "the record's vLLM schedule cannot be rebuilt: vLLM scheduled nothing "
+                        f"at step {before} of the plan"
+                    )
         except BaseException:
             eng.abort_request(list(names), internal=True)
             raise
         finally:
             sched.fpmon_plan = None
+        unfinished = [rid for rid, i in names.items() if i not in outputs]
+        if unfinished:
+            eng.abort_request(unfinished, internal=True)
+            while eng.has_unfinished_requests():  # let the aborts reach the worker
+                eng.step()
         t_end = time.perf_counter()
         sched_log = [[(names[rid], n) for rid, n in step] for step in sched.fpmon_log]
         if self.capture:
@@ -296,7 +314,7 @@ class VLLMEngine:
             ran_log = [[(r, n, -1) for r, n in step] for step in sched_log]
             probes_out = [{} for _ in reqs]
         return RunResult(
-            [outputs[i] for i in range(len(reqs))],
+            [outputs.get(i, partial.get(i, [])) for i in range(len(reqs))],
             probes_out,
             sched_log,
             ran_log,
@@ -317,12 +335,12 @@ class VLLMEngine:
         out: dict[str, torch.Tensor] = {}
         if probes.keys:
             for layer in probes.layers:
-                out[key_probe(layer)] = torch.stack(bucket[f"keys.L{layer}"])
+                out[key_probe(layer)] = bucket[f"keys.L{layer}"]
         if probes.hidden:
-            out[HIDDEN_PROBE] = torch.stack(bucket["hidden"])
+            out[HIDDEN_PROBE] = bucket["hidden"]
         if probes.logits:
-            out[TOPK_VALUES] = torch.stack(bucket["topv"])[:, : probes.topk]
-            out[TOPK_IDS] = torch.stack(bucket["topi"])[:, : probes.topk]
+            out[TOPK_VALUES] = bucket["topv"][:, : probes.topk]
+            out[TOPK_IDS] = bucket["topi"][:, : probes.topk]
         return {name: Blob.from_torch(t.cpu()) for name, t in out.items()}
 
     def result_of(

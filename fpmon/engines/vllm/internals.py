@@ -94,11 +94,16 @@ class FpmonWorkerExtension:
     def fpmon_set(self, enabled: bool) -> None:
         self._fpmon.enabled = bool(enabled)
 
+    def fpmon_uninstall(self) -> None:
+        st = getattr(self, "_fpmon", None)
+        if st is not None:
+            st.remove()
+            self._fpmon = None
+
     def fpmon_take(self, req_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Probes and step layouts of finished requests; forgets them."""
         st = self._fpmon
-        out = {rid: st.probes.pop(rid, {}) for rid in req_ids}
-        return out
+        return {rid: st.take(rid) for rid in req_ids}
 
     def fpmon_layouts(self) -> list[list[tuple[str, int, int]]]:
         st = self._fpmon
@@ -106,19 +111,36 @@ class FpmonWorkerExtension:
         return got
 
 
+class _StepCapture:
+    """What one forward pass probed: rows of tensors, one row per probed request."""
+
+    __slots__ = ("tensors",)
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, torch.Tensor] = {}
+
+
 class _WorkerState:
+    """Hooks do one indexed copy per probe per step; rows are split per request only when
+    a request's probes are taken (keeps the per-step Python work small)."""
+
     def __init__(self, runner: Any, layers: list[int], topk: int) -> None:
         self.runner = runner
         self.layers = layers
         self.topk = topk
         self.enabled = True
         self.handles: list[Any] = []
-        # Per request: {"pos": [...], "keys.L{n}": [...], "hidden": [...], "topv": [...], ...}
-        self.probes: dict[str, dict[str, Any]] = {}
+        # Per request: [(position, step capture, row)] for each probed position.
+        self.probes: dict[str, list[tuple[int, _StepCapture, int]]] = {}
         # Per forward pass: [(req_id, tokens, first position)] in the runner's row order.
         self.layouts: list[list[tuple[str, int, int]]] = []
+        # Served mode (serve.py): per request its first step and (prompt length, prompt ids,
+        # the runner's live output list), noted while the runner still holds the request.
+        self.meta: dict[str, tuple[int, list[int], list[int]]] | None = None
+        self.first_step: dict[str, int] = {}
+        self.base = 0
+        self._cap: _StepCapture | None = None
         self._sel: torch.Tensor | None = None  # token indices probed in this step
-        self._sel_reqs: list[str] = []
         self._logit_rows: torch.Tensor | None = None
 
     def remove(self) -> None:
@@ -126,74 +148,74 @@ class _WorkerState:
             h.remove()
         self.handles.clear()
 
-    def _bucket(self, rid: str) -> dict[str, Any]:
-        b = self.probes.get(rid)
-        if b is None:
-            b = {"pos": [], "hidden": [], "topv": [], "topi": []}
-            for layer in self.layers:
-                b[f"keys.L{layer}"] = []
-            self.probes[rid] = b
-        return b
+    def take(self, rid: str) -> dict[str, Any]:
+        rows = self.probes.pop(rid, [])
+        if not rows:
+            return {}
+        out: dict[str, Any] = {"pos": [p for p, _c, _j in rows]}
+        for name in rows[0][1].tensors:
+            out[name] = torch.stack([c.tensors[name][j] for _p, c, j in rows])
+        return out
 
     def on_model_in(self, _mod: Any, args: tuple, kwargs: dict) -> None:
+        self._cap = None
         if not self.enabled:
-            self._sel = None
             return
         positions = kwargs.get("positions", args[1] if len(args) > 1 else None)
         batch = self.runner.input_batch
         n = batch.num_reqs
         starts = self.runner.query_start_loc.np[: n + 1].tolist()
         pos = positions.tolist()
+        prompt_lens = batch.num_prompt_tokens[:n].tolist()
+        cap = _StepCapture()
         sel: list[int] = []
         rows: list[int] = []
-        reqs: list[str] = []
         layout = []
         for r in range(n):
             rid = batch.req_ids[r]
             a, b = starts[r], starts[r + 1]
             layout.append((rid, b - a, pos[a]))
+            if self.meta is not None and rid not in self.first_step:
+                self.first_step[rid] = self.base + len(self.layouts)
+                state = self.runner.requests[rid]
+                prompt = list(state.prompt_token_ids or [])
+                self.meta[rid] = (len(prompt), prompt, state.output_token_ids)
             # Probed positions: the last prompt token and every decode token. Each is the last
             # token of its request's slice, i.e. the row whose logits vLLM samples from.
-            last_prompt = int(batch.num_prompt_tokens[r]) - 1
-            if b > a and pos[b - 1] >= last_prompt:
+            if b > a and pos[b - 1] >= prompt_lens[r] - 1:
+                self.probes.setdefault(rid, []).append((pos[b - 1], cap, len(sel)))
                 sel.append(b - 1)
                 rows.append(r)
-                reqs.append(rid)
-                self._bucket(rid)["pos"].append(pos[b - 1])
         self.layouts.append(layout)
-        self._sel = torch.tensor(sel, dtype=torch.long)
-        self._logit_rows = torch.tensor(rows, dtype=torch.long)
-        self._sel_reqs = reqs
+        if sel:
+            self._cap = cap
+            self._sel = torch.tensor(sel, dtype=torch.long)
+            self._logit_rows = torch.tensor(rows, dtype=torch.long)
 
     def key_hook(self, layer: int) -> Any:
         name = f"keys.L{layer}"
 
         def hook(_mod: Any, args: tuple, kwargs: dict) -> None:
-            if self._sel is None or not self._sel_reqs:
+            if self._cap is None:
                 return
             key = args[1] if len(args) > 1 else kwargs["key"]
-            picked = key.reshape(key.shape[0], -1)[self._sel].clone()
-            for j, rid in enumerate(self._sel_reqs):
-                self.probes[rid][name].append(picked[j])
+            self._cap.tensors[name] = key.reshape(key.shape[0], -1)[self._sel]
 
         return hook
 
     def on_model_out(self, _mod: Any, _args: Any, out: Any) -> None:
-        if self._sel is None or not self._sel_reqs:
+        if self._cap is None:
             return
         hidden = out[0] if isinstance(out, tuple) else out
-        picked = hidden[self._sel].clone()
-        for j, rid in enumerate(self._sel_reqs):
-            self.probes[rid]["hidden"].append(picked[j])
+        self._cap.tensors["hidden"] = hidden[self._sel]
 
     def on_logits(self, _mod: Any, _args: Any, logits: torch.Tensor) -> None:
-        if self._sel is None or not self._sel_reqs:
+        if self._cap is None:
             return
         v, i = torch.topk(logits[self._logit_rows], self.topk, dim=-1)
-        for j, rid in enumerate(self._sel_reqs):
-            self.probes[rid]["topv"].append(v[j])
-            self.probes[rid]["topi"].append(i[j])
-        self._sel = None
+        self._cap.tensors["topv"] = v
+        self._cap.tensors["topi"] = i
+        self._cap = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,6 +280,7 @@ def make_scheduler_cls() -> type:
             # the request has been added.
             self.fpmon_plan: list[list[tuple[int, int]]] | None = None
             self.fpmon_names: dict[int, str] = {}
+            self.fpmon_record = True
 
         def schedule(self, *args: Any, **kwargs: Any) -> Any:
             plan = self.fpmon_plan
@@ -267,7 +290,7 @@ def make_scheduler_cls() -> type:
                 out = self._follow(plan[0] if plan else [], args, kwargs)
                 if plan:
                     plan.pop(0)
-            if out.total_num_scheduled_tokens:
+            if self.fpmon_record and out.total_num_scheduled_tokens:
                 self.fpmon_log.append(list(out.num_scheduled_tokens.items()))
             return out
 

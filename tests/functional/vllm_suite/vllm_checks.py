@@ -204,6 +204,21 @@ def test_hf_record_refused_by_vllm_replay_and_vice_versa(engine, loaded):
         replay_record(hf, loaded[0])
 
 
+@pytest.mark.skipif(
+    not os.environ.get("FPMON_VLLM_SERVER_FP"), reason="no records from a served vLLM given"
+)
+def test_records_from_a_served_vllm_replay_bit_identically(engine):
+    """Records the sidecar took from `vllm serve` (windows of a stream) replay here exactly."""
+    from fpmon.records import load_fingerprint
+
+    records, _meta = load_fingerprint(Path(os.environ["FPMON_VLLM_SERVER_FP"]))
+    assert records
+    for rec in records:
+        replayed = replay_record(engine, rec)
+        cmp = compare_records(rec, replayed)
+        assert cmp.identical, (rec.request_id, [(p.probe, p.rel) for p in cmp.differing()])
+
+
 def test_model_vllm_cannot_load(tmp_path):
     import json
     import shutil
