@@ -26,6 +26,7 @@ from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
 from fpmon.engines.batching import filler_ids
 from fpmon.errors import FpmonError
+from fpmon.records import Record
 from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
 
 log = logging.getLogger("fpmon.agent.worker")
@@ -39,6 +40,17 @@ class Job:
     ident: list[bytes]  # ROUTER envelope to reply to
     req: SubmitRequest
     arrived: float
+
+
+@dataclass
+class Pending:
+    """A batch run and its records built, not yet durable: nothing about it is said yet."""
+
+    jobs: list[Job]
+    records: list[Record]
+    items: list[tuple[str, bytes, bytes, int]]
+    prefill_s: float
+    decode_s: float
 
 
 class Batcher:
@@ -119,6 +131,13 @@ class Worker(threading.Thread):
         self.tokens = 0
         self.failed: BaseException | None = None
         self.engine_faults = 0
+        # Records are built here with seqs from this counter, then made durable in order by
+        # the committer thread (a bounded queue: the engine runs at most 2 batches ahead of
+        # the disk). fsync overlaps the next batch instead of stalling it.
+        self._next_seq = store.next_seq
+        self.pending: queue.Queue[Pending | None] = queue.Queue(maxsize=2)
+        self._idle = threading.Condition()
+        self._in_flight = 0
         self._next_retention = 0.0
 
     def stop(self) -> None:
@@ -126,21 +145,82 @@ class Worker(threading.Thread):
         self.jobs.put(None)
 
     def run(self) -> None:
+        committer = self.start_committer()
         out = self.ctx.socket(zmq.PUSH)
         out.linger = 0
         out.connect(self.replies_endpoint)
         try:
-            while not self.stop_event.is_set():
+            while not self.stop_event.is_set() and self.failed is None:
                 batch = self.batcher.collect(self.stop_event)
                 if batch:
-                    for frames in self.serve(batch):
+                    for frames in self.begin(batch):
                         out.send_multipart(frames)
         except BaseException as e:  # the main loop sees this and exits non-zero
             self.failed = e
             log.exception("engine loop died", extra=fields(error=str(e)))
         finally:
             out.close()
+            self.pending.put(None)
+            committer.join()
             self.store.close()
+
+    def start_committer(self) -> threading.Thread:
+        t = threading.Thread(target=self._commit_loop, name="fpmon-commit", daemon=True)
+        t.start()
+        return t
+
+    def _commit_loop(self) -> None:
+        out = self.ctx.socket(zmq.PUSH)
+        out.linger = 0
+        out.connect(self.replies_endpoint)
+        try:
+            while (p := self.pending.get()) is not None:
+                for frames in self.finish(p):
+                    out.send_multipart(frames)
+        except BaseException as e:
+            self.failed = e
+            log.exception("commit loop died", extra=fields(error=str(e)))
+        finally:
+            out.close()
+
+    def begin(self, batch: list[Job]) -> list[list[bytes]]:
+        """Run a batch and queue its records for the committer; return immediate replies."""
+        frames, pending = self._execute(batch)
+        if pending is not None:
+            with self._idle:
+                self._in_flight += 1
+            self.pending.put(pending)
+        return frames
+
+    def finish(self, p: Pending) -> list[list[bytes]]:
+        """Make a batch durable, then publish and reply (committer thread)."""
+        try:
+            if self.refusing and not self._refusal_recoverable:
+                return [self._reply(j, status="error", reason=self.refusing) for j in p.jobs]
+            try:
+                return self._commit(p)
+            except StoreError as e:
+                self.refusing = str(e)
+                log.error("refusing work: record log failed", extra=fields(reason=self.refusing))
+                return [self._reply(j, status="error", reason=self.refusing) for j in p.jobs]
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def drain(self, timeout_s: float = 60.0) -> None:
+        """Wait until every started batch is durable and answered (benchmarks, tests)."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._in_flight == 0, timeout_s)
+
+    def serve(self, batch: list[Job]) -> list[list[bytes]]:
+        """Run one batch to durable records, inline; return every reply frame."""
+        frames, pending = self._execute(batch)
+        if pending is not None:
+            with self._idle:
+                self._in_flight += 1
+            frames += self.finish(pending)
+        return frames
 
     def _check_disk(self) -> None:
         if self.refusing and not self._refusal_recoverable:
@@ -162,11 +242,11 @@ class Worker(threading.Thread):
         msg = SubmitReply(node=self.cfg.node, t=time.time(), request_id=job.req.request_id, **kw)
         return [*job.ident, *encode(msg)]
 
-    def serve(self, batch: list[Job]) -> list[list[bytes]]:
-        """Run one batch to durable records; return the reply frames (sent after the commit)."""
+    def _execute(self, batch: list[Job]) -> tuple[list[list[bytes]], Pending | None]:
+        """Engine thread: check, run, build records. Replies for what it rejects at once."""
         self._check_disk()
         if self.refusing:
-            return [self._reply(j, status="rejected", reason=self.refusing) for j in batch]
+            return [self._reply(j, status="rejected", reason=self.refusing) for j in batch], None
         ok, replies, prompts = [], [], []
         for j in batch:
             ids = self.engine.encode(j.req.prompt)
@@ -185,24 +265,20 @@ class Worker(threading.Thread):
             ok.append(j)
             prompts.append(ids)
         if not ok:
-            return replies
+            return replies, None
         try:
-            return replies + self._run(ok, prompts)
-        except StoreError as e:
-            self.refusing = str(e)
-            log.error("refusing work: record log failed", extra=fields(reason=self.refusing))
-            return replies + [self._reply(j, status="error", reason=self.refusing) for j in ok]
+            return replies, self._run(ok, prompts)
         except FpmonError as e:
-            return replies + [self._reply(j, status="rejected", reason=str(e)) for j in ok]
+            return replies + [self._reply(j, status="rejected", reason=str(e)) for j in ok], None
         except Exception as e:  # an engine fault (e.g. out of memory) fails this batch only
             self.engine_faults += 1
             log.exception("batch failed", extra=fields(error=str(e), faults=self.engine_faults))
             if self.engine_faults >= MAX_ENGINE_FAULTS:
                 raise  # repeated faults: exit non-zero so the service manager restarts us
             why = f"engine error: {type(e).__name__}: {e}"[:300]
-            return replies + [self._reply(j, status="error", reason=why) for j in ok]
+            return replies + [self._reply(j, status="error", reason=why) for j in ok], None
 
-    def _run(self, jobs: list[Job], prompts: list[list[int]]) -> list[list[bytes]]:
+    def _run(self, jobs: list[Job], prompts: list[list[int]]) -> Pending:
         rows = [list(p) for p in prompts]
         if self.redteam.hides_batch:
             rows += [
@@ -217,7 +293,7 @@ class Worker(threading.Thread):
             )
         )
         t1 = time.time()
-        seq0 = self.store.next_seq
+        seq0 = self._next_seq
         items, records = [], []
         for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
             rec = record_from_row(
@@ -236,7 +312,17 @@ class Worker(threading.Thread):
             data = rec.encode()
             items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
             records.append(rec)
-        appended = self.store.append(items)  # the durability point: nothing is said before it
+        self._next_seq += len(jobs)
+        self.engine_faults = 0
+        return Pending(jobs, records, items, result.prefill_s, result.decode_s)
+
+    def _commit(self, p: Pending) -> list[list[bytes]]:
+        appended = self.store.append(p.items)  # the durability point: nothing is said before it
+        if [a.seq for a in appended] != [r.seq for r in p.records]:
+            # Cannot happen while one committer appends in order; if it did, the records
+            # would name seqs their commitments do not: stop rather than fork the chain.
+            raise RuntimeError("record log and engine disagree on seq: stopping")
+        jobs, records = p.jobs, p.records
         now = time.time()
         frames = []
         for job, rec, a in zip(jobs, records, appended, strict=True):
@@ -252,8 +338,8 @@ class Worker(threading.Thread):
                     model=rec.model,
                     prompt_tokens=len(rec.prompt_ids),
                     output_tokens=len(rec.output_ids),
-                    prefill_s=result.prefill_s,
-                    decode_s=result.decode_s,
+                    prefill_s=p.prefill_s,
+                    decode_s=p.decode_s,
                 )
             )
             frames.append(
@@ -266,7 +352,6 @@ class Worker(threading.Thread):
                 )
             )
         self.served += len(jobs)
-        self.engine_faults = 0
         self.tokens += sum(len(r.output_ids) for r in records)
         self._retention(now)
         return frames
