@@ -21,6 +21,7 @@ from agents.config import AgentConfig
 from agents.logs import fields
 from agents.redteam import RedTeam
 from agents.store import RecordLog, StoreError, free_bytes
+from fpmon import canonical
 from fpmon.canonical import digest as sha256
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
@@ -48,6 +49,7 @@ class Pending:
 
     jobs: list[Job]
     records: list[Record]
+    setups: list[dict[str, Any]]
     items: list[tuple[str, bytes, bytes, int]]
     prefill_s: float
     decode_s: float
@@ -294,7 +296,7 @@ class Worker(threading.Thread):
         )
         t1 = time.time()
         seq0 = self._next_seq
-        items, records = [], []
+        items, records, setups = [], [], []
         for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
             rec = record_from_row(
                 self.engine,
@@ -309,12 +311,14 @@ class Worker(threading.Thread):
                 t_end=t1,
             )
             rec = self.redteam.declare(rec, self.cfg.engine)
-            data = rec.encode()
+            m = rec.to_map()  # once: the setup map goes into the commitment too
+            data = canonical.pack(m)  # == rec.encode()
             items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
             records.append(rec)
+            setups.append(m["setup"])
         self._next_seq += len(jobs)
         self.engine_faults = 0
-        return Pending(jobs, records, items, result.prefill_s, result.decode_s)
+        return Pending(jobs, records, setups, items, result.prefill_s, result.decode_s)
 
     def _commit(self, p: Pending) -> list[list[bytes]]:
         appended = self.store.append(p.items)  # the durability point: nothing is said before it
@@ -325,7 +329,7 @@ class Worker(threading.Thread):
         jobs, records = p.jobs, p.records
         now = time.time()
         frames = []
-        for job, rec, a in zip(jobs, records, appended, strict=True):
+        for job, rec, setup, a in zip(jobs, records, p.setups, appended, strict=True):
             self.commits.put(
                 Commit(
                     node=self.cfg.node,
@@ -334,7 +338,7 @@ class Worker(threading.Thread):
                     request_id=rec.request_id,
                     record_digest=a.digest,
                     chain=a.chain,
-                    setup=rec.setup.to_map(),
+                    setup=setup,
                     model=rec.model,
                     prompt_tokens=len(rec.prompt_ids),
                     output_tokens=len(rec.output_ids),
