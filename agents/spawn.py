@@ -68,11 +68,17 @@ class AgentProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}
 
-    def start(self, timeout_s: float = 120.0) -> AgentProcess:
+    def start(self, timeout_s: float = 120.0, env: dict[str, str] | None = None) -> AgentProcess:
+        """Start and wait until serving; `env` adds variables (e.g. NOTIFY_SOCKET for tests)."""
         status = self.state_dir / "status.json"
         status.unlink(missing_ok=True)
-        env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error", "TOKENIZERS_PARALLELISM": "false"}
-        env.pop("NOTIFY_SOCKET", None)
+        base = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        env = {
+            **base,
+            "TRANSFORMERS_VERBOSITY": "error",
+            "TOKENIZERS_PARALLELISM": "false",
+            **(env or {}),
+        }
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "fpmon", "agent", "--config", str(self.config)],
