@@ -151,16 +151,15 @@ class Opener:
         for key, p in list(self.pending.items()):
             if now < p.deadline:
                 continue
-            if p.attempts <= self.retries:
+            budget = self.deadline_s * (self.retries + 1)
+            if p.attempts <= self.retries and now - p.created < budget:
                 self._send(p, now)
                 continue
             del self.pending[key]
-            out.append(
-                Outcome(
-                    "unopened",
-                    p.commit,
-                    None,
-                    f"no answer in {p.attempts} attempts of {self.deadline_s:g} s",
-                )
+            why = (
+                f"no answer in {p.attempts} attempts of {self.deadline_s:g} s"
+                if p.attempts
+                else f"node not reachable (no connection) for {budget:g} s"
             )
+            out.append(Outcome("unopened", p.commit, None, why))
         return out

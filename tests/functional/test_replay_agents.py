@@ -92,3 +92,87 @@ def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path)
     assert [v["status"] for v in by["liar"]] == ["mismatch", "mismatch"]
     for v in by["liar"]:
         assert v["attribution"][0]["field"] == "batch_size" and v["attribution"][0]["exact"]
+
+
+def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path: Path) -> None:
+    import shutil
+
+    import zmq.auth
+
+    from agents.keys import keygen
+
+    keygen(tmp_path / "keys")
+    for who in ("verifier", "stranger", "client"):
+        zmq.auth.create_certificates(str(tmp_path), who)
+    for who, folder in (("verifier", "verifiers"), ("client", "clients")):
+        (tmp_path / folder).mkdir()
+        shutil.copy(tmp_path / f"{who}.key", tmp_path / folder)
+    agent = AgentProcess(
+        write_config(
+            tmp_path / "a",
+            "sealed",
+            engine={"model": "tiny", "dtype": "bfloat16", "attn": "sdpa", "device": "cpu"},
+            batching={"max_batch": 1, "max_wait_ms": 5},
+            security={
+                "curve": True,
+                "keys_dir": str(tmp_path / "keys"),
+                "clients_dir": str(tmp_path / "clients"),
+                "verifiers_dir": str(tmp_path / "verifiers"),
+            },
+        )
+    )
+    server_pub, _ = zmq.auth.load_certificate(str(tmp_path / "keys" / "agent.key"))
+    with agent:
+        st = agent.read_status()
+        node = {
+            "name": st["node"],
+            "publish": agent.endpoints["publish"],
+            "openings": agent.endpoints["openings"],
+            "sign_pubkey": st["pubkey"],
+            "curve_pubkey": server_pub.decode(),
+        }
+        results = {}
+        for who in ("verifier", "stranger"):
+            key = tmp_path / f"{who}.sampling"
+            key.write_text("22" * 32)
+            key.chmod(0o600)
+            doc = {
+                "replay": {
+                    "store": str(tmp_path / f"{who}.sqlite"),
+                    "publish": "tcp://127.0.0.1:0",
+                    "state": "tcp://127.0.0.1:0",
+                    "curve_secret_file": str(tmp_path / f"{who}.key_secret"),
+                },
+                "sampling": {"key_file": str(key), "rate": 1.0},
+                "openings": {"deadline_s": 1.0, "retries": 1},
+                "node": [node],
+            }
+            cfg = config.parse(tmp_path / f"{who}.toml", doc)
+            daemon = ReplayDaemon(cfg, engine_factory=shared_engines)
+            daemon.start()
+            thread = threading.Thread(target=daemon.run, daemon=True)
+            thread.start()
+            try:
+                for _ in range(100):  # the encrypted PUB reaches any Curve client
+                    if daemon.intake.stats["sealed"].last_telemetry_t > 0:
+                        break
+                    threading.Event().wait(0.1)
+                r = submit(
+                    agent.endpoints["intake"],
+                    f"sealed request for {who}",
+                    4,
+                    60,
+                    curve=(
+                        str(tmp_path / "client.key_secret"),
+                        str(tmp_path / "keys" / "agent.key"),
+                    ),
+                )
+                assert r.status == "ok", r
+                got = wait_verdicts(cfg.store, 1, timeout=60)
+            finally:
+                daemon.stop()
+                thread.join(timeout=60)
+            results[who] = got
+    assert [v["status"] for v in results["verifier"]] == ["match"]
+    (refused,) = results["stranger"]  # the agent's ZAP refuses its key: never connected
+    assert refused["status"] == "unopened" and "not reachable" in refused["reason"]
