@@ -40,6 +40,8 @@ class BatchingConfig:
     max_wait_ms: float = 20.0
     max_queue: int = 256  # beyond this, intake answers `rejected` (back-pressure, not a crash)
     max_tokens_limit: int = 256
+    # A batch running longer than this counts as a hung engine: the systemd watchdog stops.
+    stall_s: float = 300.0
 
 
 @dataclass

@@ -147,6 +147,7 @@ class Agent:
         self.stop_event = threading.Event()
         self.notifier = Notifier()
         self._next_status = 0.0
+        self._stall_logged = False
 
     def _bind_sockets(self) -> None:
         cfg, sec = self.cfg, self.security
@@ -217,7 +218,17 @@ class Agent:
                         self._on_open(sock.recv_multipart())
                     else:
                         self.intake.send_multipart(self.replies.recv_multipart())
-                self.notifier.tick()
+                stalled = time.monotonic() - self.worker.heartbeat
+                if stalled < self.cfg.batching.stall_s:
+                    self.notifier.tick()
+                elif not self._stall_logged:
+                    self._stall_logged = True
+                    log.error(
+                        "engine loop stalled: no longer feeding the watchdog",
+                        extra=fields(
+                            stalled_s=round(stalled, 1), limit_s=self.cfg.batching.stall_s
+                        ),
+                    )
                 self._write_status()
         finally:
             self.notifier.stopping()

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,11 +65,15 @@ class Batcher:
         self.q, self.max_batch, self.max_wait_s = q, max_batch, max_wait_s
         self.pending: deque[Job] = deque()
 
-    def collect(self, stop: threading.Event, poll_s: float = 0.2) -> list[Job]:
+    def collect(
+        self, stop: threading.Event, poll_s: float = 0.2, on_idle: Callable[[], None] | None = None
+    ) -> list[Job]:
         while not self.pending and not stop.is_set():
             try:
                 job = self.q.get(timeout=poll_s)
             except queue.Empty:
+                if on_idle:
+                    on_idle()
                 continue
             if job is not None:
                 self.pending.append(job)
@@ -137,6 +142,9 @@ class Worker(threading.Thread):
         # the committer thread (a bounded queue: the engine runs at most 2 batches ahead of
         # the disk). fsync overlaps the next batch instead of stalling it.
         self._next_seq = store.next_seq
+        # Last sign of life of the engine loop: the watchdog stops when it is stale (hung
+        # kernel, stuck disk behind the committer queue), so systemd restarts the agent.
+        self.heartbeat = time.monotonic()
         self.pending: queue.Queue[Pending | None] = queue.Queue(maxsize=2)
         self._idle = threading.Condition()
         self._in_flight = 0
@@ -153,7 +161,8 @@ class Worker(threading.Thread):
         out.connect(self.replies_endpoint)
         try:
             while not self.stop_event.is_set() and self.failed is None:
-                batch = self.batcher.collect(self.stop_event)
+                self.heartbeat = time.monotonic()
+                batch = self.batcher.collect(self.stop_event, on_idle=self._beat)
                 if batch:
                     for frames in self.begin(batch):
                         out.send_multipart(frames)
@@ -165,6 +174,9 @@ class Worker(threading.Thread):
             self.pending.put(None)
             committer.join()
             self.store.close()
+
+    def _beat(self) -> None:
+        self.heartbeat = time.monotonic()
 
     def start_committer(self) -> threading.Thread:
         t = threading.Thread(target=self._commit_loop, name="fpmon-commit", daemon=True)
