@@ -33,6 +33,7 @@ class ReplayConfig:
     state: str = "tcp://127.0.0.1:7802"  # ROUTER answering StateRequest (bound)
     hub: str = ""  # hub XPUB to SUB from instead of each agent's PUB
     hub_xsub: str = ""  # when set, our PUB connects here instead of binding `publish`
+    hub_curve_pubkey: str = ""  # the hub's Curve server key (Z85), when the hub runs Curve
     metrics_port: int = 0  # 0: no Prometheus endpoint
     device: str = "cpu"
     threads: int = 0  # torch intra-op threads; 0: 1 on CPU (as agents run), torch's default on GPU
@@ -175,6 +176,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         state=str(r.get("state", ReplayConfig.state)),
         hub=str(r.get("hub", "")),
         hub_xsub=str(r.get("hub_xsub", "")),
+        hub_curve_pubkey=str(r.get("hub_curve_pubkey", "")),
         metrics_port=int(r.get("metrics_port", 0)),
         device=str(r.get("device", "cpu")),
         threads=int(r.get("threads", 0)),

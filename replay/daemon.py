@@ -35,7 +35,7 @@ from replay.engines import EngineCache, Factory, hf_factory
 from replay.intake import Intake
 from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from replay.metrics import Metrics
-from replay.openings import Opener, Outcome
+from replay.openings import Opener, Outcome, curve_client
 from replay.sampling import Sampler
 from replay.store import Store
 from replay.timing import Finding, TimingModel, gpu_busy_s
@@ -115,7 +115,7 @@ class ReplayDaemon:
         self._started = False
 
     # --- setup ----------------------------------------------------------------------------
-    def _curve(self) -> dict[str, tuple[str, bytes, bytes]]:
+    def _curve(self) -> dict[str | None, tuple[str, bytes, bytes]]:
         if self.cfg.curve_secret_file is None:
             return {}
         import zmq.auth
@@ -128,7 +128,12 @@ class ReplayDaemon:
                 f"{self.cfg.curve_secret_file} holds no secret key: pass the "
                 "daemon's .key_secret certificate"
             )
-        return {n.name: (n.curve_pubkey, public, secret) for n in self.cfg.nodes if n.curve_pubkey}
+        keys: dict[str | None, tuple[str, bytes, bytes]] = {
+            n.name: (n.curve_pubkey, public, secret) for n in self.cfg.nodes if n.curve_pubkey
+        }
+        if self.cfg.hub_curve_pubkey:  # key None: the hub, for our SUB and our PUB to it
+            keys[None] = (self.cfg.hub_curve_pubkey, public, secret)
+        return keys
 
     def start(self) -> None:
         """Bind and connect every socket, restore persisted state, start the worker."""
@@ -142,11 +147,9 @@ class ReplayDaemon:
             s.rcvhwm = 200_000
             s.maxmsgsize = self.limits.max_bytes + 4096
             if node in curve:
-                # Our SUB is a Curve client pinning this node's server key: whatever arrives on
-                # it was sent by the holder of that key, whatever name its payload carries.
-                server, public, secret = curve[node]
-                s.curve_serverkey, s.curve_publickey = server.encode(), public
-                s.curve_secretkey = secret
+                # Our SUB is a Curve client pinning this node's (or the hub's) server key:
+                # whatever arrives on it was sent by the holder of that key.
+                curve_client(s, curve[node])
             for topic in SUBSCRIBE:
                 s.subscribe(topic)
             s.connect(ep)
@@ -163,6 +166,8 @@ class ReplayDaemon:
         self.pub = ctx.socket(zmq.PUB)
         self.pub.linger = 0
         if cfg.hub_xsub:
+            if None in curve:
+                curve_client(self.pub, curve[None])
             self.pub.connect(cfg.hub_xsub)
         else:
             self.pub.bind(_bindable(cfg.publish))

@@ -37,7 +37,14 @@ from fpmon.wire import (
 
 
 class ProverNode:
-    def __init__(self, name: str, ctx: zmq.Context[Any] | None = None, hub_xsub: str = "") -> None:
+    def __init__(
+        self,
+        name: str,
+        ctx: zmq.Context[Any] | None = None,
+        hub_xsub: str = "",
+        hub_curve: tuple[str, bytes, bytes] | None = None,
+    ) -> None:
+        """`hub_curve`: (hub's Z85 server key, our public, our secret) for a Curve hub."""
         self.name = name
         self.ctx = ctx or zmq.Context.instance()
         self.key = Ed25519PrivateKey.generate()
@@ -45,6 +52,10 @@ class ProverNode:
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.linger = 0
         if hub_xsub:  # a large fleet: publish through the hub's XSUB
+            if hub_curve:
+                from replay.openings import curve_client
+
+                curve_client(self.pub, hub_curve)
             self.pub.connect(hub_xsub)
             self.publish_endpoint = ""
         else:

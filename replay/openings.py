@@ -23,6 +23,16 @@ from fpmon.wire.codec import Limits
 UNSENT_RETRY_S = 0.05
 
 
+def curve_client(sock: zmq.Socket[Any], keys: tuple[str, bytes, bytes]) -> None:
+    """Make `sock` a Curve client pinning a server key: (server Z85, our public, our secret)."""
+    server, public, secret = keys
+    sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
+        server.encode(),
+        public,
+        secret,
+    )
+
+
 @dataclass
 class Pending:
     commit: Commit
@@ -50,7 +60,7 @@ class Opener:
         deadline_s: float,
         retries: int,
         limits: Limits,
-        curve: dict[str, tuple[str, bytes, bytes]] | None = None,
+        curve: dict[str | None, tuple[str, bytes, bytes]] | None = None,
     ) -> None:
         """`curve[node]` = (node's Z85 server key, our public key, our secret key)."""
         self.verifier = verifier
@@ -68,10 +78,7 @@ class Opener:
             s.maxmsgsize = limits.max_bytes + 4096
             s.rcvhwm = 1000
             if curve and node in curve:
-                server, public, secret = curve[node]
-                s.curve_serverkey = server.encode()
-                s.curve_publickey = public
-                s.curve_secretkey = secret
+                curve_client(s, curve[node])
             s.connect(ep)
             self.sockets[node] = s
             self.node_of[s] = node

@@ -295,3 +295,61 @@ def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> N
     finally:
         stop(d, t)
         node.close()
+
+
+def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
+    import shutil
+
+    import zmq.auth
+
+    for who in ("hub", "daemon", "h0", "h1"):
+        zmq.auth.create_certificates(str(tmp_path), who)
+    for folder, members in (("pubs", ("daemon", "h0")), ("subs", ("daemon",))):
+        (tmp_path / folder).mkdir()
+        for m in members:
+            shutil.copy(tmp_path / f"{m}.key", tmp_path / folder)
+    hub = Hub(
+        HubConfig(
+            xsub="tcp://127.0.0.1:0",
+            xpub="tcp://127.0.0.1:0",
+            curve_secret_file=tmp_path / "hub.key_secret",
+            publishers_dir=tmp_path / "pubs",
+            subscribers_dir=tmp_path / "subs",
+        )
+    )
+    hub.start()
+    hub_pub, _ = zmq.auth.load_certificate(str(tmp_path / "hub.key"))
+
+    def keys(who: str) -> tuple[str, bytes, bytes]:
+        pub, secret = zmq.auth.load_certificate(str(tmp_path / f"{who}.key_secret"))
+        return hub_pub.decode(), pub, secret
+
+    nodes = [ProverNode(n, hub_xsub=hub.endpoints["xsub"], hub_curve=keys(n)) for n in ("h0", "h1")]
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = [n.make(e, e.encode("sealed hub")) for n in nodes]
+    doc = daemon_doc(
+        tmp_path,
+        nodes,
+        replay={
+            "hub": hub.endpoints["xpub"],
+            "hub_xsub": hub.endpoints["xsub"],
+            "hub_curve_pubkey": hub_pub.decode(),
+            "curve_secret_file": str(tmp_path / "daemon.key_secret"),
+        },
+    )
+    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    try:
+        wait_subscribed(nodes[:1], d)
+        for n, c in zip(nodes, commits, strict=True):
+            n.telemetry()
+            n.publish(c)
+        got = wait_verdicts(d.cfg.store, 1, timeout=60)
+        time.sleep(1.0)
+        assert [(v["node"], v["status"]) for v in read_verdicts(d.cfg.store)] == [("h0", "match")]
+        assert d.intake.stats["h1"].commits == 0 and d.intake.stats["h1"].last_telemetry_t == 0
+        assert got
+    finally:
+        stop(d, t)
+        for n in nodes:
+            n.close()
+        hub.stop()
