@@ -72,3 +72,24 @@ def test_redteam_table_is_checked(tmp_path):
     with pytest.raises(FpmonError, match="actual_attn"):
         RedTeam.from_config({"enabled": True, "actual_attn": "flash9"})
     assert RedTeam.from_config({"enabled": False, "actual_batch": 4}).behaviours() == []
+
+
+def test_demo_configs_and_documented_config_load(tmp_path):
+    import re
+
+    demo = sorted((EXAMPLE.parent / "demo").glob("*.toml"))
+    assert [p.stem for p in demo] == [
+        "attn-cheat",
+        "batch-cheat",
+        "dtype-cheat",
+        "honest",
+        "tamper",
+    ]
+    lies = {p.stem: RedTeam.from_config(load_config(p).redteam).behaviours() for p in demo}
+    assert lies["honest"] == [] and len(lies["batch-cheat"]) == 1
+    assert load_config(EXAMPLE.parent / "demo" / "batch-cheat.toml").engine.dtype == "float32"
+    doc = (EXAMPLE.parents[1] / "docs" / "AGENT.md").read_text()
+    block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
+    cfg = load_config(_write(tmp_path, block))
+    assert cfg.batching.stall_s == 300 and cfg.security.verifiers_dir
+    assert len(RedTeam.from_config(cfg.redteam).behaviours()) == 4
