@@ -8,6 +8,7 @@ queued, and a verdict replaces its pending row in one transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -314,8 +315,10 @@ class ReplayDaemon:
         commit_t: float | None,
         alert_id: str = "",
     ) -> None:
-        if v.t == 0.0:
-            v = Verdict(**{**v.to_map(), "t": time.time()})
+        changes: dict[str, Any] = {"t": v.t or time.time()}
+        if commit_t is not None:  # kept with the verdict: commit-to-verdict latency, afterwards
+            changes["evidence"] = {**v.evidence, "commit_t": commit_t}
+        v = dataclasses.replace(v, **changes)
         if not self.store.add_verdict(v):
             # Already judged (work redone after a restart): never written twice. A chain break
             # found later for a judged seq (a bad head) is still a finding: alert it.
