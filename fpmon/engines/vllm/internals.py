@@ -140,7 +140,7 @@ class _WorkerState:
         self.first_step: dict[str, int] = {}
         self.base = 0
         self._cap: _StepCapture | None = None
-        self._sel: torch.Tensor | None = None  # token indices probed in this step
+        self._sel: torch.Tensor | None = None  # token indices probed (None: all of them)
         self._logit_rows: torch.Tensor | None = None
 
     def remove(self) -> None:
@@ -189,8 +189,11 @@ class _WorkerState:
         self.layouts.append(layout)
         if sel:
             self._cap = cap
-            self._sel = torch.tensor(sel, dtype=torch.long)
-            self._logit_rows = torch.tensor(rows, dtype=torch.long)
+            # A decode-only step probes every token and every logits row: keep references to
+            # the step's own fresh tensors instead of copying (no extra kernel in the step).
+            every = len(sel) == len(pos) and len(rows) == n
+            self._sel = None if every else torch.tensor(sel, dtype=torch.long)
+            self._logit_rows = None if every else torch.tensor(rows, dtype=torch.long)
 
     def key_hook(self, layer: int) -> Any:
         name = f"keys.L{layer}"
@@ -199,7 +202,8 @@ class _WorkerState:
             if self._cap is None:
                 return
             key = args[1] if len(args) > 1 else kwargs["key"]
-            self._cap.tensors[name] = key.reshape(key.shape[0], -1)[self._sel]
+            flat = key.reshape(key.shape[0], -1)
+            self._cap.tensors[name] = flat if self._sel is None else flat[self._sel]
 
         return hook
 
@@ -207,12 +211,13 @@ class _WorkerState:
         if self._cap is None:
             return
         hidden = out[0] if isinstance(out, tuple) else out
-        self._cap.tensors["hidden"] = hidden[self._sel]
+        self._cap.tensors["hidden"] = hidden if self._sel is None else hidden[self._sel]
 
     def on_logits(self, _mod: Any, _args: Any, logits: torch.Tensor) -> None:
         if self._cap is None:
             return
-        v, i = torch.topk(logits[self._logit_rows], self.topk, dim=-1)
+        rows = logits if self._logit_rows is None else logits[self._logit_rows]
+        v, i = torch.topk(rows, self.topk, dim=-1)
         self._cap.tensors["topv"] = v
         self._cap.tensors["topi"] = i
         self._cap = None
