@@ -26,8 +26,10 @@ def main() -> int:
     n = 20
     for _ in range(n):
         src.sample()
-    print(f"one telemetry sample: {(time.perf_counter() - t0) / n * 1e3:.2f} ms "
-          f"(source {src.sample().source})")
+    print(
+        f"one telemetry sample: {(time.perf_counter() - t0) / n * 1e3:.2f} ms "
+        f"(source {src.sample().source})"
+    )
     with tempfile.TemporaryDirectory() as d:
         cfg = write_config(Path(d), "gpu-node", engine={"device": "cuda"})
         with AgentProcess(cfg) as a:
