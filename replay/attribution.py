@@ -1,9 +1,10 @@
 """Attribution: which alternative setup reproduces a mismatching record, nearest first.
 
 Single-field changes are tried first (batch size with the request in slot 0, attention
-implementation, dtype, compile), in that order; once one reproduces the record bit-exactly the
-rest of that field's values are tried (batch sizes >= 2 are often indistinguishable) and the
-search stops. Only if no single change is exact are pairs of changes tried, within a budget.
+implementation, dtype, compile), the field the evidence points at first (`hints`); once one
+reproduces the record bit-exactly the rest of that field's values are tried (batch sizes >= 2
+are often indistinguishable) and the search stops. Only if no single change is exact are pairs
+of changes tried, within a budget.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import dataclasses
 import itertools
 from typing import Any
 
-from fpmon.compare import compare_records
+from fpmon.compare import Comparison, compare_records
 from fpmon.errors import FpmonError
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from replay.engines import EngineCache, Unverifiable
+from replay.hints import field_order, hidden_dtype
 from replay.scoring import first_difference, score
 
 Change = dict[str, Any]
@@ -93,9 +95,17 @@ def attribute(
     fields: tuple[str, ...],
     batch_sizes: tuple[int, ...],
     max_candidates: int = 16,
+    comparison: Comparison | None = None,
 ) -> list[dict[str, Any]]:
-    """Candidates tried, exact reproductions first then nearest; each names the field changed."""
-    singles = single_changes(record.setup, fields, batch_sizes)
+    """Candidates tried, exact reproductions first then nearest; each names the field changed.
+
+    `comparison` (the declared replay against the record) orders the fields: see `hints`.
+    """
+    order = field_order(record, comparison, fields)
+    singles = single_changes(record.setup, tuple(order), batch_sizes)
+    dtype = hidden_dtype(record)
+    if dtype:  # the dtype the probes betray goes first among dtype candidates
+        singles.sort(key=lambda fc: fc[0] == "dtype" and fc[1].get("dtype") != dtype)
     results: list[dict[str, Any]] = []
     exact_field = ""
     for field, changes in singles + pair_changes(singles):

@@ -178,7 +178,9 @@ class Judge:
         attribution: list[dict[str, Any]] = []
         if status == "mismatch" and self.options.attribution:
             o = self.options
-            attribution = attribute(self.engines, rec, o.fields, o.batch_sizes, o.max_candidates)
+            attribution = attribute(
+                self.engines, rec, o.fields, o.batch_sizes, o.max_candidates, comp
+            )
         out.jitter_rel = band.jitter_rel if band else None
         out.verdict = self._verdict(
             commit,

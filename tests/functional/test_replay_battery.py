@@ -107,6 +107,8 @@ def test_lies_about_the_setup_are_mismatches_attributed_to_the_field(battery, no
     assert v["status"] == "mismatch"
     best = v["attribution"][0]
     assert best["field"] == field and best["exact"], v["attribution"]
+    # The evidence points at the field first (replay/hints.py): only its values are replayed.
+    assert {a["field"] for a in v["attribution"]} == {field}, v["attribution"]
     assert v["evidence"]["first_diff"]
 
 
