@@ -29,8 +29,9 @@ class EngineConfig:
     device: str = "cpu"
     sdpa_backend: str = "default"
     compiled: bool = False
-    # torch intra-op threads; 0: 1 on CPU (several agents sharing cores would otherwise spin
-    # against each other's OpenMP threads, 30x slower here), torch's default on GPU.
+    # torch intra-op threads; 0 leaves torch's default. On the CPU, float32 results depend on
+    # the thread count (GEMM blocking): the verifier must replay with the same count, so only
+    # set this together with the replay side. Co-located agents on few cores may want 1.
     threads: int = 0
 
 

@@ -54,9 +54,8 @@ def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
     from fpmon.engines.hf import HFEngine
 
     e = redteam.actual_engine(cfg.engine)
-    threads = e.threads or (1 if e.device == "cpu" else 0)
-    if threads:
-        torch.set_num_threads(threads)
+    if e.threads:
+        torch.set_num_threads(e.threads)
     return HFEngine(
         e.model,
         dtype=e.dtype,
