@@ -50,7 +50,15 @@ def make_app(theme: str = "fpmon-dark") -> MonitorApp:
 
 
 async def settle(pilot) -> None:
-    # A busy machine can be slow to lay out a freshly switched screen (footer included).
+    """A busy machine can be slow to lay out a freshly switched screen: the footer composes
+    its keys asynchronously. Wait until it has them, then for the screen to go idle."""
+    from textual.widgets import Footer
+
+    for _ in range(100):
+        await pilot.pause(0.05)
+        footers = pilot.app.screen.query(Footer)
+        if footers and footers.first().children:
+            break
     for _ in range(3):
         await pilot.pause(0.2)
         await pilot.wait_for_scheduled_animations()
