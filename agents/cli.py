@@ -90,7 +90,16 @@ def stats_map(cfg: Any) -> dict[str, Any]:
         alive = _alive(int(status.get("pid", 0))) and time.time() - status["updated_at"] < 10
         out["running"] = alive
         out["uptime_s"] = round(time.time() - status["started_at"], 1) if alive else 0.0
-        for k in ("probes", "setup", "rejects", "auth_denied", "refusing", "pubkey", "redteam"):
+        for k in (
+            "probes",
+            "setup",
+            "torch_threads",
+            "rejects",
+            "auth_denied",
+            "refusing",
+            "pubkey",
+            "redteam",
+        ):
             out[k] = status.get(k)
     return out
 
@@ -122,6 +131,8 @@ def run_stats(args: argparse.Namespace) -> int:
         p = s["probes"]
         print(f"probe budget     layers {p['layers']}, top-{p['topk']}")
     print(f"chain head       seq {s['head_seq']} {s['head_chain']}")
+    if s.get("setup"):
+        print(f"running setup    {s['setup']}, {s.get('torch_threads')} torch threads")
     if s["running"]:
         print(f"uptime           {s['uptime_s']:.0f} s (running)")
     else:

@@ -79,6 +79,12 @@ def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     return frames[:1], frames[1:]
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
 def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> None:
     try:
         sock.bind(endpoint)
@@ -324,6 +330,7 @@ class Agent:
             "endpoints": self.endpoints,
             "pubkey": signing_public_hex(self.key),
             "setup": self.engine.setup.summary(),
+            "torch_threads": _torch_threads(),
             "probes": self.probes.to_map(),
             "redteam": self.redteam.behaviours(),
         }
