@@ -214,6 +214,7 @@ class Worker(threading.Thread):
             try:
                 return self._commit(p)
             except StoreError as e:
+                self._refusal_recoverable = False  # a failed write needs an operator
                 self.refusing = str(e)
                 log.error("refusing work: record log failed", extra=fields(reason=self.refusing))
                 return [self._reply(j, status="error", reason=self.refusing) for j in p.jobs]
