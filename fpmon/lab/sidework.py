@@ -1,0 +1,202 @@
+"""Work hidden beside the declared work: other CUDA streams, another process, memory pressure.
+
+A `SideWork` keeps one kind of kernel going on its own CUDA stream at a duty cycle (light 10%,
+medium 50%, heavy: back to back, two in flight), optionally only while the declared work is in
+a given phase (prefill or decode). The process variant runs the same loop in a child process
+(its own CUDA context, time-sliced by the driver rather than sharing SMs like streams do).
+Run as `python -m fpmon.lab.sidework KIND DUTY` for that child.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fpmon.lab.loop import BackgroundLoop
+
+DUTIES = {"light": 0.1, "medium": 0.5, "heavy": 1.0}
+KINDS = ("compute", "memory")
+
+
+@dataclass(frozen=True)
+class Load:
+    """One hidden-work condition."""
+
+    kind: str = "none"  # none | compute | memory
+    intensity: str = "heavy"  # light | medium | heavy
+    phase: str = "all"  # all | prefill | decode
+    mode: str = "stream"  # stream | process
+    pressure: bool = False  # hold most free GPU memory during the run
+
+    def label(self) -> str:
+        if self.kind == "none":
+            base = "none"
+        else:
+            base = f"{'proc-' if self.mode == 'process' else ''}{self.kind[0]}-{self.intensity}"
+            if self.phase != "all":
+                base += f"@{self.phase}"
+        if self.pressure:
+            base = "pressure" if self.kind == "none" else f"pressure+{base}"
+        return base
+
+    def to_map(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "intensity": self.intensity,
+            "phase": self.phase,
+            "mode": self.mode,
+            "pressure": self.pressure,
+        }
+
+
+def _make_op(kind: str, device: Any) -> tuple[Callable[[], None], float, str]:
+    """The side kernel and its work per call (FLOP or bytes moved) with the unit."""
+    import torch
+
+    if kind == "compute":
+        n = 8192
+        a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+        c = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+        return (lambda: torch.mm(a, b, out=c)), 2.0 * n**3, "FLOP"
+    if kind == "memory":
+        n = 1 << 29  # 1 GiB of bf16 each way: far beyond L2, so HBM bandwidth bound
+        src = torch.randn(n, device=device, dtype=torch.bfloat16)
+        dst = torch.empty_like(src)
+        return (lambda: dst.copy_(src)), 2.0 * n * 2, "B"
+    raise ValueError(f"unknown side-work kind {kind!r}")
+
+
+class SideWork(BackgroundLoop):
+    """Side kernels on another stream from a thread, gated by `active()`."""
+
+    thread_name = "fpmon-sidework"
+
+    def __init__(
+        self, kind: str, intensity: str, device: Any, active: Callable[[], bool] | None = None
+    ) -> None:
+        import torch
+
+        super().__init__()
+        self.kind = kind
+        self.duty = DUTIES[intensity]
+        self.device = device
+        self.active = active or (lambda: True)
+        self.stream = torch.cuda.Stream(device)
+        with torch.cuda.stream(self.stream):
+            self._op, self.work, self.unit = _make_op(kind, device)
+            for _ in range(3):
+                self._op()
+        self.stream.synchronize()
+        t0 = time.perf_counter()
+        with torch.cuda.stream(self.stream):
+            for _ in range(5):
+                self._op()
+        self.stream.synchronize()
+        self.op_s = (time.perf_counter() - t0) / 5
+        self.calls = 0
+        self.busy_s = 0.0
+
+    def rate(self) -> float:
+        """Unloaded throughput of the side kernel (FLOP/s or B/s)."""
+        return self.work / self.op_s
+
+    def _loop(self) -> None:
+        import torch
+
+        pending: list[Any] = []
+        pause = self.op_s * (1 - self.duty) / self.duty
+        while not self._stop.is_set():
+            if not self.active():
+                time.sleep(0.0002)
+                continue
+            with torch.cuda.stream(self.stream):
+                self._op()
+                ev = torch.cuda.Event()
+                ev.record(self.stream)
+            pending.append(ev)
+            self.calls += 1
+            if len(pending) >= 2:
+                pending.pop(0).synchronize()  # releases the GIL while waiting
+            if pause > 0:
+                time.sleep(pause)
+        for ev in pending:
+            ev.synchronize()
+
+    def __enter__(self) -> SideWork:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+        self.stream.synchronize()
+
+
+class SideProcess:
+    """The same loop in a child process (another CUDA context on the same GPU)."""
+
+    def __init__(self, kind: str, intensity: str, device: str) -> None:
+        self.args = [sys.executable, "-m", "fpmon.lab.sidework", kind, intensity, device]
+        self.proc: subprocess.Popen[str] | None = None
+        self.info = ""
+
+    def __enter__(self) -> SideProcess:
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.info = self.proc.stdout.readline().strip()  # "ready ..." once its kernels run
+        if not self.info.startswith("ready"):
+            self.__exit__()
+            raise RuntimeError(f"side-work process did not start: {self.info or 'no output'}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the child stops when its stdin closes
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class MemoryPressure:
+    """Hold all but `spare_gib` of the GPU's free memory for the duration."""
+
+    def __init__(self, device: Any, spare_gib: float = 4.0) -> None:
+        self.device = device
+        self.spare = int(spare_gib * (1 << 30))
+        self.held = 0
+        self._hog: Any = None
+
+    def __enter__(self) -> MemoryPressure:
+        import torch
+
+        free, _total = torch.cuda.mem_get_info(self.device)
+        self.held = max(free - self.spare, 0)
+        if self.held:
+            self._hog = torch.empty(self.held, dtype=torch.uint8, device=self.device)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import torch
+
+        self._hog = None
+        torch.cuda.empty_cache()
+
+
+def _child(kind: str, intensity: str, device: str) -> None:
+    work = SideWork(kind, intensity, device)
+    print(f"ready {kind} {intensity} rate={work.rate():.4g} {work.unit}/s", flush=True)
+    with work:
+        sys.stdin.read()  # until the parent closes our stdin
+
+
+if __name__ == "__main__":
+    _child(sys.argv[1], sys.argv[2], sys.argv[3])
