@@ -11,8 +11,8 @@ FLOOR = 1e-7  # bit-identical points are drawn at this floor on log plots
 def short_probe(name: str) -> str:
     return (
         name.replace("keys.", "")
-        .replace("hidden.final(full)", "hid")
-        .replace("hidden.final", "hid256")
+        .replace("hidden.final(full)", "hid-full")
+        .replace("hidden.final", "hid")
         .replace("logits.topk.values", "topv")
         .replace("logits.topk.ids", "topi")
     )
@@ -55,8 +55,14 @@ def run_rows(summary: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     ]
     rows = []
     for name, s in summary.get("setups", {}).items():
+        if not s.get("n"):
+            rows.append(
+                [name, "-", "0 run", "time budget ended before its first batch"] + ["-"] * 4
+            )
+            continue
         vs = s.get("vs_ref") or {}
-        rel = vs.get("rel", {})
+        # top-k ids count differing ids, not a distance: kept out of the distance columns
+        rel = {k: v for k, v in vs.get("rel", {}).items() if k != "logits.topk.ids"}
         first = s.get("vs_first")
         rows.append(
             [

@@ -191,6 +191,10 @@ class LabRun:
             entries, complete = run_spec(
                 spec, engine, pset, probes, keep_going=self.keep_going, on_batch=on_batch
             )
+        if not entries:  # e.g. a compile warm-up that used up the time budget
+            self.summary["skipped"][spec.name] = "time budget ended before its first batch"
+            self.log(f"{spec.name}: no batch finished within the time budget")
+            return
         self.results[spec.name] = entries
         refs = {e.prompt: e for e in self.results.get(spec.ref, [])}
         # Repeats under hidden work keep digests only (reproducible or not): raw stays small.

@@ -70,6 +70,18 @@ def test_compare_same_folder_and_copy(lab_dir, tmp_path):
     cal2 = tmp_path / "cal2.json"
     assert main(["lab", "compare", str(lab_dir), str(other), "--out", str(cal2)]) == 0
     assert load_calibration(cal2)["pairs"]["cpu|cpu"]["honest_pairs"] > 4
+    # --merge adds another calibration's pairs (same weights only)
+    doc["pairs"] = {"gpuX|gpuY": doc["pairs"]["cpu|cpu"]}
+    extra = tmp_path / "extra.json"
+    extra.write_text(json.dumps(doc))
+    cal3 = tmp_path / "cal3.json"
+    assert main(["lab", "compare", str(lab_dir), str(lab_dir), "--out", str(cal3),
+                 "--merge", str(extra)]) == 0  # fmt: skip
+    assert set(load_calibration(cal3)["pairs"]) == {"cpu|cpu", "gpuX|gpuY"}
+    doc["weights_digest"] = "0" * 64
+    extra.write_text(json.dumps(doc))
+    assert main(["lab", "compare", str(lab_dir), str(lab_dir), "--out", str(cal3), "--force",
+                 "--merge", str(extra)]) == 2  # fmt: skip
 
 
 def test_compare_refuses_other_weights(lab_dir, tmp_path, capsys):
@@ -81,6 +93,11 @@ def test_compare_refuses_other_weights(lab_dir, tmp_path, capsys):
     p.write_text(json.dumps(s))
     assert main(["lab", "compare", str(lab_dir), str(other), "--out", str(tmp_path / "c")]) == 2
     assert "same model and weights" in capsys.readouterr().err
+
+
+def test_skip_names_checked_before_loading(tmp_path, capsys):
+    assert main(["lab", "run", "--skip", "sdpa.nope", "--out", str(tmp_path / "s")]) == 2
+    assert "--skip sdpa.nope" in capsys.readouterr().err
 
 
 def test_cli_errors_are_one_line(tmp_path):
