@@ -7,6 +7,7 @@ engine for its whole session) and the CLI captures run as subprocesses, never in
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -20,9 +21,15 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("vllm", reason="vLLM is not installed: pip install 'fpmon[vllm]'")
-
-pytestmark = [pytest.mark.vllm, pytest.mark.slow]
+# find_spec, not importorskip: importing vLLM here would load it into this process.
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        importlib.util.find_spec("vllm") is None,
+        reason="vLLM is not installed: pip install 'fpmon[vllm]'",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SUITE = ROOT / "tests" / "functional" / "vllm_suite" / "vllm_checks.py"

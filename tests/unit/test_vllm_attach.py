@@ -85,6 +85,16 @@ def test_server_with_prefix_caching_is_refused(server):
         ServerTap(server).attach()
 
 
+@pytest.mark.parametrize(
+    "server",
+    [(200, {"results": [INFO | {"config": INFO["config"] | {"cuda_graphs": True}}]})],
+    indirect=True,
+)
+def test_server_with_cuda_graphs_is_refused(server):
+    with pytest.raises(FpmonError, match="--enforce-eager"):
+        ServerTap(server).attach()
+
+
 @pytest.mark.parametrize("server", [(200, {"results": [INFO]})], indirect=True)
 def test_records_with_missing_positions_are_refused(server):
     tap = ServerTap(server)

@@ -66,6 +66,11 @@ class ServerTap:
                 "the vLLM server has prefix caching on: cached positions are never computed, "
                 "so they cannot be probed; restart it with --no-enable-prefix-caching"
             )
+        if info["config"].get("cuda_graphs"):
+            raise FpmonError(
+                "the vLLM server replays CUDA graphs, where fpmon's hooks do not run: restart "
+                "it with --enforce-eager"
+            )
         self.info = info
         return info
 

@@ -147,6 +147,8 @@ class VLLMEngine:
             "max_num_seqs": int(max_num_seqs),
             "chunked_prefill": True,
             "prefix_caching": False,
+            # Eager mode: no CUDA-graph capture sizes or padding buckets shape the steps.
+            "cuda_graphs": False,
         }
         real_dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self.setup = Setup(

@@ -171,6 +171,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
             "max_num_seqs": int(cfg.scheduler_config.max_num_seqs),
             "chunked_prefill": bool(cfg.scheduler_config.enable_chunked_prefill),
             "prefix_caching": bool(cfg.cache_config.enable_prefix_caching),
+            "cuda_graphs": not bool(cfg.model_config.enforce_eager),
         }
 
     def _fpmon_trim(self) -> None:
