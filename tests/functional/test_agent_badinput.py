@@ -13,7 +13,7 @@ import zmq
 
 from agents.client import submit
 from agents.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import raw_open
+from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 LIMIT = 64 * 1024
 
@@ -21,7 +21,7 @@ LIMIT = 64 * 1024
 @pytest.fixture(scope="module")
 def agent(tmp_path_factory):
     d = tmp_path_factory.mktemp("bad")
-    cfg = write_config(d, "bad-node", security={"max_msg_bytes": LIMIT})
+    cfg = write_config(d, "bad-node", engine=ONE_THREAD, security={"max_msg_bytes": LIMIT})
     with AgentProcess(cfg) as a:
         yield a
 
@@ -90,10 +90,12 @@ def test_openings_reject_each_reason_and_keep_serving(agent):
 
 
 def test_full_log_stops_taking_work_with_a_reason(tmp_path):
-    cfg = write_config(tmp_path, "full-node", store={"hard_max_bytes": 160 * 1024})
+    cfg = write_config(
+        tmp_path, "full-node", engine=ONE_THREAD, store={"hard_max_bytes": 96 * 1024}
+    )
     with AgentProcess(cfg) as a:
         ep = a.endpoints["intake"]
-        statuses = [submit(ep, f"fill {i} " * 20, 16, 60) for i in range(12)]
+        statuses = [submit(ep, f"fill {i} " * 20, 16, 60) for i in range(6)]
         bad = [r for r in statuses if r.status != "ok"]
         assert bad and "full" in bad[0].reason
         # Every later request is refused at the door, with the same reason.

@@ -14,7 +14,7 @@ from agents.client import submit
 from agents.keys import keygen
 from agents.spawn import AgentProcess, write_config
 from fpmon.errors import FpmonError
-from tests.functional.test_agent_stream import RawSubscriber, raw_open
+from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, raw_open
 
 
 def _curve(d, name: str, server_pub: bytes) -> dict[str, bytes]:
@@ -34,6 +34,7 @@ def setup(tmp_path_factory):
     cfg = write_config(
         d,
         "curve-node",
+        engine=ONE_THREAD,
         security={
             "curve": True,
             "keys_dir": str(d / "keys"),

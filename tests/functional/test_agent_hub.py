@@ -8,7 +8,7 @@ import zmq
 
 from agents.client import submit
 from agents.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import RawSubscriber, check_chain
+from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain
 
 
 def test_agent_publishes_through_a_zmq_proxy_hub(tmp_path):
@@ -27,7 +27,9 @@ def test_agent_publishes_through_a_zmq_proxy_hub(tmp_path):
 
     hub = threading.Thread(target=run_hub, daemon=True)
     hub.start()
-    cfg = write_config(tmp_path, "hub-node", endpoints={"hub": f"tcp://127.0.0.1:{xsub_port}"})
+    cfg = write_config(
+        tmp_path, "hub-node", engine=ONE_THREAD, endpoints={"hub": f"tcp://127.0.0.1:{xsub_port}"}
+    )
     try:
         with AgentProcess(cfg) as a:
             assert a.endpoints["publish"] == f"tcp://127.0.0.1:{xsub_port}"

@@ -6,6 +6,7 @@ import socket
 import time
 
 from agents.spawn import AgentProcess, write_config
+from tests.functional.test_agent_stream import ONE_THREAD
 
 
 def test_agent_sends_ready_then_watchdog(tmp_path):
@@ -13,7 +14,7 @@ def test_agent_sends_ready_then_watchdog(tmp_path):
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     srv.bind(path)
     srv.settimeout(30)
-    cfg = write_config(tmp_path, "notify-node")
+    cfg = write_config(tmp_path, "notify-node", engine=ONE_THREAD)
     a = AgentProcess(cfg).start(env={"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "1000000"})
     try:
         got = [srv.recv(200).decode()]

@@ -21,6 +21,9 @@ from agents.client import submit
 from agents.spawn import AgentProcess, write_config
 
 GENESIS = b"\x00" * 32
+# bf16 numerics do not depend on torch threads (measured); one thread keeps test agents
+# from spinning against each other's OpenMP threads on a loaded machine.
+ONE_THREAD = {"threads": 1}
 
 
 class RawSubscriber:
@@ -107,6 +110,7 @@ def agent(tmp_path_factory):
     cfg = write_config(
         d,
         "stream-node",
+        engine=ONE_THREAD,
         publish={"head_every_s": 0.3},
         batching={"max_batch": 3, "max_wait_ms": 50},
     )
