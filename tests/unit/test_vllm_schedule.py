@@ -129,3 +129,24 @@ def test_random_presets_are_refused_before_vllm_starts():
 
     with pytest.raises(FpmonError, match="loads models from a folder"):
         resolve_model("random:qwen2.5-0.5b")
+
+
+def test_window_plan_gets_a_prelude_for_part_way_requests():
+    # A window of request 0 (3 prompt tokens, 2 outputs), beside request 1 that had already
+    # computed 6 tokens (a 5-token prompt and one decode) before the window.
+    sched = [[(1, 1), (0, 3)], [(1, 1), (0, 1)]]
+    ran = [[(1, 1, 6), (0, 3, 0)], [(1, 1, 7), (0, 1, 3)]]
+    m = vsched.build([3, 5], [2, 4], sched, ran, 1, {}, computed_before=[0, 6])
+    assert m["window"] is True
+    plan = vsched.plan_of(m, 0, 3, 2).with_prelude(budget=4)
+    # Request 1 alone: its prompt in budget-sized chunks, then its decode; then the window.
+    assert plan.steps == [[(1, 4)], [(1, 1)], [(1, 1)], *sched]
+    assert plan.prelude == 3
+    assert plan.arrivals == [3, 0]
+
+
+def test_window_plan_refuses_own_request_part_way():
+    sched = [[(0, 1)]]
+    m = vsched.build([3], [2], sched, [[(0, 1, 3)]], 1, {}, computed_before=[3])
+    with pytest.raises(FpmonError, match="must start inside its steps"):
+        vsched.plan_of(m, 0, 3, 2)
