@@ -65,6 +65,7 @@ class ReplayConfig:
     max_message_bytes: int = 4 << 20
     flood_msgs_per_s: float = 20_000.0
     flood_rejects_per_min: int = 100
+    head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
 
 
@@ -205,6 +206,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         max_message_bytes=int(lim.get("max_message_bytes", 4 << 20)),
         flood_msgs_per_s=float(lim.get("flood_msgs_per_s", 20_000.0)),
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),
+        head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
         curve_secret_file=(base / str(secret)) if secret else None,
     )
 

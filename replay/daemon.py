@@ -113,6 +113,7 @@ class ReplayDaemon:
         self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
         self._last_telemetry_t: dict[str, float] = {}
         self._reported: dict[tuple[Any, str], int] = {}
+        self._uncovered_since: dict[str, tuple[float, int]] = {}
         self._started = False
 
     # --- setup ----------------------------------------------------------------------------
@@ -443,6 +444,28 @@ class ReplayDaemon:
             st.window_msgs = st.window_rejects = 0
             st.window_start = now
 
+    def _unsigned(self, now: float) -> None:
+        """Commits no signed head has covered for `head_timeout_s`: nothing binds them to the
+        node's key (through a hub, nothing else does), so say so."""
+        for node, ch in self.intake.chains.nodes.items():
+            if ch.seq < 0 or ch.head_seq >= ch.seq:
+                self._uncovered_since.pop(node, None)
+                continue
+            since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
+            if since[1] != ch.head_seq:  # a head came, but commits outran it again
+                self._uncovered_since[node] = since = (now, ch.head_seq)
+            if now - since[0] >= self.cfg.head_timeout_s:
+                self.alert(
+                    "chain_break",
+                    node,
+                    f"{node}: commits {ch.head_seq + 1}..{ch.seq} "
+                    f"not covered by a signed head for {now - since[0]:.0f} s",
+                    seq=ch.seq,
+                    severity="warning",
+                    alert_id=f"unsigned:{node}:{ch.head_seq}",
+                    details={"head_seq": ch.head_seq, "commit_seq": ch.seq},
+                )
+
     def tick(self) -> None:
         """Once a second: persist chain state, report shedding, floods, capacity, metrics."""
         now = time.time()
@@ -462,6 +485,7 @@ class ReplayDaemon:
             )
         self._shed_window.clear()
         self._floods(now)
+        self._unsigned(now)
         self._capacity(now)
         counts = self.store.verdict_counts()
         self.metrics.queue_depth.set(self.worker.depth() + len(self._backlog))

@@ -288,10 +288,12 @@ def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> N
         flood = wait_alert(d, "flood")
         assert flood["node"] == "n1" and flood["details"]["rejects"]["malformed"] >= 100
         for c in commits:
-            node.publish(c)
+            node.publish(c, head=False)  # and no signed head ever covers them
         shed = wait_alert(d, "shed")
         assert shed["details"]["shed"] >= 1
         assert d.summary()["n1"]["shed"] >= 1
+        unsigned = wait_alert(d, "chain_break")
+        assert "not covered by a signed head" in unsigned["message"]
     finally:
         stop(d, t)
         node.close()
