@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from fpmon.errors import FpmonError
-from fpmon.setups import ATTN_IMPLS, DTYPES
+from fpmon.setups import ATTN_IMPLS, DTYPES, ENGINES
 
 DEFAULT_INTAKE = "tcp://127.0.0.1:7700"
 DEFAULT_PUBLISH = "tcp://127.0.0.1:7701"
@@ -23,6 +23,7 @@ DEFAULT_OPENINGS = "tcp://127.0.0.1:7702"
 
 @dataclass
 class EngineConfig:
+    kind: str = "hf"  # hf | vllm (hosted in the agent's process; see [vllm])
     model: str = "tiny"
     dtype: str = "bfloat16"
     attn: str = "sdpa"
@@ -33,6 +34,16 @@ class EngineConfig:
     # the thread count (GEMM blocking): the verifier must replay with the same count, so only
     # set this together with the replay side. Co-located agents on few cores may want 1.
     threads: int = 0
+
+
+@dataclass
+class VllmConfig:
+    """`fpmon.engines.vllm.VLLMEngine` settings, used when `engine.kind = "vllm"`."""
+
+    max_num_batched_tokens: int = 2048
+    max_num_seqs: int = 16
+    kv_cache_bytes: int = 128 << 20
+    server: str = ""  # sidecar mode (attach to an operator's `vllm serve`): not in the agent yet
 
 
 @dataclass
@@ -95,6 +106,7 @@ class AgentConfig:
     node: str = "node-0"
     state_dir: str = "./fpmon-agent-state"
     engine: EngineConfig = field(default_factory=EngineConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     probes: ProbeConfig = field(default_factory=ProbeConfig)
     endpoints: EndpointConfig = field(default_factory=EndpointConfig)
@@ -128,6 +140,7 @@ def _is_local(endpoint: str) -> bool:
 
 _SECTIONS = {
     "engine": EngineConfig,
+    "vllm": VllmConfig,
     "batching": BatchingConfig,
     "probes": ProbeConfig,
     "endpoints": EndpointConfig,
@@ -212,6 +225,13 @@ def load_config(path: str | os.PathLike[str] | None) -> AgentConfig:
 
 def validate(cfg: AgentConfig) -> None:
     e = cfg.engine
+    if e.kind not in ENGINES:
+        raise FpmonError(f"engine.kind {e.kind!r}: use one of {', '.join(ENGINES)}")
+    if cfg.vllm.server:
+        raise FpmonError(
+            "vllm.server (sidecar mode, attaching to an operator's `vllm serve`) is not "
+            "supported by the agent yet: leave it unset to host vLLM in the agent"
+        )
     if e.dtype not in DTYPES:
         raise FpmonError(f"engine.dtype {e.dtype!r}: use one of {', '.join(DTYPES)}")
     if e.attn not in ATTN_IMPLS:

@@ -56,6 +56,20 @@ def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
     e = redteam.actual_engine(cfg.engine)
     if e.threads:
         torch.set_num_threads(e.threads)
+    if e.kind == "vllm":
+        from fpmon.engines.vllm import VLLMEngine
+
+        v = cfg.vllm
+        return VLLMEngine(
+            e.model,
+            dtype=e.dtype,
+            attn_impl=e.attn,
+            device=e.device,
+            compiled=e.compiled,
+            max_num_batched_tokens=v.max_num_batched_tokens,
+            max_num_seqs=v.max_num_seqs,
+            kv_cache_bytes=v.kv_cache_bytes,
+        )
     return HFEngine(
         e.model,
         dtype=e.dtype,

@@ -93,3 +93,12 @@ def test_demo_configs_and_documented_config_load(tmp_path):
     cfg = load_config(_write(tmp_path, block))
     assert cfg.batching.stall_s == 300 and cfg.security.verifiers_dir
     assert len(RedTeam.from_config(cfg.redteam).behaviours()) == 4
+
+
+def test_vllm_engine_config_loads_and_sidecar_is_refused(tmp_path):
+    cfg = load_config(EXAMPLE.parent / "agent.vllm.example.toml")
+    assert cfg.engine.kind == "vllm" and cfg.vllm.max_num_seqs == 16
+    with pytest.raises(FpmonError, match="sidecar"):
+        load_config(_write(tmp_path, '[vllm]\nserver = "http://127.0.0.1:8000"\n'))
+    with pytest.raises(FpmonError, match="engine.kind"):
+        load_config(_write(tmp_path, '[engine]\nkind = "trt"\n'))
