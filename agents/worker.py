@@ -44,6 +44,22 @@ class Job:
     arrived: float
 
 
+def _adopt_torch_threads() -> None:
+    """Give this OS thread the process's torch thread count before the engine runs here.
+
+    OpenMP keeps its thread count per OS thread and torch applies its own lazily, at the first
+    parallel op: vLLM's CPU attention checks the count and failed the first request served
+    from a new thread (2 vs 1). A first parallel op here settles it (set_num_threads alone may
+    be a no-op: vLLM's CPU worker replaces it).
+    """
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(torch.get_num_threads())
+    torch.ones(1 << 16).sum()
+
+
 @dataclass
 class Pending:
     """A batch run and its records built, not yet durable: nothing about it is said yet."""
@@ -155,6 +171,7 @@ class Worker(threading.Thread):
         self.jobs.put(None)
 
     def run(self) -> None:
+        _adopt_torch_threads()
         committer = self.start_committer()
         out = self.ctx.socket(zmq.PUSH)
         out.linger = 0
