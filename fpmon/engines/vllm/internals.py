@@ -16,6 +16,7 @@ a plan steers; `llm_engine.engine_core.engine_core.scheduler` reaches the in-pro
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import torch
@@ -80,15 +81,17 @@ class FpmonWorkerExtension:
         if old is not None:
             old.remove()
         self._fpmon = st
+        timed = st.timed
         inner = model.model
         # Hooks on the top-level model: the inner decoder stack is wrapped by vLLM's compile
         # decorator, whose __call__ bypasses nn.Module hooks even in eager mode.
-        st.handles.append(model.register_forward_pre_hook(st.on_model_in, with_kwargs=True))
-        st.handles.append(model.register_forward_hook(st.on_model_out))
+        st.handles.append(model.register_forward_pre_hook(timed(st.on_model_in), with_kwargs=True))
+        st.handles.append(model.register_forward_hook(timed(st.on_model_out)))
         for layer in layers:
             attn = inner.layers[layer].self_attn.attn
-            st.handles.append(attn.register_forward_pre_hook(st.key_hook(layer), with_kwargs=True))
-        st.handles.append(model.logits_processor.register_forward_hook(st.on_logits))
+            hook = timed(st.key_hook(layer))
+            st.handles.append(attn.register_forward_pre_hook(hook, with_kwargs=True))
+        st.handles.append(model.logits_processor.register_forward_hook(timed(st.on_logits)))
         return len(inner.layers)
 
     def fpmon_set(self, enabled: bool) -> None:
@@ -104,6 +107,12 @@ class FpmonWorkerExtension:
         """Probes and step layouts of finished requests; forgets them."""
         st = self._fpmon
         return {rid: st.take(rid) for rid in req_ids}
+
+    def fpmon_spent(self) -> float:
+        """Seconds spent inside fpmon's hooks since the last call (capture cost, attributed)."""
+        st = self._fpmon
+        got, st.spent_s = st.spent_s, 0.0
+        return got
 
     def fpmon_layouts(self) -> list[list[tuple[str, int, int]]]:
         st = self._fpmon
@@ -129,6 +138,7 @@ class _WorkerState:
         self.layers = layers
         self.topk = topk
         self.enabled = True
+        self.spent_s = 0.0
         self.handles: list[Any] = []
         # Per request: [(position, step capture, row)] for each probed position.
         self.probes: dict[str, list[tuple[int, _StepCapture, int]]] = {}
@@ -142,6 +152,18 @@ class _WorkerState:
         self._cap: _StepCapture | None = None
         self._sel: torch.Tensor | None = None  # token indices probed (None: all of them)
         self._logit_rows: torch.Tensor | None = None
+
+    def timed(self, fn: Any) -> Any:
+        """Wrap a hook so the time spent in it is counted (two clock reads a call)."""
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.spent_s += time.perf_counter() - t0
+
+        return run
 
     def remove(self) -> None:
         for h in self.handles:
