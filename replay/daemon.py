@@ -39,12 +39,13 @@ from replay.metrics import Metrics
 from replay.openings import Opener, Outcome, curve_client
 from replay.sampling import Sampler
 from replay.store import Store
-from replay.timing import Finding, TimingModel, gpu_busy_s
+from replay.summary import VERIFIED, node_summaries
+from replay.timing import Finding, TimingModel
+from replay.watch import TICK_S, Watch
 from replay.worker import ReplayWorker
 
 log = logging.getLogger("fpmon.replay")
 
-VERIFIED = ("match", "within_noise", "mismatch")
 SEVERITY = {
     "chain_break": "critical",
     "bad_opening": "critical",
@@ -53,7 +54,6 @@ SEVERITY = {
     "unverifiable": "info",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
-TICK_S = 1.0
 
 
 def _bindable(ep: str) -> str:
@@ -102,6 +102,7 @@ class ReplayDaemon:
         self.timing = TimingModel(
             cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin, _profile(cfg)
         )
+        self.watch = Watch(cfg, self.intake, self.timing)
         self.metrics = Metrics()
         self.stop_event = threading.Event()
         self.ctx: zmq.Context[Any] = zmq.Context()
@@ -110,10 +111,7 @@ class ReplayDaemon:
         self._shed_window: Counter[str] = Counter()
         self.state_rejects: Counter[str] = Counter()
         self._backlog: list[tuple[Commit, bytes]] = []
-        self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
-        self._last_telemetry_t: dict[str, float] = {}
         self._reported: dict[tuple[Any, str], int] = {}
-        self._uncovered_since: dict[str, tuple[float, int]] = {}
         self._started = False
 
     # --- setup ----------------------------------------------------------------------------
@@ -259,7 +257,7 @@ class ReplayDaemon:
             for c in shed:
                 self._shed(c.node)
         for t in telemetry:
-            self._telemetry(t.node, t.to_map())
+            self.watch.telemetry(t.node, t.to_map())
 
     def _chain_break(self, brk: Break, commit: Commit | None) -> None:
         v = Verdict(
@@ -389,83 +387,7 @@ class ReplayDaemon:
         self._shed_window[node] += 1
         self.metrics.shed.inc()
 
-    # --- telemetry, floods, periodic ------------------------------------------------------
-    def _telemetry(self, node: str, t: dict[str, Any]) -> None:
-        now = time.time()
-        last = self._last_telemetry_t.get(node)
-        self._last_telemetry_t[node] = now
-        if last is None:
-            return
-        busy = gpu_busy_s(t, min(now - last, 5.0))
-        if busy is None:
-            return
-        acc, start = self._busy.get(node, (0.0, last))
-        self._busy[node] = (acc + busy, start)
-
-    def _capacity(self, now: float) -> None:
-        for node, (busy, start) in list(self._busy.items()):
-            window = now - start
-            if window < self.cfg.capacity_window_s:
-                continue
-            del self._busy[node]
-            st = self.intake.stats[node]
-            tokens = sum(n for t, n in st.tokens if t >= start)
-            f = self.timing.capacity(node, busy, tokens, window)
-            if f is not None:
-                self.alert(
-                    f.kind,
-                    node,
-                    f.message,
-                    details=f.details,
-                    alert_id=f"{f.kind}:{node}:{start:.0f}",
-                )
-
-    def _floods(self, now: float) -> None:
-        for node, st in self.intake.stats.items():
-            dt = now - st.window_start if st.window_start else TICK_S
-            if st.window_msgs / max(dt, 1e-3) > self.cfg.flood_msgs_per_s:
-                self.alert(
-                    "flood",
-                    node,
-                    f"{node} sent {st.window_msgs} messages in {dt:.1f} s "
-                    f"(limit {self.cfg.flood_msgs_per_s:g}/s)",
-                    alert_id=f"flood:{node}:{now // 60:.0f}",
-                    details={"messages": st.window_msgs, "seconds": round(dt, 2)},
-                )
-            if st.window_rejects > self.cfg.flood_rejects_per_min * dt / 60:
-                self.alert(
-                    "flood",
-                    node,
-                    f"{node} sent {st.window_rejects} rejected frames "
-                    f"in {dt:.1f} s: {dict(st.rejects)}",
-                    alert_id=f"garbage:{node}:{now // 60:.0f}",
-                    details={"rejects": dict(st.rejects)},
-                )
-            st.window_msgs = st.window_rejects = 0
-            st.window_start = now
-
-    def _unsigned(self, now: float) -> None:
-        """Commits no signed head has covered for `head_timeout_s`: nothing binds them to the
-        node's key (through a hub, nothing else does), so say so."""
-        for node, ch in self.intake.chains.nodes.items():
-            if ch.seq < 0 or ch.head_seq >= ch.seq:
-                self._uncovered_since.pop(node, None)
-                continue
-            since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
-            if since[1] != ch.head_seq:  # a head came, but commits outran it again
-                self._uncovered_since[node] = since = (now, ch.head_seq)
-            if now - since[0] >= self.cfg.head_timeout_s:
-                self.alert(
-                    "chain_break",
-                    node,
-                    f"{node}: commits {ch.head_seq + 1}..{ch.seq} "
-                    f"not covered by a signed head for {now - since[0]:.0f} s",
-                    seq=ch.seq,
-                    severity="warning",
-                    alert_id=f"unsigned:{node}:{ch.head_seq}",
-                    details={"head_seq": ch.head_seq, "commit_seq": ch.seq},
-                )
-
+    # --- periodic -------------------------------------------------------------------------
     def tick(self) -> None:
         """Once a second: persist chain state, report shedding, floods, capacity, metrics."""
         now = time.time()
@@ -484,9 +406,16 @@ class ReplayDaemon:
                 details={"shed": n},
             )
         self._shed_window.clear()
-        self._floods(now)
-        self._unsigned(now)
-        self._capacity(now)
+        for r in self.watch.check(now):
+            self.alert(
+                r.kind,
+                r.node,
+                r.message,
+                seq=r.seq,
+                alert_id=r.alert_id,
+                details=r.details,
+                severity=r.severity,
+            )
         counts = self.store.verdict_counts()
         self.metrics.queue_depth.set(self.worker.depth() + len(self._backlog))
         self.metrics.openings.set(len(self.opener.pending))
@@ -510,34 +439,7 @@ class ReplayDaemon:
 
     # --- state (Clone pattern snapshot) ---------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        counts = self.store.verdict_counts()
-        last = self.store.last_verdict_t()
-        out = {}
-        for node, st in self.intake.stats.items():
-            ch = self.intake.chains.nodes[node]
-            c = counts.get(node, {})
-            verified = sum(c.get(s, 0) for s in VERIFIED)
-            tele = st.last_telemetry
-            out[node] = {
-                "commits": st.commits,
-                "sampled": st.sampled,
-                "verified": verified,
-                "coverage": verified / st.commits if st.commits else 0.0,
-                "verdicts": c,
-                "last_verdict_t": last.get(node, 0.0),
-                "chain_head_seq": ch.seq,
-                "signed_head_seq": ch.head_seq,
-                "last_telemetry": tele,
-                "last_telemetry_t": st.last_telemetry_t,
-                "rejects": dict(st.rejects),
-                "shed": self.shed.get(node, 0),
-                "suspect": self.sampler.is_suspect(node),
-                "sample_rate": self.sampler.rate_for(node),
-                "capacity": "checked"
-                if tele.get("gpus")
-                else "not checked: the node reports no GPUs (gpus: [])",
-            }
-        return out
+        return node_summaries(self.intake, self.store, self.sampler, self.shed)
 
     def state_reply(self, since: int = 0) -> StateReply:
         return StateReply(

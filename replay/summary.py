@@ -1,0 +1,45 @@
+"""Per-node summaries for the `state` snapshot (zguide Clone): what a late monitor starts from."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from replay.intake import Intake
+from replay.sampling import Sampler
+from replay.store import Store
+
+VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
+
+
+def node_summaries(
+    intake: Intake, store: Store, sampler: Sampler, shed: Counter[str]
+) -> dict[str, Any]:
+    counts = store.verdict_counts()
+    last = store.last_verdict_t()
+    out = {}
+    for node, st in intake.stats.items():
+        ch = intake.chains.nodes[node]
+        c = counts.get(node, {})
+        verified = sum(c.get(s, 0) for s in VERIFIED)
+        tele = st.last_telemetry
+        out[node] = {
+            "commits": st.commits,
+            "sampled": st.sampled,
+            "verified": verified,
+            "coverage": verified / st.commits if st.commits else 0.0,
+            "verdicts": c,
+            "last_verdict_t": last.get(node, 0.0),
+            "chain_head_seq": ch.seq,
+            "signed_head_seq": ch.head_seq,
+            "last_telemetry": tele,
+            "last_telemetry_t": st.last_telemetry_t,
+            "rejects": dict(st.rejects),
+            "shed": shed.get(node, 0),
+            "suspect": sampler.is_suspect(node),
+            "sample_rate": sampler.rate_for(node),
+            "capacity": "checked"
+            if tele.get("gpus")
+            else "not checked: the node reports no GPUs (gpus: [])",
+        }
+    return out

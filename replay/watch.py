@@ -1,0 +1,126 @@
+"""Once-a-second watches over each node: floods and garbage, commits no signed head covers,
+GPU busy time the declared tokens do not explain. Each returns the alerts to raise.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from replay.config import ReplayConfig
+from replay.intake import Intake
+from replay.timing import TimingModel, gpu_busy_s
+
+TICK_S = 1.0
+
+
+@dataclass(frozen=True)
+class Raise:
+    kind: str
+    node: str
+    message: str
+    alert_id: str
+    seq: int = -1
+    severity: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Watch:
+    def __init__(self, cfg: ReplayConfig, intake: Intake, timing: TimingModel) -> None:
+        self.cfg, self.intake, self.timing = cfg, intake, timing
+        self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
+        self._last_telemetry_t: dict[str, float] = {}
+        self._uncovered_since: dict[str, tuple[float, int]] = {}
+
+    def telemetry(self, node: str, t: dict[str, Any]) -> None:
+        """Accumulate GPU-busy seconds from one telemetry map (nothing for GPU-less nodes)."""
+        now = time.time()
+        last = self._last_telemetry_t.get(node)
+        self._last_telemetry_t[node] = now
+        if last is None:
+            return
+        busy = gpu_busy_s(t, min(now - last, 5.0))
+        if busy is None:
+            return
+        acc, start = self._busy.get(node, (0.0, last))
+        self._busy[node] = (acc + busy, start)
+
+    def check(self, now: float) -> list[Raise]:
+        return [*self.floods(now), *self.unsigned(now), *self.capacity(now)]
+
+    def capacity(self, now: float) -> list[Raise]:
+        out = []
+        for node, (busy, start) in list(self._busy.items()):
+            window = now - start
+            if window < self.cfg.capacity_window_s:
+                continue
+            del self._busy[node]
+            st = self.intake.stats[node]
+            tokens = sum(n for t, n in st.tokens if t >= start)
+            f = self.timing.capacity(node, busy, tokens, window)
+            if f is not None:
+                out.append(
+                    Raise(
+                        f.kind, node, f.message, f"{f.kind}:{node}:{start:.0f}", details=f.details
+                    )
+                )
+        return out
+
+    def floods(self, now: float) -> list[Raise]:
+        out = []
+        limit = self.cfg.flood_msgs_per_s
+        for node, st in self.intake.stats.items():
+            dt = now - st.window_start if st.window_start else TICK_S
+            minute = f"{now // 60:.0f}"
+            if st.window_msgs / max(dt, 1e-3) > limit:
+                out.append(
+                    Raise(
+                        "flood",
+                        node,
+                        f"{node} sent {st.window_msgs} messages in {dt:.1f} s (limit {limit:g}/s)",
+                        f"flood:{node}:{minute}",
+                        details={"messages": st.window_msgs, "seconds": round(dt, 2)},
+                    )
+                )
+            if st.window_rejects > self.cfg.flood_rejects_per_min * dt / 60:
+                out.append(
+                    Raise(
+                        "flood",
+                        node,
+                        f"{node} sent {st.window_rejects} rejected "
+                        f"frames in {dt:.1f} s: {dict(st.rejects)}",
+                        f"garbage:{node}:{minute}",
+                        details={"rejects": dict(st.rejects)},
+                    )
+                )
+            st.window_msgs = st.window_rejects = 0
+            st.window_start = now
+        return out
+
+    def unsigned(self, now: float) -> list[Raise]:
+        """Commits no signed head has covered for `head_timeout_s`: nothing binds them to the
+        node's key (through a hub, nothing else does), so say so."""
+        out = []
+        for node, ch in self.intake.chains.nodes.items():
+            if ch.seq < 0 or ch.head_seq >= ch.seq:
+                self._uncovered_since.pop(node, None)
+                continue
+            since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
+            if since[1] != ch.head_seq:  # a head came, but commits outran it again
+                self._uncovered_since[node] = since = (now, ch.head_seq)
+            if now - since[0] >= self.cfg.head_timeout_s:
+                out.append(
+                    Raise(
+                        "chain_break",
+                        node,
+                        f"{node}: commits {ch.head_seq + 1}.."
+                        f"{ch.seq} not covered by a signed head for "
+                        f"{now - since[0]:.0f} s",
+                        f"unsigned:{node}:{ch.head_seq}",
+                        seq=ch.seq,
+                        severity="warning",
+                        details={"head_seq": ch.head_seq, "commit_seq": ch.seq},
+                    )
+                )
+        return out
