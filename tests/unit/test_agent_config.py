@@ -100,5 +100,5 @@ def test_vllm_engine_config_loads_and_sidecar_is_refused(tmp_path):
     assert cfg.engine.kind == "vllm" and cfg.vllm.max_num_seqs == 16
     with pytest.raises(FpmonError, match="sidecar"):
         load_config(_write(tmp_path, '[vllm]\nserver = "http://127.0.0.1:8000"\n'))
-    with pytest.raises(FpmonError, match="engine.kind"):
+    with pytest.raises(FpmonError, match=r"engine\.kind"):
         load_config(_write(tmp_path, '[engine]\nkind = "trt"\n'))
