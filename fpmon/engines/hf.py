@@ -1,9 +1,9 @@
 """Hugging Face transformers engine: static batches, prefill then KV-cached decode.
 
 Probes cost almost nothing: post-RoPE keys are read from the KV cache once at the end of the
-batch (they are written there anyway), the final hidden state comes from one hook on the final
-norm, top-k from logits the model already returned. Everything stays on the device until one
-copy at the end.
+batch (they are written there anyway), the final hidden state is the base model's output, top-k
+comes from logits the model computes anyway. Everything stays on the device until one copy at
+the end.
 """
 
 from __future__ import annotations
@@ -86,15 +86,13 @@ class HFEngine:
             sdpa_backend=sdpa_backend,
             compiled=compiled,
         )
-        self._forward = torch.compile(self.loaded.model) if compiled else self.loaded.model
-        # One persistent hook on the final norm: the final hidden state is its output.
-        self._hidden_sink: list[torch.Tensor] | None = None
-        self._probe_index: torch.Tensor | None = None
-        self.loaded.model.model.norm.register_forward_hook(self._on_final_norm)
-
-    def _on_final_norm(self, _module: Any, _args: Any, out: torch.Tensor) -> None:
-        if self._hidden_sink is not None:
-            self._hidden_sink.append(out[self._probe_index, -1, :].clone())
+        # The decoder stack runs as HF's CausalLM forward does (base model, then lm_head on the
+        # last position, as `logits_to_keep=1`), called in two parts so the final hidden state
+        # is an output rather than a hook: a Python hook inside a compiled region made dynamo
+        # recompile at every decode step (measured on the H100, docs/lab/RESULTS.md).
+        base = self.loaded.model.model
+        self._base = torch.compile(base, dynamic=True) if compiled else base
+        self._head = self.loaded.model.lm_head
 
     def encode(self, text: str) -> list[int]:
         return [int(x) for x in self.loaded.tokenizer(text)["input_ids"]]
@@ -151,8 +149,7 @@ class HFEngine:
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
         probes = req.probes
         probe_idx = torch.tensor(req.probe_rows, device=dev, dtype=torch.long)
-        self._probe_index = probe_idx
-        self._hidden_sink = [] if probes and probes.hidden else None
+        hidden: list[torch.Tensor] = []
         top_vals: list[torch.Tensor] = []
         top_ids: list[torch.Tensor] = []
         forced = None
@@ -161,8 +158,18 @@ class HFEngine:
         cache = DynamicCache(config=model.config)
         steps: list[torch.Tensor] = []
 
-        def after_forward(logits: torch.Tensor, step: int) -> torch.Tensor:
-            last = logits[:, -1, :]
+        def forward(input_ids: torch.Tensor, step: int) -> torch.Tensor:
+            out = self._base(
+                input_ids=input_ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            h = out.last_hidden_state[:, -1:, :]
+            last = self._head(h)[:, -1, :]
+            if probes and probes.hidden:
+                hidden.append(h[probe_idx, -1, :])
             if probes and probes.logits:
                 v, i = torch.topk(last[probe_idx], probes.topk, dim=-1)
                 top_vals.append(v)
@@ -174,41 +181,21 @@ class HFEngine:
                         nxt[r] = row[step]
             return nxt
 
-        try:
-            with _sdpa_context(self.sdpa_backend):
-                self._sync()
-                t0 = time.perf_counter()
-                out = self._forward(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=pos,
-                    past_key_values=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                nxt = after_forward(out.logits, 0)
+        with _sdpa_context(self.sdpa_backend):
+            self._sync()
+            t0 = time.perf_counter()
+            nxt = forward(ids, 0)
+            steps.append(nxt)
+            self._sync()
+            t1 = time.perf_counter()
+            for s in range(1, req.decode_steps + 1):
+                if mask is not None:
+                    mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
+                    pos = pos[:, -1:] + 1
+                nxt = forward(nxt[:, None], s)
                 steps.append(nxt)
-                self._sync()
-                t1 = time.perf_counter()
-                for s in range(1, req.decode_steps + 1):
-                    if mask is not None:
-                        mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
-                        pos = pos[:, -1:] + 1
-                    out = self._forward(
-                        input_ids=nxt[:, None],
-                        attention_mask=mask,
-                        position_ids=pos,
-                        past_key_values=cache,
-                        use_cache=True,
-                        logits_to_keep=1,
-                    )
-                    nxt = after_forward(out.logits, s)
-                    steps.append(nxt)
-                self._sync()
-                t2 = time.perf_counter()
-        finally:
-            hidden = self._hidden_sink
-            self._hidden_sink = None
+            self._sync()
+            t2 = time.perf_counter()
 
         # One copy off the device, at the end.
         tokens = torch.stack(steps, dim=1).cpu().tolist()
