@@ -49,7 +49,7 @@ def main() -> int:
         fleet = Fleet(Path(d))
         fleet.start()
         try:
-            asyncio.run(shoot(fleet, (150, 30), 120.0))
+            asyncio.run(shoot(fleet, (176, 30), 120.0))
         finally:
             fleet.stop()
     print(f"wrote {DOCS}/monitor-fleet.svg, monitor-verdicts.svg, monitor-evidence.svg")

@@ -268,8 +268,7 @@ class MonitorApp(App):
 
     def action_seek(self, delta: float) -> None:
         if isinstance(self.source, Player):
-            at = self.position.at if self.position else 0.0
-            self.source.seek(at + delta)
+            self.source.seek_by(delta)
 
 
 # Every class that declares bindings, for the help screen and keymap validation.

@@ -313,6 +313,12 @@ class Player(_Runner):
         with self._lock:
             self._seek = min(max(0.0, at), self.length)
 
+    def seek_by(self, delta: float) -> None:
+        """Relative to the pending target, so quick repeated presses add up."""
+        with self._lock:
+            base = self._seek if self._seek is not None else self._at
+            self._seek = min(max(0.0, base + delta), self.length)
+
     @property
     def position(self) -> Position:
         return Position(self._at, self.length, self._paused)

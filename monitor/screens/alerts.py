@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import Footer, Header, Static
+from textual.widgets import Footer, Header
 
 from monitor.screens.base import LiveScreen
 from monitor.widgets.tables import AlertTable
@@ -20,7 +20,7 @@ class AlertsScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="summary")
+        yield self.summary_bar()
         yield self.filter_input()
         self.table = AlertTable(id="alerts")
         yield self.table
@@ -46,7 +46,7 @@ class AlertsScreen(LiveScreen):
         for key in [k for k in self.table._shown if k not in model.alerts]:
             self.table.remove_row(key)
             del self.table._shown[key]
-        self.query_one("#summary", Static).update(
+        self.summary.update(
             f"! {model.open_alerts} open  │ {len(model.alerts)} kept"
             + ("  │ read-only inspector mode" if self.app.inspector else "")
         )

@@ -7,7 +7,7 @@ from typing import ClassVar
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
-from textual.widgets import Input
+from textual.widgets import Input, Static
 
 from monitor.widgets.live_table import LiveTable
 
@@ -20,6 +20,12 @@ class LiveScreen(Screen):
     ]
 
     table: LiveTable
+
+    def summary_bar(self) -> Static:
+        # Kept by reference: a repaint racing the app's exit updates a detached widget
+        # harmlessly, where a query would raise.
+        self.summary = Static(id="summary")
+        return self.summary
 
     def filter_input(self) -> Input:
         return Input(placeholder="regex filter (Enter to apply, Esc to clear)", id="filter")
@@ -71,7 +77,7 @@ class LiveScreen(Screen):
 
     def ready(self) -> bool:
         """Screens resume before their table mounts its columns: paint nothing until then."""
-        return bool(self.table.columns)
+        return self.is_attached and bool(self.table.columns)
 
     def on_screen_resume(self) -> None:
         self.repaint(full=True)

@@ -8,7 +8,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label, Sparkline, Static
+from textual.widgets import DataTable, Footer, Header, Label, Sparkline
 
 from monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
 from monitor.screens.base import LiveScreen
@@ -22,16 +22,19 @@ class FleetScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="summary")
+        yield self.summary_bar()
         yield self.filter_input()
         self.table = FleetTable(id="fleet")
         yield self.table
+        self.detail_node = Label("", id="detail-node")
+        self.util_spark = Sparkline([], id="util-spark")
+        self.mm_spark = Sparkline([], id="mm-spark")
         with Horizontal(id="detail"):
-            yield Label("", id="detail-node")
+            yield self.detail_node
             yield Label("util %", classes="spark-label")
-            yield Sparkline([], id="util-spark")
+            yield self.util_spark
             yield Label("mismatch rate", classes="spark-label")
-            yield Sparkline([], id="mm-spark")
+            yield self.mm_spark
         yield Footer()
 
     def on_mount(self) -> None:
@@ -58,7 +61,7 @@ class FleetScreen(LiveScreen):
         counts = model.node_counts()
         eps = model.endpoints
         ep_text = "  ".join(f"{CONN_SYMBOL.get(s, '?')} {e} {s}" for e, s in eps.items())
-        self.query_one("#summary", Static).update(
+        self.summary.update(
             f"{len(model.nodes)} nodes  "
             f"{HEALTH_SYMBOL['ok']} {counts['ok']} ok  "
             f"{HEALTH_SYMBOL['flagged']} {counts['flagged']} flagged  "
@@ -81,9 +84,9 @@ class FleetScreen(LiveScreen):
         row = self.app.model.nodes.get(node) if node else None
         if row is None:
             return
-        self.query_one("#detail-node", Label).update(f"{row.node}: {row.gpu_names or '—'}")
-        self.query_one("#util-spark", Sparkline).data = list(row.util_hist)
-        self.query_one("#mm-spark", Sparkline).data = list(row.mismatch_hist)
+        self.detail_node.update(f"{row.node}: {row.gpu_names or '—'}")
+        self.util_spark.data = list(row.util_hist)
+        self.mm_spark.data = list(row.mismatch_hist)
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:

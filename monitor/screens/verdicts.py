@@ -11,7 +11,7 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Footer, Header, Static
+from textual.widgets import DataTable, Footer, Header
 
 from monitor.format import jsonable
 from monitor.model import VerdictEntry
@@ -39,7 +39,7 @@ class VerdictsScreen(LiveScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(id="summary")
+        yield self.summary_bar()
         yield self.filter_input()
         self.table = VerdictTable(id="verdicts")
         yield self.table
@@ -94,7 +94,7 @@ class VerdictsScreen(LiveScreen):
             if self.paused
             else "live"
         )
-        self.query_one("#summary", Static).update(
+        self.summary.update(
             f"{len(self.table._shown)} shown  │ {state}  │ window: {win}  │ "
             f"{model.verdicts_total} received"
         )

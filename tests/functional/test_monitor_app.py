@@ -209,3 +209,33 @@ def test_unreachable_endpoint_shows_lost_not_a_traceback():
             assert f"○ {ep} lost" in str(app.screen.query_one("#summary").render())
 
     asyncio.run(run())
+
+
+def test_playback_of_a_recorded_feed_with_seek(tmp_path):
+    """Record (raw frames, as the feed worker does), then review it in the app with seek."""
+    from fpmon.wire import encode
+    from monitor.feed import Recorder
+
+    rec = Recorder(tmp_path / "incident.fprec")
+    t0 = 1_790_000_000.0
+    for i in range(30):  # 30 s of a node; it starts mismatching at 20 s
+        rec.write(encode(synth.telemetry("replayed")), t=t0 + i)
+        status = "mismatch" if i >= 20 else "match"
+        rec.write(encode(synth.verdict("replayed", i, status, "dtype", "bfloat16")), t=t0 + i)
+    rec.close()
+    app = MonitorApp(MonitorConfig(refresh_s=0.1), play=str(tmp_path / "incident.fprec"))
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            await wait_for(pilot, lambda: "replayed" in app.model.nodes)
+            assert app.model.nodes["replayed"].health == "ok"  # 1x speed: still early on
+            await pilot.press("space")  # pause
+            await pilot.press("right_square_bracket", "right_square_bracket")  # +20 s
+            await wait_for(pilot, lambda: app.model.nodes["replayed"].health == "flagged")
+            assert "playback" in app.sub_title
+            await pilot.press(*["left_square_bracket"] * 3)  # back to the start: a fresh model
+            await wait_for(pilot, lambda: app.model.nodes.get("replayed") is None
+                           or app.model.nodes["replayed"].health == "ok")  # fmt: skip
+            assert app.model.verdicts_total <= 2
+
+    asyncio.run(run())
