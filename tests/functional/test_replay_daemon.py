@@ -355,3 +355,42 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
         for n in nodes:
             n.close()
         hub.stop()
+
+
+def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path) -> None:
+    node = ProverNode("busy")
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = []
+    for i in range(4):
+        c = node.make(e, e.encode(f"hidden work {i}"))
+        # Five times the time the declared work takes: something else shares the device.
+        commits.append(
+            Commit(
+                **{
+                    **c.to_map(),
+                    "prefill_s": c.prefill_s * 5 + 0.05,
+                    "decode_s": c.decode_s * 5 + 0.05,
+                }
+            )
+        )
+    doc = daemon_doc(
+        tmp_path, [node], timing={"min_samples": 3, "margin": 0.5, "capacity_window_s": 2.0}
+    )
+    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    try:
+        wait_subscribed([node], d)
+        for c in commits:
+            node.publish(c)
+        wait_verdicts(d.cfg.store, 4)
+        hidden = wait_alert(d, "suspected_hidden_work")
+        assert hidden["details"]["direction"] == "slower" and hidden["details"]["median_ratio"] > 2
+        assert "no interference profile" in hidden["details"]["explained_by"]
+        # The node's GPU (as its telemetry reports it) is fully busy, far beyond 4 requests.
+        for _ in range(20):  # 4 s of telemetry: two capacity windows
+            node.telemetry(gpus=[{"util": 100}])
+            time.sleep(0.2)
+        capacity = wait_alert(d, "undeclared_capacity")
+        assert capacity["details"]["busy_s"] > capacity["details"]["explained_s"]
+    finally:
+        stop(d, t)
+        node.close()
