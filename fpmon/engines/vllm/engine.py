@@ -297,6 +297,8 @@ class VLLMEngine:
                     )
         except BaseException:
             eng.abort_request(list(names), internal=True)
+            if self.capture:  # forget the aborted requests' probes
+                self._rpc("fpmon_take", list(names))
             raise
         finally:
             sched.fpmon_plan = None
