@@ -81,10 +81,6 @@ class Store:
             return True
         return False
 
-    def has_verdict(self, node: str, seq: int) -> bool:
-        q = "SELECT 1 FROM verdicts WHERE node=? AND seq=?"
-        return self.db.execute(q, (node, seq)).fetchone() is not None
-
     def verdicts(
         self, since_t: float = 0.0, node: str | None = None, since_sid: int = 0, limit: int = 1000
     ) -> list[dict[str, Any]]:
