@@ -1,0 +1,51 @@
+"""The replay daemon's unit passes `systemd-analyze verify` in a root laid out as installed."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "fpmon-replay.service"
+SYSTEM_UNITS = next(
+    (
+        p
+        for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+        if (p / "sysinit.target").exists()
+    ),
+    None,
+)
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None or SYSTEM_UNITS is None,
+    reason="systemd-analyze is not installed (apt-get install systemd)",
+)
+
+
+def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    root = tmp_path / "root"
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    exe = root / "opt/fpmon/.venv/bin/fpmon"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    unit = root / "etc/systemd/system/fpmon-replay.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text(text)
+    return subprocess.run(
+        ["systemd-analyze", "verify", f"--root={root}", "/etc/systemd/system/fpmon-replay.service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_unit_verifies_clean_and_a_typo_is_seen(tmp_path: Path) -> None:
+    text = UNIT.read_text()
+    ok = verify(tmp_path / "a", text)
+    assert ok.returncode == 0 and "fpmon-replay" not in ok.stderr, ok.stderr
+    assert "\nPrivateDevices=" not in text  # it would hide the reference GPU
+    bad = verify(tmp_path / "b", text.replace("Restart=on-failure", "Restartt=on-failure"))
+    assert "Restartt" in bad.stderr
