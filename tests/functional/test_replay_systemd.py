@@ -6,22 +6,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+# Same installed-root layout and skip rule (no systemd-analyze) as the agent's unit test.
+from tests.functional.test_agent_systemd import SYSTEM_UNITS, pytestmark  # noqa: F401
 
 UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "fpmon-replay.service"
-SYSTEM_UNITS = next(
-    (
-        p
-        for p in (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
-        if (p / "sysinit.target").exists()
-    ),
-    None,
-)
-
-pytestmark = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None or SYSTEM_UNITS is None,
-    reason="systemd-analyze is not installed (apt-get install systemd)",
-)
 
 
 def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
