@@ -84,6 +84,7 @@ def make_engine(args: argparse.Namespace, progress: Any = None) -> Any:
             attn_impl=args.attn,
             device=args.device,
             compiled=args.compile,
+            progress=progress,
         )
     from fpmon.engines.hf import HFEngine
 
