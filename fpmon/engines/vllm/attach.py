@@ -89,7 +89,10 @@ class ServerTap:
             attn_impl="sdpa",
             batch_size=batch_size,
             slot=slot,
-            extra={"vllm_attention_backend": info["attention_backend"]},
+            extra={
+                "vllm_attention_backend": info["attention_backend"],
+                "omp_threads": int(info.get("omp_threads", 0)),
+            },
         )
 
     def _need_info(self) -> dict[str, Any]:

@@ -159,7 +159,12 @@ class VLLMEngine:
             device="cpu",
             dtype=real_dtype,
             attn_impl="sdpa",
-            extra={"vllm_attention_backend": internals.attention_backend(self.llm)},
+            # vLLM's CPU worker pinned torch's OpenMP threads in this process: float32
+            # reductions may split by thread count, so the count is part of the setup.
+            extra={
+                "vllm_attention_backend": internals.attention_backend(self.llm),
+                "omp_threads": torch.get_num_threads(),
+            },
         )
         self._hooks: tuple[tuple[int, ...], int] | None = None
         self._tag = uuid.uuid4().hex[:8]

@@ -91,6 +91,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
             "dtype": str(cfg.model_config.dtype).removeprefix("torch."),
             "layers": [int(x) for x in layers],
             "attention_backend": str(runner.attn_groups[0][0].backend.get_name()),
+            "omp_threads": int(torch.get_num_threads()),
             "config": self._fpmon_config(),
         }
 
