@@ -271,6 +271,24 @@ class MonitorApp(App):
             self.source.seek_by(delta)
 
 
+def tune_gc() -> None:
+    """Keep the garbage collector's full passes out of the repaint path (the CLI calls this).
+
+    A live fleet keeps ~100k objects churning through the oldest generation (verdict feed,
+    table cells); CPython's full collection over them took 100-300 ms every ~2 s here
+    (bench/monitor_load.py), which is the whole repaint budget. Startup objects (modules,
+    Textual's classes) are frozen out of collection, and a full pass waits for 1,000 young
+    ones instead of 10: still every few minutes, so cyclic garbage stays bounded, while most
+    garbage is freed at once by reference counting anyway.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    t0, t1, _ = gc.get_threshold()
+    gc.set_threshold(t0, t1, 1000)
+
+
 # Every class that declares bindings, for the help screen and keymap validation.
 BINDING_CLASSES: tuple[type, ...] = (
     MonitorApp, LiveScreen, FleetScreen, VerdictsScreen, AlertsScreen, EvidenceScreen,

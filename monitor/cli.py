@@ -73,10 +73,12 @@ def run_dashboard(args: argparse.Namespace) -> int:
             "nothing to watch: give --config monitor.toml (see deploy/monitor.example.toml), "
             "--endpoint tcp://HOST:PORT, or run `fpmon demo`"
         )
-    from monitor.app import MonitorApp, check_keymap
+    from monitor.app import MonitorApp, check_keymap, tune_gc
 
     check_keymap(cfg.keymap)
-    MonitorApp(cfg, play=play).run()
+    app = MonitorApp(cfg, play=play)
+    tune_gc()
+    app.run()
     return 0
 
 

@@ -392,12 +392,13 @@ def run(args: argparse.Namespace) -> int:
                         f"attributions {n['attributions']} (expected: {n['expect']})"
                     )
             return 0
-        from monitor.app import MonitorApp
+        from monitor.app import MonitorApp, tune_gc
 
         cfg = fleet.monitor_config()
         cfg.theme = theme
         app = MonitorApp(cfg, problems=fleet.problems)
         app.title = "fpmon demo"
+        tune_gc()
         app.run()
         return 0
     finally:

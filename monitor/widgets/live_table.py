@@ -18,12 +18,22 @@ from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
 from textual.binding import Binding, BindingType
+from textual.cache import LRUCache
 from textual.widgets import DataTable
+
+CELL_CACHE = 4000  # about four screens of cells
+LINE_CACHE = 400
 
 
 @lru_cache(maxsize=256)
 def _style(spec: str) -> Style:
     return Style.parse(spec) if spec else Style.null()
+
+
+@lru_cache(maxsize=16384)
+def _meta(row: int, column: int) -> Style:
+    # The mouse maps clicks through this meta; building it pickles a dict every time.
+    return Style.from_meta({"row": row, "column": column})
 
 
 class Cell:
@@ -80,7 +90,7 @@ class LiveTable(DataTable):
     """Subclasses set COLUMNS and implement `cells(record)` and `search_text(record)`."""
 
     COLUMNS: tuple[Column, ...] = ()
-    OFFSCREEN_BUDGET = 32
+    OFFSCREEN_BUDGET = 16
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", id="table.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="table.sort_reverse"),
@@ -94,6 +104,14 @@ class LiveTable(DataTable):
         self.sort_reverse = False
         self._shown: dict[str, dict[str, Any]] = {}  # row key -> column key -> cell as painted
         self._stale: set[str] = set()  # off-screen rows changed since they were painted
+        # DataTable keys its render caches by an update count that every update_cell bumps,
+        # so in a live table nearly every cached entry is dead. Its defaults (10,000 cells,
+        # 1,000 rows/lines) kept ~150k objects alive here, and the garbage collector's full
+        # passes over them took 100-300 ms (bench/monitor_load.py): size them to a screen.
+        self._cell_render_cache = LRUCache(CELL_CACHE)
+        self._row_render_cache = LRUCache(LINE_CACHE)
+        self._row_renderable_cache = LRUCache(LINE_CACHE)
+        self._line_cache = LRUCache(LINE_CACHE)
         self.palette: dict[str, str] = {}
 
     def _render_cell(
@@ -141,7 +159,7 @@ class LiveTable(DataTable):
             self.cursor_foreground_priority == "css",
             self.cursor_background_priority == "css",
         )
-        pre = base_style + Style.from_meta({"row": row_index, "column": column_index})
+        pre = base_style + _meta(row_index, column_index)
         pre += component_style
         pad = min(self.cell_padding, width // 2)
         text = set_cell_size(value.text, max(0, width - 2 * pad))
@@ -214,6 +232,7 @@ class LiveTable(DataTable):
         fleet costs what the visible rows cost (nvitop/k9s do the same). Returns cells written.
         """
         writes = 0
+        resort = False
         visible = [c.key for c in self.COLUMNS if c.key not in self.hidden]
         on_screen = self.visible_keys() if lazy else None
         budget = self.OFFSCREEN_BUDGET
@@ -239,16 +258,18 @@ class LiveTable(DataTable):
                 self.add_row(*(new[k] for k in visible), key=key)
                 self._shown[key] = new
                 writes += len(visible)
+                resort = True
                 continue
             for k in visible:
                 if new[k] != shown.get(k):
                     self.update_cell(key, k, new[k])
                     writes += 1
+                    resort = resort or k == self.sort_col
             self._shown[key] = new
         if limit is not None:
             self.trim(limit)
-        if self.sort_col and writes:
-            self._apply_sort()
+        if resort and self.sort_col:
+            self._apply_sort()  # only when rows came or the sorted column's values moved
         return writes
 
     def trim(self, limit: int) -> None:
