@@ -12,10 +12,28 @@ from typing import Any
 
 import zmq
 
-from fpmon.setups import Setup
 from fpmon.wire import Alert, Commit, Message, Telemetry, Verdict, encode
 
-DECLARED = Setup(dtype="float32", attn_impl="sdpa", batch_size=1).to_map()
+# A declared setup as an agent's commit carries it. Written out (not Setup().to_map()) so the
+# snapshot tests do not change whenever the core's Setup gains a field.
+DECLARED: dict[str, Any] = {
+    "engine": "hf",
+    "engine_version": "5.19.0",
+    "torch_version": "2.13.0+cpu",
+    "cuda_version": "",
+    "device": "cpu",
+    "gpu_name": "",
+    "dtype": "float32",
+    "attn_impl": "sdpa",
+    "sdpa_backend": "default",
+    "compiled": False,
+    "batch_size": 1,
+    "slot": 0,
+    "tp": 1,
+    "pp": 1,
+    "quantization": "none",
+    "extra": {},
+}
 
 
 def telemetry(node: str, gpus: int = 8, util: float = 50.0, t: float | None = None) -> Telemetry:
