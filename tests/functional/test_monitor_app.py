@@ -239,3 +239,21 @@ def test_playback_of_a_recorded_feed_with_seek(tmp_path):
             assert app.model.verdicts_total <= 2
 
     asyncio.run(run())
+
+
+def test_command_palette_and_keymap_rebinding(tmp_path):
+    cfg = MonitorConfig(refresh_s=0.1, keymap={"verdicts": "f2", "alerts": "f3"})
+    app = MonitorApp(cfg, start_feed=False)
+
+    async def run():
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("f2")  # rebound from "2" by the config's [keymap]
+            await wait_for(pilot, lambda: app.current_mode == "verdicts")
+            await pilot.press("ctrl+p")
+            await pilot.pause(0.3)
+            await pilot.press(*"Alerts")
+            await pilot.pause(0.5)
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.current_mode == "alerts")
+
+    asyncio.run(run())
