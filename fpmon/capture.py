@@ -39,7 +39,7 @@ def record_from_row(
         t_end=t_end,
         model=engine.model_name,
         weights_digest=engine.weights_digest,
-        setup=engine.setup.replace(batch_size=batch, slot=row),
+        setup=engine.setup.replace(batch_size=batch, slot=row, cpu_threads=_cpu_threads(engine)),
         prompt_ids=list(prompt_ids),
         output_ids=list(result.rows[row].output_ids),
         schedule=result.schedule,
@@ -47,6 +47,14 @@ def record_from_row(
         layers=list(probes.layers),
         timings={"prefill_s": result.prefill_s, "decode_s": result.decode_s},
     )
+
+
+def _cpu_threads(engine: Engine) -> int:
+    if engine.setup.device != "cpu":
+        return 0
+    import torch
+
+    return int(torch.get_num_threads())
 
 
 def capture_prompts(

@@ -5,6 +5,9 @@ The verifier and the lab both call this, with the same probe code the prover ran
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, Engine, ProbeSpec
 from fpmon.engines.batching import build_rows
@@ -35,6 +38,35 @@ def replay_record(
         )
     if sched.get("kind") != "static":
         raise FpmonError(f"cannot rebuild a {sched.get('kind')!r} schedule with this engine")
+    with _declared_threads(engine, record):
+        return _replay_static(engine, record, batch_size, slot, co_batched)
+
+
+@contextmanager
+def _declared_threads(engine: Engine, record: Record) -> Iterator[None]:
+    """Run a CPU replay with the thread count the record declares (it moves float32 numerics)."""
+    want = record.setup.cpu_threads
+    if want <= 0 or engine.setup.device != "cpu":
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(want)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _replay_static(
+    engine: Engine,
+    record: Record,
+    batch_size: int | None,
+    slot: int | None,
+    co_batched: dict[int, list[int]] | None,
+) -> Record:
+    sched = record.schedule
     declared_bs = record.setup.batch_size
     bs = batch_size or declared_bs
     sl = record.setup.slot if slot is None else slot

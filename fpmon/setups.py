@@ -26,6 +26,7 @@ NUMERIC_FIELDS = (
     "tp",
     "pp",
     "quantization",
+    "cpu_threads",
 )
 
 
@@ -48,6 +49,9 @@ class Setup:
     tp: int = 1
     pp: int = 1
     quantization: str = "none"
+    # torch's intra-op threads, on the CPU only (0 elsewhere): float32 reductions split by
+    # thread count, so an honest CPU node and its verifier must agree on it (measured here).
+    cpu_threads: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -110,3 +110,39 @@ def test_ragged_batch_left_padded_is_repeatable() -> None:
     a, b = eng.run_batch(req), eng.run_batch(req)
     assert a.schedule["padding"] == "left"
     assert a.rows[0].probes == b.rows[0].probes and a.rows[1].probes == b.rows[1].probes
+
+
+def test_cpu_threads_are_declared_and_replayed() -> None:
+    # float32 reductions split by torch's thread count on this CPU: the setup carries the
+    # count and replay runs with the declared one, whatever the verifier process uses.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        two = _capture("float32")
+        torch.set_num_threads(1)
+        one = _capture("float32")
+        assert (two.setup.cpu_threads, one.setup.cpu_threads) == (2, 1)
+        assert not compare_records(two, one).identical
+        again = replay_record(tiny_engine("float32"), two)
+        assert torch.get_num_threads() == 1, "replay must restore the process's thread count"
+        assert again.setup.cpu_threads == 2
+        assert again.probes == two.probes
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_greedy_violations_catch_served_tokens_the_logits_did_not_choose() -> None:
+    import dataclasses
+
+    from fpmon.compare import greedy_violations
+
+    r = _capture(steps=6)
+    assert greedy_violations(r) == []
+    top = r.probes["logits.topk.ids"].raw()
+    forged = list(r.output_ids)
+    forged[3] = int(top[3][-1])  # the 8th-best token, not the greedy one
+    replayed = replay_record(tiny_engine(), dataclasses.replace(r, output_ids=forged))
+    # Teacher forcing feeds the forged token: the replay computes honestly on it ...
+    assert replayed.output_ids == forged
+    # ... and the replayed logits show that token was not their choice.
+    assert greedy_violations(replayed) == [3]
