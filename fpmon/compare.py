@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from fpmon.errors import FpmonError
-from fpmon.records import TOPK_IDS, Record
+from fpmon.records import TOPK_IDS, TOPK_VALUES, Record
 from fpmon.tensors import Blob
 
 
@@ -122,3 +122,23 @@ def compare_records(a: Record, b: Record) -> Comparison:
         for name in sorted(a.probes, key=_probe_order)
     ]
     return Comparison(all(p.identical for p in diffs), diffs, notes)
+
+
+def greedy_violations(record: Record) -> list[int]:
+    """Positions whose output token is not the greedy choice of the record's own logits.
+
+    Teacher-forced replay feeds the recorded tokens on both sides, so it checks the computation
+    but not that the served tokens came from it: this closes that gap for greedy decoding.
+    A token tied with the top logit counts as greedy (argmax and top-k may break ties apart).
+    """
+    ids, vals = record.probes.get(TOPK_IDS), record.probes.get(TOPK_VALUES)
+    if ids is None or vals is None:
+        return []
+    top_ids, top_vals = ids.raw(), vals.as_float64()
+    bad = []
+    for pos, token in enumerate(record.output_ids[: len(top_ids)]):
+        best = top_vals[pos].max()
+        tied = {int(i) for i, v in zip(top_ids[pos], top_vals[pos], strict=True) if v == best}
+        if token not in tied:
+            bad.append(pos)
+    return bad

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpmon.compare import Comparison, compare_records
+from fpmon.compare import Comparison, compare_records, greedy_violations
 from fpmon.errors import FpmonError
 from fpmon.records import TOPK_IDS, Record
 from fpmon.reproduce import replay_record
@@ -175,8 +175,17 @@ class Judge:
             evidence["over_band"] = over
         else:
             status = "mismatch"
+        not_greedy = greedy_violations(rep)
+        if not_greedy and status != "mismatch":
+            # The computation replayed, but the tokens served are not what it chose.
+            status = "mismatch"
+            evidence["not_greedy"] = not_greedy
+            reason = (
+                f"served tokens at positions {', '.join(map(str, not_greedy[:8]))} are not the "
+                "greedy choice of the replayed logits"
+            )
         attribution: list[dict[str, Any]] = []
-        if status == "mismatch" and self.options.attribution:
+        if status == "mismatch" and not not_greedy and self.options.attribution:
             o = self.options
             attribution = attribute(
                 self.engines, rec, o.fields, o.batch_sizes, o.max_candidates, comp

@@ -100,6 +100,45 @@ def test_other_weights_and_unknown_engines_are_unverifiable(node) -> None:
     swapped = dataclasses.replace(rec, weights_digest="f" * 64)
     v = judge_with().judge(c, swapped.encode()).verdict
     assert v.status == "unverifiable" and "weights" in v.reason
-    c2 = node.make(e, e.encode("vllm"), declare={"engine": "vllm"})
+    c2 = node.make(e, e.encode("tgi"), declare={"engine": "tgi"})
     v2 = judge_with().judge(c2, node.records[c2.seq]).verdict
-    assert v2.status == "unverifiable" and "vllm" in v2.reason
+    assert v2.status == "unverifiable" and "tgi" in v2.reason
+
+
+def test_served_tokens_must_be_the_greedy_choice() -> None:
+    from fpmon.capture import capture_prompts
+    from fpmon.engines.base import ProbeSpec
+    from fpmon.wire import Commit
+
+    eng = tiny_engine()
+    rec = capture_prompts(eng, ["The treaty requires"], decode_steps=4, probes=ProbeSpec((1,)))[0]
+
+    def commit_for(r: Record) -> Commit:
+        return Commit(
+            node=r.node,
+            t=0.0,
+            seq=r.seq,
+            request_id=r.request_id,
+            record_digest=r.digest(),
+            chain=b"\0" * 32,
+            setup=r.setup.to_map(),
+            model=r.model,
+            prompt_tokens=len(r.prompt_ids),
+            output_tokens=len(r.output_ids),
+        )
+
+    judge = judge_with()
+    assert judge.judge(commit_for(rec), rec.encode()).verdict.status == "match"
+    top = rec.probes["logits.topk.ids"].raw()
+    # A node that computed honestly on tokens it did not choose greedily (it sampled, or
+    # swapped in an answer): its probes are consistent with the tokens it fed.
+    from fpmon.reproduce import replay_record
+
+    lied = dataclasses.replace(
+        rec, output_ids=[*rec.output_ids[:2], int(top[2][-1]), *rec.output_ids[3:]]
+    )
+    forged = replay_record(eng, lied)
+    v = judge.judge(commit_for(forged), forged.encode()).verdict
+    assert v.status == "mismatch"
+    # Position 2 first; later original tokens no longer follow from the changed context.
+    assert v.evidence["not_greedy"][0] == 2 and "greedy" in v.reason
