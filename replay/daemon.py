@@ -32,7 +32,7 @@ from fpmon.wire import (
 from replay import calibration as calibration_mod
 from replay.chains import Break
 from replay.config import ReplayConfig
-from replay.engines import EngineCache, Factory, hf_factory
+from replay.engines import EngineCache, Factory, reference_factory
 from replay.intake import Intake
 from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from replay.metrics import Metrics
@@ -78,7 +78,7 @@ def _profile(cfg: ReplayConfig) -> dict[str, Any] | None:
 
 
 class ReplayDaemon:
-    def __init__(self, cfg: ReplayConfig, engine_factory: Factory = hf_factory) -> None:
+    def __init__(self, cfg: ReplayConfig, engine_factory: Factory = reference_factory) -> None:
         self.cfg = cfg
         self.limits = Limits(max_bytes=cfg.max_message_bytes)
         self.store = Store(cfg.store)

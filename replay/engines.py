@@ -14,7 +14,8 @@ from typing import Any
 from fpmon.errors import FpmonError
 from fpmon.setups import Setup
 
-EngineKey = tuple[str, str, str, bool, str]
+EngineKey = tuple[str, str, str, str, bool, str]
+REPLAY_ENGINES = ("hf", "vllm")
 Factory = Callable[[str, Setup, str], Any]
 
 
@@ -35,6 +36,19 @@ def hf_factory(spec: str, setup: Setup, device: str) -> Any:
     )
 
 
+def reference_factory(spec: str, setup: Setup, device: str) -> Any:
+    """The engine a record declares: HF, or vLLM for records whose schedule vLLM ran.
+
+    vLLM hosts one engine per process (FACTS.md) and changes the host's torch settings: a
+    verifier of vLLM nodes runs its own daemon for them, apart from its HF daemon.
+    """
+    if setup.engine == "vllm":
+        from fpmon.engines.vllm import VLLMEngine
+
+        return VLLMEngine(spec, dtype=setup.dtype, attn_impl=setup.attn_impl, device=device)
+    return hf_factory(spec, setup, device)
+
+
 def device_class(setup: Setup) -> str:
     """What a node's setup ran on, in the calibration's terms: the GPU model, or `cpu`."""
     return setup.gpu_name or setup.device
@@ -45,7 +59,7 @@ class EngineCache:
         self,
         models: dict[str, str],
         device: str = "cpu",
-        factory: Factory = hf_factory,
+        factory: Factory = reference_factory,
         max_engines: int = 8,
     ) -> None:
         self.models = dict(models)
@@ -72,13 +86,23 @@ class EngineCache:
                 f"({', '.join(sorted(self.models)) or 'none'}); add it to "
                 "[models] with a local folder to verify it"
             )
-        if setup.engine != "hf":
-            raise Unverifiable(f"engine {setup.engine!r}: this verifier replays hf records only")
+        if setup.engine not in REPLAY_ENGINES:
+            raise Unverifiable(
+                f"engine {setup.engine!r}: this verifier replays {' and '.join(REPLAY_ENGINES)} "
+                "records only"
+            )
         if setup.quantization != "none" or setup.tp != 1 or setup.pp != 1:
             raise Unverifiable(
                 f"setup {setup.summary()} (quantization/TP/PP) has no reference engine here"
             )
-        key = (model, setup.dtype, setup.attn_impl, setup.compiled, setup.sdpa_backend)
+        key = (
+            model,
+            setup.engine,
+            setup.dtype,
+            setup.attn_impl,
+            setup.compiled,
+            setup.sdpa_backend,
+        )
         with self._lock:
             engine = self._engines.get(key)
             if engine is None:

@@ -233,3 +233,38 @@ def test_model_vllm_cannot_load(tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelError, match="vLLM cannot load the model"):
         VLLMEngine(str(bad), dtype="bfloat16")
+
+
+def test_replay_daemon_judges_vllm_records(engine, loaded):
+    """The verifier's judge replays a vLLM record through its engine cache: the honest record
+    matches; one whose served tokens are not the greedy choice is a mismatch."""
+    from fpmon.wire import Commit
+    from replay.calibration import Calibration
+    from replay.engines import EngineCache
+    from replay.judge import Judge, JudgeOptions
+
+    def session_engine(spec, setup, device):
+        assert setup.engine == "vllm" and setup.dtype == "bfloat16"
+        return engine  # vLLM hosts one engine per process: the suite's real one
+
+    judge = Judge(
+        EngineCache({"tiny": "tiny"}, factory=session_engine), Calibration(), JudgeOptions(False)
+    )
+    rec = loaded[1]
+    commit = Commit(
+        node=rec.node,
+        t=0.0,
+        seq=rec.seq,
+        request_id=rec.request_id,
+        record_digest=rec.digest(),
+        chain=b"\0" * 32,
+        setup=rec.setup.to_map(),
+        model=rec.model,
+        prompt_tokens=len(rec.prompt_ids),
+        output_tokens=len(rec.output_ids),
+    )
+    verdict = judge.judge(commit, rec.encode()).verdict
+    assert verdict.status == "match", verdict.reason
+    forged = dataclasses.replace(rec, output_ids=[*rec.output_ids[:-1], rec.output_ids[-1] + 1])
+    commit = dataclasses.replace(commit, record_digest=forged.digest())
+    assert judge.judge(commit, forged.encode()).verdict.status == "mismatch"
