@@ -48,7 +48,16 @@ def submit(
             prompt=prompt,
             max_tokens=max_tokens,
         )
-        sock.send_multipart(encode(req))
+        # A DEALER blocks on send while it has no live pipe (a refused Curve handshake tears
+        # the pipe down until the next reconnect): bound the send as well as the reply.
+        sock.sndtimeo = int(timeout_s * 1000)
+        try:
+            sock.send_multipart(encode(req))
+        except zmq.Again:
+            raise FpmonError(
+                f"no reply from {endpoint} within {timeout_s:g} s: could not even send "
+                "(is the agent running there, and is this client's key in its allowlist?)"
+            ) from None
         if not sock.poll(int(timeout_s * 1000)):
             raise FpmonError(
                 f"no reply from {endpoint} within {timeout_s:g} s: is the agent running there"

@@ -71,13 +71,16 @@ def raw_open(
         setattr(sock, k, v)
     sock.connect(endpoint)
     req = {"v": 1, "node": "verifier", "t": time.time(), "seq": seq, "nonce": b"n%d" % seq}
-    sock.send_multipart([b"open", msgpack.packb(req, use_bin_type=True)])
+    sock.sndtimeo = int(timeout_s * 1000)  # no live pipe (refused handshake) blocks a DEALER
     try:
+        sock.send_multipart([b"open", msgpack.packb(req, use_bin_type=True)])
         if not sock.poll(int(timeout_s * 1000)):
             return None
         topic, payload = sock.recv_multipart()
         assert topic == b"opened"
         return msgpack.unpackb(payload, raw=False)
+    except zmq.Again:
+        return None
     finally:
         sock.close()
 
