@@ -11,9 +11,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpmon.wire import Commit, Head, Telemetry, WireError
+from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
-from replay import ingest
 from replay.chains import ANCHORED, DUPLICATE, Break, ChainChecker
 from replay.sampling import Sampler
 
@@ -80,7 +79,7 @@ class Intake:
                 return
             via = owner
         try:
-            msg = ingest.decode(frames, self.limits, TOPICS)
+            msg = decode(frames, self.limits, TOPICS)
         except WireError as e:
             self.reject(via, e.reason)
             return

@@ -1,4 +1,5 @@
-"""The compiled commit/head decoder agrees with fpmon.wire.decode on valid and hostile input."""
+"""The wire schema's compiled field checks agree with the plain reference walker, on valid and
+hostile input (the compiled path is what keeps replay ingest above 50,000 commits/s)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from fpmon.setups import Setup
 from fpmon.wire import Commit, Head, Limits, Telemetry, WireError, decode, encode
-from replay import ingest
+from fpmon.wire.codec import unpack
+from fpmon.wire.messages import MESSAGE_TYPES, SchemaError, reference_from_map
 
 LIMITS = Limits()
 
@@ -61,9 +63,23 @@ def mutations() -> list[list[bytes]]:
     return out
 
 
+def reference_decode(frames: list[bytes], limits: Limits, expect: tuple[str, ...]) -> object:
+    """`fpmon.wire.decode` with the plain walker in place of the compiled checks."""
+    if len(frames) != 2:
+        raise WireError("frame_count", f"{len(frames)} frames, expected 2 (topic, payload)")
+    cls = MESSAGE_TYPES[frames[0].decode()]
+    m = unpack(frames[1], limits)
+    try:
+        return reference_from_map(cls, m)
+    except SchemaError as e:
+        raise WireError("schema", str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise WireError("schema", f"{cls.TOPIC}: {e}") from None
+
+
 @pytest.mark.parametrize("frames", mutations())
-def test_fast_and_generic_decoders_agree(frames: list[bytes]) -> None:
-    assert outcome(ingest.decode, frames) == outcome(decode, frames)
+def test_compiled_checks_agree_with_the_reference_walker(frames: list[bytes]) -> None:
+    assert outcome(decode, frames) == outcome(reference_decode, frames)
 
 
 def test_valid_messages_of_every_ingest_topic() -> None:
@@ -73,10 +89,10 @@ def test_valid_messages_of_every_ingest_topic() -> None:
         Telemetry(node="n", t=3.0, gpus=[], host={"cpu": 1.0}, source="host"),
     ]
     for m in msgs:
-        assert ingest.decode(encode(m), LIMITS, ("commit", "head", "telemetry")) == m
+        assert decode(encode(m), LIMITS, ("commit", "head", "telemetry")) == m
 
 
 def test_topic_not_expected_is_refused() -> None:
     with pytest.raises(WireError) as e:
-        ingest.decode(encode(Commit(**commit_map())), LIMITS, ("head",))
+        decode(encode(Commit(**commit_map())), LIMITS, ("head",))
     assert e.value.reason == "unknown_topic"
