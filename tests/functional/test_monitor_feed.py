@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from fpmon.wire import StateReply
+from fpmon.wire import StateReply, encode
 from monitor import synth
 from monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
 from monitor.model import FleetModel
@@ -116,3 +116,42 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         assert out.returncode == 2, (args, out.stdout, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr, (args, out.stderr)
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_feed_over_curve(tmp_path):
+    """Outside loopback the monitor is a CurveZMQ client: config from a zmq.auth certificate,
+    messages arrive encrypted; a client without the server's key gets nothing."""
+    import zmq
+    import zmq.auth
+
+    from monitor.config import parse_config
+
+    server_pub, server_sec = zmq.curve_keypair()
+    _, client_secret_file = zmq.auth.create_certificates(tmp_path, "monitor")
+    cfg = parse_config(
+        {"curve": {"server_key": server_pub.decode(), "client_keys": str(client_secret_file)}}
+    )
+    ctx = zmq.Context.instance()
+    pub = ctx.socket(zmq.PUB)
+    pub.linger = 0
+    pub.curve_server = True
+    pub.curve_secretkey = server_sec
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    ep = f"tcp://127.0.0.1:{port}"
+    good, plain = Inbox(), Inbox()
+    feeds = [Feed(good, [ep], curve=cfg.curve), Feed(plain, [ep])]
+    for f in feeds:
+        f.start()
+    try:
+
+        def arrived(g):
+            pub.send_multipart(encode(synth.telemetry("secret-node")))
+            return any(getattr(x, "node", "") == "secret-node" for x in g)
+
+        collect(good, arrived)
+        got = plain.drain()
+        assert not any(getattr(x, "node", "") == "secret-node" for x in got)
+    finally:
+        for f in feeds:
+            f.stop()
+        pub.close(0)
