@@ -24,6 +24,9 @@ from fpmon.tensors import Blob
 
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
 
+# Step logits kept for the batched top-k before a chunk is reduced (bytes on the device).
+_PENDING_LOGITS_BYTES = 256 << 20
+
 
 def _sdpa_context(backend: str) -> AbstractContextManager[Any]:
     if backend == "default":
@@ -117,6 +120,22 @@ class HFEngine:
                     f"layer {bad[0]} is out of range: this model has layers 0 to "
                     f"{self.num_layers - 1}"
                 )
+        if req.forced is not None:
+            if len(req.forced) != len(req.rows):
+                raise FpmonError(
+                    f"teacher forcing names {len(req.forced)} rows for a batch of {len(req.rows)}"
+                )
+            short = [
+                r
+                for r, row in enumerate(req.forced)
+                if row is not None and len(row) <= req.decode_steps
+            ]
+            if short:
+                raise FpmonError(
+                    f"row {short[0]} is forced with fewer than the {req.decode_steps + 1} tokens "
+                    f"that {req.decode_steps} decode steps consume: the record's output is shorter "
+                    f"than its declared decode steps"
+                )
         for r in req.probe_rows:
             if not 0 <= r < len(req.rows):
                 raise FpmonError(f"probe row {r} is outside a batch of {len(req.rows)}")
@@ -152,13 +171,34 @@ class HFEngine:
         hidden: list[torch.Tensor] = []
         top_vals: list[torch.Tensor] = []
         top_ids: list[torch.Tensor] = []
-        forced = None
+        pending: list[torch.Tensor] = []
+        pending_bytes = 0
+        # Teacher forcing as one select per step (not a write per row): replay stays launch-lean.
+        forced_ids = forced_rows = None
         if req.forced is not None:
-            forced = req.forced
+            n = req.decode_steps + 1
+            forced_rows = torch.tensor([row is not None for row in req.forced], device=dev)
+            forced_ids = torch.tensor(
+                [list(row[:n]) if row is not None else [0] * n for row in req.forced],
+                device=dev,
+                dtype=torch.long,
+            )
         cache = DynamicCache(config=model.config)
         steps: list[torch.Tensor] = []
 
+        def reduce_pending() -> None:
+            nonlocal pending_bytes
+            if not pending:
+                return
+            chunk = torch.stack(pending, dim=1)[probe_idx]
+            v, i = torch.topk(chunk, probes.topk, dim=-1)
+            top_vals.append(v)
+            top_ids.append(i)
+            pending.clear()
+            pending_bytes = 0
+
         def forward(input_ids: torch.Tensor, step: int) -> torch.Tensor:
+            nonlocal pending_bytes
             out = self._base(
                 input_ids=input_ids,
                 attention_mask=mask,
@@ -169,16 +209,15 @@ class HFEngine:
             h = out.last_hidden_state[:, -1:, :]
             last = self._head(h)[:, -1, :]
             if probes and probes.hidden:
-                hidden.append(h[probe_idx, -1, :])
+                hidden.append(h)
             if probes and probes.logits:
-                v, i = torch.topk(last[probe_idx], probes.topk, dim=-1)
-                top_vals.append(v)
-                top_ids.append(i)
+                pending.append(last)
+                pending_bytes += last.numel() * last.element_size()
+                if pending_bytes >= _PENDING_LOGITS_BYTES:
+                    reduce_pending()
             nxt = last.argmax(dim=-1)
-            if forced is not None:
-                for r, row in enumerate(forced):
-                    if row is not None:
-                        nxt[r] = row[step]
+            if forced_ids is not None:
+                nxt = torch.where(forced_rows, forced_ids[:, step], nxt)
             return nxt
 
         with _sdpa_context(self.sdpa_backend):
@@ -197,6 +236,8 @@ class HFEngine:
             self._sync()
             t2 = time.perf_counter()
 
+        if probes and probes.logits:
+            reduce_pending()
         # One copy off the device, at the end.
         tokens = torch.stack(steps, dim=1).cpu().tolist()
         rows: dict[int, RowResult] = {ri: RowResult(tokens[ri]) for ri in req.probe_rows}
@@ -207,10 +248,10 @@ class HFEngine:
                     k = cache.layers[layer].keys[probe_idx, :, width - 1 :, :]
                     stacked[key_probe(layer)] = k.permute(0, 2, 1, 3).flatten(2)
             if hidden:
-                stacked[HIDDEN_PROBE] = torch.stack(hidden, dim=1)
+                stacked[HIDDEN_PROBE] = torch.cat(hidden, dim=1)[probe_idx]
             if top_vals:
-                stacked[TOPK_VALUES] = torch.stack(top_vals, dim=1)
-                stacked[TOPK_IDS] = torch.stack(top_ids, dim=1)
+                stacked[TOPK_VALUES] = torch.cat(top_vals, dim=1)
+                stacked[TOPK_IDS] = torch.cat(top_ids, dim=1)
             host = {name: t.cpu() for name, t in stacked.items()}
             for j, ri in enumerate(req.probe_rows):
                 rows[ri].probes = {name: Blob.from_torch(t[j]) for name, t in host.items()}
