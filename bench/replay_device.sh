@@ -3,7 +3,7 @@
 # (tiny model), an interference profile (tiny and a 1.5B-shaped model) and the gpu-marked test.
 #   bash bench/replay_device.sh            # results also under $OUT when set
 set -u
-export TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD"
+export TRANSFORMERS_VERBOSITY=error TOKENIZERS_PARALLELISM=false PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 OUT=${OUT:-/tmp/fpmon-replay-device}
 mkdir -p "$OUT"

@@ -60,7 +60,13 @@ def register(sub: Any) -> None:
     i.add_argument("--model", help="model spec to load (default: the record's model name)")
     i.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
     i.add_argument("--intensities", default="0.25,0.5,1.0", help="duty cycles in (0, 1]")
-    i.add_argument("--repeats", type=int, default=5)
+    i.add_argument(
+        "--kinds",
+        default="compute,memory,process",
+        help="side work: compute (matmuls, another stream), memory (HBM copies, another "
+        "stream), process (matmuls in another process)",
+    )
+    i.add_argument("--repeats", type=int, default=5, help="timed replays per condition")
     i.add_argument("--out", help="write the profile JSON here ([timing] interference_profile)")
     i.set_defaults(func=run_interference_cmd)
     h = sub.add_parser("hub", help="XSUB/XPUB forwarder (zmq.proxy) for large fleets")
@@ -153,8 +159,11 @@ def run_verdicts(args: argparse.Namespace) -> int:
 
 def run_interference_cmd(args: argparse.Namespace) -> int:
     from fpmon.records import load_fingerprint
-    from replay.interference import run_interference
+    from replay.interference import KINDS, run_interference
 
+    kinds = tuple(k for k in args.kinds.split(",") if k)
+    if not kinds or any(k not in KINDS for k in kinds):
+        raise FpmonError(f"--kinds: choose from {', '.join(KINDS)}")
     try:
         levels = [float(x) for x in args.intensities.split(",")]
     except ValueError:
@@ -184,7 +193,7 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
             compiled=s.compiled,
             sdpa_backend=s.sdpa_backend,
         )
-        out = run_interference(engine, rec, levels, repeats=args.repeats)
+        out = run_interference(engine, rec, levels, kinds=kinds, repeats=args.repeats)
     text = json.dumps(out, indent=1)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -22,6 +22,21 @@ DUTIES = {"light": 0.1, "medium": 0.5, "heavy": 1.0}
 KINDS = ("compute", "memory")
 
 
+def duty_of(intensity: str | float) -> float:
+    """A named intensity (light, medium, heavy) or a duty cycle in (0, 1]."""
+    if isinstance(intensity, str) and intensity in DUTIES:
+        return DUTIES[intensity]
+    try:
+        duty = float(intensity)
+    except ValueError:
+        raise ValueError(
+            f"intensity {intensity!r}: use {', '.join(DUTIES)} or a duty cycle in (0, 1]"
+        ) from None
+    if not 0 < duty <= 1:
+        raise ValueError(f"duty cycle {duty} is outside (0, 1]")
+    return duty
+
+
 @dataclass(frozen=True)
 class Load:
     """One hidden-work condition."""
@@ -77,13 +92,17 @@ class SideWork(BackgroundLoop):
     thread_name = "fpmon-sidework"
 
     def __init__(
-        self, kind: str, intensity: str, device: Any, active: Callable[[], bool] | None = None
+        self,
+        kind: str,
+        intensity: str | float,
+        device: Any,
+        active: Callable[[], bool] | None = None,
     ) -> None:
         import torch
 
         super().__init__()
         self.kind = kind
-        self.duty = DUTIES[intensity]
+        self.duty = duty_of(intensity)
         self.device = device
         self.active = active or (lambda: True)
         self.stream = torch.cuda.Stream(device)
@@ -139,8 +158,8 @@ class SideWork(BackgroundLoop):
 class SideProcess:
     """The same loop in a child process (another CUDA context on the same GPU)."""
 
-    def __init__(self, kind: str, intensity: str, device: str) -> None:
-        self.args = [sys.executable, "-m", "fpmon.lab.sidework", kind, intensity, device]
+    def __init__(self, kind: str, intensity: str | float, device: str) -> None:
+        self.args = [sys.executable, "-m", "fpmon.lab.sidework", kind, str(intensity), device]
         self.proc: subprocess.Popen[str] | None = None
         self.info = ""
 

@@ -1,6 +1,6 @@
 """Render docs/PROTOCOL.md from the message classes, so the document cannot drift from the code.
 
-    python -m fpmon.wire.doc > docs/PROTOCOL.md
+python -m fpmon.wire.doc > docs/PROTOCOL.md
 """
 
 from __future__ import annotations

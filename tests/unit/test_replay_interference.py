@@ -40,18 +40,24 @@ def test_cuda_interference_measures_slowdown_and_numerics() -> None:
     finally:
         node.close()
     assert not out["skipped"] and out["alone"]["matches_record"]
-    assert len(out["runs"]) == 4 and all(r["side_launches"] > 0 for r in out["runs"])
+    assert [(r["kind"], r["intensity"]) for r in out["runs"]] == [
+        (k, x) for k in ("compute", "memory", "process") for x in (0.5, 1.0)
+    ]
+    # Side work that does not slow the declared work down is not running: 8192^3 matmuls back
+    # to back slowed decode 3-6x on an H100 in the lab (docs/GPU.md).
+    heavy = next(r for r in out["runs"] if r["kind"] == "compute" and r["intensity"] == 1.0)
+    assert heavy["slowdown"] > 1.2, heavy
 
 
 def test_explain_slowdown_picks_the_nearest_intensity() -> None:
     profile = {
         "skipped": False,
         "runs": [
-            {"kind": "matmul", "intensity": 0.25, "slowdown": 1.1},
-            {"kind": "matmul", "intensity": 1.0, "slowdown": 1.9},
-            {"kind": "memcpy", "intensity": 0.5, "slowdown": 1.4},
+            {"kind": "compute", "intensity": 0.25, "slowdown": 1.1},
+            {"kind": "compute", "intensity": 1.0, "slowdown": 1.9},
+            {"kind": "memory", "intensity": 0.5, "slowdown": 1.4},
         ],
     }
     assert explain_slowdown(profile, 1.45)["intensity"] == 0.5
-    assert explain_slowdown(profile, 3.0)["kind"] == "matmul"
+    assert explain_slowdown(profile, 3.0)["kind"] == "compute"
     assert explain_slowdown({"skipped": True}, 2.0) is None
