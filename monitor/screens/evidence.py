@@ -89,7 +89,9 @@ class EvidenceScreen(Screen):
         positive = [d for _, d, _ in layers if d > 0] + [b for *_, b in layers if b]
         floor = min(positive) / 10 if positive else 1e-12
         xs = list(range(1, len(layers) + 1))
-        plt.plot(xs, [max(d, floor) for _, d, _ in layers], marker="dot", label="distance")
+        # Points, not a line: probes are categories (layers, hidden state, logits), and a line
+        # between them would suggest values in between.
+        plt.scatter(xs, [max(d, floor) for _, d, _ in layers], marker="dot", label="distance")
         bands = [b for *_, b in layers]
         if any(b is not None for b in bands):
             plt.plot(xs, [max(b or floor, floor) for b in bands], label="noise band")
