@@ -16,30 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fpmon import tomlw
 from fpmon.errors import FpmonError
 
 EPHEMERAL = "tcp://127.0.0.1:*"
-
-
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)  # a JSON string is a valid TOML basic string
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def to_toml(top: dict[str, Any]) -> str:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items() if not isinstance(v, dict)]
-    for k, v in top.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
-    return "\n".join(lines) + "\n"
 
 
 def write_config(folder: Path, node: str, **sections: dict[str, Any]) -> Path:
@@ -51,7 +31,7 @@ def write_config(folder: Path, node: str, **sections: dict[str, Any]) -> Path:
     cfg["endpoints"] = endpoints
     cfg.update(sections)
     path = folder / f"{node}.toml"
-    path.write_text(to_toml(cfg))
+    path.write_text(tomlw.dumps(cfg))
     os.chmod(path, 0o600)
     return path
 

@@ -34,6 +34,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fpmon import tomlw
 from fpmon.errors import FpmonError
 from fpmon.progress import Progress
 from fpmon.setups import Setup
@@ -116,32 +117,6 @@ def _write_key(path: Path) -> str:
     return raw.hex()
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    return json.dumps(str(v))  # a JSON string is a valid TOML basic string
-
-
-def toml(doc: dict[str, Any]) -> str:
-    """Just enough TOML for the demo's configs: top-level keys, tables, arrays of tables."""
-    lines = [f"{k} = {_toml_value(v)}" for k, v in doc.items() if not isinstance(v, dict | list)]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in doc.items() if isinstance(v, list) and not (
-        v and isinstance(v[0], dict))]  # fmt: skip
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in v.items()]
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
-            for item in v:
-                lines.append(f"\n[[{k}]]")
-                lines += [f"{kk} = {_toml_value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
-
-
 @dataclass
 class Child:
     name: str
@@ -175,7 +150,9 @@ class Fleet:
         d = self.dir
         (d / "logs").mkdir(parents=True, exist_ok=True)
         paths = {"hub": d / "hub.toml", "replay": d / "replay.toml"}
-        paths["hub"].write_text(toml({"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}}))
+        paths["hub"].write_text(
+            tomlw.dumps({"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}})
+        )
         nodes = []
         for n in NODES:
             state_dir = d / "agents" / n.name
@@ -197,12 +174,12 @@ class Fleet:
             if n.redteam:
                 doc["redteam"] = {"enabled": True, **n.redteam}
             paths[n.name] = d / f"agent-{n.name}.toml"
-            paths[n.name].write_text(toml(doc))
+            paths[n.name].write_text(tomlw.dumps(doc))
             nodes.append(
                 {"name": n.name, "openings": self.openings[n.name], "sign_pubkey": pub_hex}
             )
         paths["replay"].write_text(
-            toml(
+            tomlw.dumps(
                 {
                     "replay": {
                         "name": "replay",
@@ -226,7 +203,7 @@ class Fleet:
             )
         )
         (d / "monitor.toml").write_text(
-            toml({"monitor": {"endpoints": [self.hub_xpub], "state": self.state}})
+            tomlw.dumps({"monitor": {"endpoints": [self.hub_xpub], "state": self.state}})
         )
         return paths
 
