@@ -24,20 +24,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    """Verify `text` as /etc/systemd/system/fpmon-agent.service in a root where the ExecStart
-    binary exists (as after installing), so the shipped unit is checked unchanged."""
+def verify_unit(
+    tmp_path: Path, text: str, name: str = "fpmon-agent.service"
+) -> subprocess.CompletedProcess[str]:
+    """Verify `text` as /etc/systemd/system/`name` in a root where the ExecStart binary exists
+    (as after installing), so the shipped unit is checked unchanged."""
     root = tmp_path / "root"
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     exe = root / "opt/fpmon/.venv/bin/fpmon"
     exe.parent.mkdir(parents=True)
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
-    unit = root / "etc/systemd/system/fpmon-agent.service"
+    unit = root / "etc/systemd/system" / name
     unit.parent.mkdir(parents=True)
     unit.write_text(text)
     return subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "/etc/systemd/system/fpmon-agent.service"],
+        ["systemd-analyze", "verify", f"--root={root}", f"/etc/systemd/system/{name}"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -46,7 +48,7 @@ def _verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
 
 def test_unit_verifies_clean(tmp_path):
     text = UNIT.read_text()
-    p = _verify(tmp_path, text)
+    p = verify_unit(tmp_path, text)
     assert p.returncode == 0 and "fpmon-agent" not in p.stderr, p.stderr
     for needed in (
         "Type=notify",
@@ -66,5 +68,5 @@ def test_unit_verifies_clean(tmp_path):
 
 
 def test_checker_sees_mistakes(tmp_path):
-    p = _verify(tmp_path, UNIT.read_text().replace("Restart=on-failure", "Restartt=on-failure"))
+    p = verify_unit(tmp_path, UNIT.read_text().replace("Restart=on-failure", "Restartt=on-failure"))
     assert "Restartt" in p.stderr

@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
 # Same installed-root layout and skip rule (no systemd-analyze) as the agent's unit test.
-from tests.functional.test_agent_systemd import SYSTEM_UNITS, pytestmark  # noqa: F401
+from tests.functional.test_agent_systemd import pytestmark, verify_unit  # noqa: F401
 
 UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "fpmon-replay.service"
 
 
 def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    root = tmp_path / "root"
-    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
-    exe = root / "opt/fpmon/.venv/bin/fpmon"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\n")
-    exe.chmod(0o755)
-    unit = root / "etc/systemd/system/fpmon-replay.service"
-    unit.parent.mkdir(parents=True)
-    unit.write_text(text)
-    return subprocess.run(
-        ["systemd-analyze", "verify", f"--root={root}", "/etc/systemd/system/fpmon-replay.service"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return verify_unit(tmp_path, text, UNIT.name)
 
 
 def test_unit_verifies_clean_and_a_typo_is_seen(tmp_path: Path) -> None:
