@@ -182,17 +182,9 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
             "reason": "torch.cuda.is_available() is false: interference tests need a CUDA device",
         }
     else:
-        from fpmon.engines.hf import HFEngine
+        from replay.engines import hf_factory
 
-        s = rec.setup
-        engine = HFEngine(
-            args.model or rec.model,
-            dtype=s.dtype,
-            attn_impl=s.attn_impl,
-            device=args.device,
-            compiled=s.compiled,
-            sdpa_backend=s.sdpa_backend,
-        )
+        engine = hf_factory(args.model or rec.model, rec.setup, args.device)
         out = run_interference(engine, rec, levels, kinds=kinds, repeats=args.repeats)
     text = json.dumps(out, indent=1)
     if args.out:
