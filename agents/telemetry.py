@@ -12,7 +12,9 @@ import os
 import time
 from typing import Any
 
-from fpmon.wire import Telemetry
+import msgspec
+
+from fpmon.wire import GpuSample, HostSample, Telemetry
 
 log = logging.getLogger("fpmon.agent.telemetry")
 
@@ -144,10 +146,11 @@ class TelemetrySource:
             self.why_no_gpu = f"NVML unavailable: {e}"
 
     def sample(self) -> Telemetry:
-        host = self.host.sample()
+        # Through the wire types, so a figure out of the schema's bounds fails here, loudly,
+        # rather than at every subscriber.
+        host = msgspec.convert(self.host.sample(), HostSample)
         if self.nvml is None:
-            host["note"] = self.why_no_gpu
+            host = msgspec.structs.replace(host, note=self.why_no_gpu)
             return Telemetry(node=self.node, t=time.time(), gpus=[], host=host, source="host")
-        return Telemetry(
-            node=self.node, t=time.time(), gpus=self.nvml.sample(), host=host, source="nvml"
-        )
+        gpus = [msgspec.convert(g, GpuSample) for g in self.nvml.sample()]
+        return Telemetry(node=self.node, t=time.time(), gpus=gpus, host=host, source="nvml")

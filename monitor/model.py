@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpmon.setups import NUMERIC_FIELDS
 from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verdict
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
@@ -143,29 +143,9 @@ class NodeRow:
 def attribution_fields(v: Verdict) -> list[str]:
     """The setup fields the verifier's best candidate changes (the attribution's vocabulary).
 
-    Candidates come nearest first (replay/attribution.py); one names them in `field`
-    ("dtype", or "batch_size+dtype" for a pair) or `fields`, or carries a candidate `setup`
-    compared with the declared one over `NUMERIC_FIELDS`.
+    Candidates come nearest first (replay/attribution.py); a pair is named "batch_size+dtype".
     """
-    if not v.attribution:
-        return []
-    best = v.attribution[0]
-    if isinstance(best.get("field"), str):
-        return best["field"].split("+")  # the replay daemon names pairs "batch_size+dtype"
-    if isinstance(best.get("fields"), list):
-        return [str(f) for f in best["fields"]]
-    cand = best.get("setup") or best.get("candidate")
-    if isinstance(cand, dict):
-        return [f for f in NUMERIC_FIELDS if f in cand and cand.get(f) != v.declared.get(f)]
-    return []
-
-
-def _num(d: dict[str, Any], *keys: str) -> float | None:
-    for k in keys:
-        x = d.get(k)
-        if isinstance(x, int | float) and not isinstance(x, bool):
-            return float(x)
-    return None
+    return v.attribution[0].fields() if v.attribution else []
 
 
 class FleetModel:
@@ -215,44 +195,28 @@ class FleetModel:
     def apply_state(self, reply: StateReply, now: float | None = None) -> None:
         """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""
         now = self.clock() if now is None else now
-        counts: dict[str, Any] = {}
+        counts: dict[str, dict[str, int]] = {}
         for name, summary in reply.nodes.items():
-            row = self._row(str(name), now)
-            if row is None or not isinstance(summary, dict):
+            row = self._row(name, now)
+            if row is None:
                 continue
-            if isinstance(summary.get("declared"), dict):
-                row.declared = summary["declared"]
-            seq = summary.get("chain_head_seq", summary.get("last_seq"))
-            if isinstance(seq, int):
-                row.last_seq = max(row.last_seq, seq)
-            commits = summary.get("commits")
-            if isinstance(commits, int):
-                row.commits = max(row.commits, commits)
-            tele = summary.get("last_telemetry")
-            if isinstance(tele, dict) and tele:
-                try:
-                    keep = {k: tele[k] for k in ("gpus", "host", "source") if k in tele}
-                    self._telemetry(Telemetry(node=str(name), t=0.0, **keep), now)
-                except (ValueError, TypeError):
-                    self.rejected["state_telemetry"] += 1
-            counts[row.node] = summary.get("verdicts")
-        for m in reply.verdicts:
-            try:
-                self._verdict(Verdict.from_map(m), now)
-            except (ValueError, TypeError):
-                self.rejected["state_verdict"] += 1
-        for m in reply.alerts:
-            try:
-                self._alert(Alert.from_map(m), now)
-            except (ValueError, TypeError):
-                self.rejected["state_alert"] += 1
+            if summary.declared:
+                row.declared = summary.declared
+            row.last_seq = max(row.last_seq, summary.chain_head_seq)
+            row.commits = max(row.commits, summary.commits)
+            if summary.last_telemetry is not None:
+                self._telemetry(summary.last_telemetry, now)
+            counts[row.node] = summary.verdicts
+        for v in reply.verdicts:
+            self._verdict(v, now)
+        for a in reply.alerts:
+            self._alert(a, now)
         # The daemon's counts cover its whole store; the verdicts sent are only the latest.
         for node, c in counts.items():
-            if isinstance(c, dict):
-                row = self.nodes[node]
-                for status, n in c.items():
-                    if isinstance(n, int) and n > row.verdicts[status]:
-                        row.verdicts[status] = n
+            row = self.nodes[node]
+            for status, n in c.items():
+                if n > row.verdicts[status]:
+                    row.verdicts[status] = n
         self.version += 1
 
     def set_endpoint(self, endpoint: str, state: str) -> None:
@@ -285,21 +249,20 @@ class FleetModel:
         if row is None:
             return
         row.source = m.source
-        gpus = [g for g in m.gpus if isinstance(g, dict)]
+        gpus = m.gpus
         row.gpus = len(gpus)
         if gpus:
-            utils = [u for g in gpus if (u := _num(g, "util")) is not None]
+            utils = [g.util for g in gpus if g.util is not None]
             row.util = sum(utils) / len(utils) if utils else None
-            row.mem_used = _sum(gpus, "mem_used")
-            row.mem_total = _sum(gpus, "mem_total")
-            row.power = _sum(gpus, "power_w", "power")
-            names = {str(g.get("name", "")) for g in gpus} - {""}
-            row.gpu_names = ", ".join(sorted(names))
+            row.mem_used = _sum(g.mem_used for g in gpus)
+            row.mem_total = _sum(g.mem_total for g in gpus)
+            row.power = _sum(g.power_w for g in gpus)
+            row.gpu_names = ", ".join(sorted({g.name for g in gpus if g.name}))
         else:
             # No NVIDIA GPU: the agent reports the host's real CPU and memory use instead.
-            row.util = _num(m.host, "cpu_util")
-            row.mem_used = _num(m.host, "mem_used")
-            row.mem_total = _num(m.host, "mem_total")
+            row.util = m.host.cpu_util
+            row.mem_used = m.host.mem_used
+            row.mem_total = m.host.mem_total
             row.power = None
             row.gpu_names = "no NVIDIA GPU"
 
@@ -459,34 +422,12 @@ class FleetModel:
         }
 
 
-def _sum(items: list[dict[str, Any]], *keys: str) -> float | None:
-    vals = [x for g in items if (x := _num(g, *keys)) is not None]
+def _sum(values: Iterable[float | None]) -> float | None:
+    """The sum of the figures that were read; None when none was (unknown is not zero)."""
+    vals = [x for x in values if x is not None]
     return sum(vals) if vals else None
 
 
 def evidence_layers(v: Verdict) -> list[tuple[str, float, float | None]]:
-    """Per-probe (name, distance, noise band) from a verdict's evidence, in layer order.
-
-    Reads `evidence["layers"]` or `evidence["probes"]`: a list of maps (`probe`/`layer`/`name`,
-    `rel`/`distance`, `band`/`noise`) or a map name -> distance or name -> such a map.
-    """
-    ev = v.evidence
-    raw = ev.get("layers", ev.get("probes"))
-    items: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(raw, list):
-        for i, m in enumerate(raw):
-            if isinstance(m, dict):
-                items.append((str(m.get("probe", m.get("layer", m.get("name", i)))), m))
-    elif isinstance(raw, dict):
-        for k, m in raw.items():
-            items.append((str(k), m if isinstance(m, dict) else {"rel": m}))
-    out = []
-    for name, m in items:
-        d = _num(m, "rel", "distance", "l2", "value")
-        if d is None:
-            continue
-        band = _num(m, "band", "noise", "noise_band")
-        if band is None and isinstance(ev.get("band"), dict):
-            band = _num(ev["band"], name)
-        out.append((name, d, band))
-    return out
+    """Per-probe (name, distance, noise band) from a verdict's evidence, in probe order."""
+    return [(p.probe, p.rel, p.band) for p in v.evidence.probes]

@@ -12,7 +12,18 @@ from typing import Any
 
 import zmq
 
-from fpmon.wire import Alert, Commit, Message, Telemetry, Verdict, encode
+from fpmon.wire import (
+    Alert,
+    Candidate,
+    Commit,
+    Evidence,
+    GpuSample,
+    Message,
+    ProbeEvidence,
+    Telemetry,
+    Verdict,
+    encode,
+)
 
 # A declared setup as an agent's commit carries it. Written out (not Setup().to_map()) so the
 # snapshot tests do not change whenever the core's Setup gains a field.
@@ -41,14 +52,14 @@ def telemetry(node: str, gpus: int = 8, util: float = 50.0, t: float | None = No
         node=node,
         t=time.time() if t is None else t,
         gpus=[
-            {
-                "index": i,
-                "name": "NVIDIA H100 80GB HBM3",
-                "util": util,
-                "mem_used": 40 * 2**30,
-                "mem_total": 80 * 2**30,
-                "power_w": 400.0,
-            }
+            GpuSample(
+                index=i,
+                name="NVIDIA H100 80GB HBM3",
+                util=util,
+                mem_used=40 * 2**30,
+                mem_total=80 * 2**30,
+                power_w=400.0,
+            )
             for i in range(gpus)
         ],
         source="nvml",
@@ -68,21 +79,18 @@ def verdict(
     layers: int = 4,
 ) -> Verdict:  # fmt: skip
     attribution = []
-    evidence: dict[str, Any] = {"layers": []}
+    rels = [0.0] * layers
     if status == "mismatch":
         # The replay daemon's shape (replay/attribution.py): nearest candidate first.
         attribution = [
-            {"field": field, "changes": {field: value}, "exact": True, "score": 0.0},
-            {"field": "dtype", "changes": {"dtype": "bfloat16"}, "exact": False, "score": 0.31},
+            Candidate(field=str(field), changes={str(field): value}, exact=True, score=0.0),
+            Candidate(field="dtype", changes={"dtype": "bfloat16"}, exact=False, score=0.31),
         ]
-        evidence["layers"] = [
-            {"probe": f"keys.L{i}", "rel": 0.0 if i == 0 else 10.0 ** (-4 + i / 2), "band": 0.0}
-            for i in range(layers)
-        ]
-    else:
-        evidence["layers"] = [
-            {"probe": f"keys.L{i}", "rel": 0.0, "band": 0.0} for i in range(layers)
-        ]
+        rels = [0.0 if i == 0 else 10.0 ** (-4 + i / 2) for i in range(layers)]
+    evidence = Evidence(
+        mode="exact",
+        probes=[ProbeEvidence(probe=f"keys.L{i}", rel=r, band=0.0) for i, r in enumerate(rels)],
+    )
     return Verdict(
         node=node, t=time.time(), seq=seq, status=status, request_id=f"{node}-{seq}",
         evidence=evidence, attribution=attribution, declared=DECLARED, replay_s=0.05,

@@ -19,6 +19,7 @@ from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
 from fpmon.tensors import FLOAT_DTYPES, Blob
+from fpmon.wire import Candidate
 from replay.engines import EngineCache, Unverifiable
 from replay.hints import field_order, hidden_dtype
 from replay.scoring import first_difference, score
@@ -79,11 +80,10 @@ def try_setup(engines: EngineCache, record: Record, changes: Change) -> dict[str
     if "dtype" in changes:
         rep = cast_like(rep, record)
     comp = compare_records(record, rep)
-    n_same = sum(p.identical for p in comp.probes)
     return {
         "exact": comp.identical,
         "score": score(comp),
-        "identical_probes": n_same,
+        "identical_probes": sum(p.identical for p in comp.probes),
         "probes": len(comp.probes),
         "first_diff": first_difference(comp),
     }
@@ -96,7 +96,7 @@ def attribute(
     batch_sizes: tuple[int, ...],
     max_candidates: int = 16,
     comparison: Comparison | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Candidate]:
     """Candidates tried, exact reproductions first then nearest; each names the field changed.
 
     `comparison` (the declared replay against the record) orders the fields: see `hints`.
@@ -106,32 +106,24 @@ def attribute(
     dtype = hidden_dtype(record)
     if dtype:  # the dtype the probes betray goes first among dtype candidates
         singles.sort(key=lambda fc: fc[0] == "dtype" and fc[1].get("dtype") != dtype)
-    results: list[dict[str, Any]] = []
+    results: list[Candidate] = []
     exact_field = ""
     for field, changes in singles + pair_changes(singles):
         if len(results) >= max_candidates:
             break
         if exact_field and field != exact_field:
             break
-        if "+" in field and any(r["exact"] for r in results):
+        if "+" in field and any(r.exact for r in results):
             break
         try:
             res = try_setup(engines, record, changes)
         except (Unverifiable, FpmonError) as e:
-            results.append(
-                {
-                    "field": field,
-                    "changes": changes,
-                    "exact": False,
-                    "score": None,
-                    "error": str(e)[:200],
-                }
-            )
+            results.append(Candidate(field=field, changes=changes, error=str(e)[:200]))
             continue
-        results.append({"field": field, "changes": changes, **res})
+        results.append(Candidate(field=field, changes=changes, **res))
         if res["exact"] and not exact_field:
             exact_field = field
-    tried = [r for r in results if r.get("score") is not None]
-    failed = [r for r in results if r.get("score") is None]
-    tried.sort(key=lambda r: (not r["exact"], r["score"]))
+    tried = [r for r in results if r.score is not None]
+    failed = [r for r in results if r.score is None]
+    tried.sort(key=lambda r: (not r.exact, r.score))
     return tried + failed

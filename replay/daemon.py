@@ -8,7 +8,6 @@ queued, and a verdict replaces its pending row in one transaction.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -16,12 +15,14 @@ import time
 from collections import Counter
 from typing import Any
 
+import msgspec
 import zmq
 
 from fpmon.wire import (
     ALERT_KINDS,
     Alert,
     Commit,
+    Evidence,
     Limits,
     StateReply,
     Verdict,
@@ -257,7 +258,7 @@ class ReplayDaemon:
             for c in shed:
                 self._shed(c.node)
         for t in telemetry:
-            self.watch.telemetry(t.node, t.to_map())
+            self.watch.telemetry(t.node, t)
 
     def _chain_break(self, brk: Break, commit: Commit | None) -> None:
         v = Verdict(
@@ -268,7 +269,7 @@ class ReplayDaemon:
             request_id=commit.request_id if commit else "",
             declared=dict(commit.setup) if commit else {},
             reason=f"{brk.kind}: {brk.detail}",
-            evidence={"break": brk.kind},
+            evidence=Evidence(chain_break=brk.kind),
         )
         self._verdict(v, commit.t if commit else None, alert_id=f"{brk.kind}:{brk.node}:{brk.seq}")
 
@@ -316,8 +317,8 @@ class ReplayDaemon:
     ) -> None:
         changes: dict[str, Any] = {"t": v.t or time.time()}
         if commit_t is not None:  # kept with the verdict: commit-to-verdict latency, afterwards
-            changes["evidence"] = {**v.evidence, "commit_t": commit_t}
-        v = dataclasses.replace(v, **changes)
+            changes["evidence"] = msgspec.structs.replace(v.evidence, commit_t=commit_t)
+        v = msgspec.structs.replace(v, **changes)
         if not self.store.add_verdict(v):
             # Already judged (work redone after a restart): never written twice. A chain break
             # found later for a judged seq (a bad head) is still a finding: alert it.
@@ -344,7 +345,7 @@ class ReplayDaemon:
                     f"{v.node} seq {v.seq}: {v.status}" + (f" — {v.reason}" if v.reason else ""),
                     seq=v.seq,
                     alert_id=alert_id or f"{v.status}:{v.node}:{v.seq}",
-                    details={"attribution": v.attribution[:1]},
+                    details={"attribution": v.attribution[0].field if v.attribution else ""},
                 )
 
     def alert(

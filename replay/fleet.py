@@ -26,10 +26,13 @@ from fpmon.engines.batching import build_rows
 from fpmon.records import Record
 from fpmon.wire import (
     Commit,
+    GpuSample,
     Head,
+    HostSample,
     OpenReply,
     OpenRequest,
     Telemetry,
+    Verdict,
     WireError,
     decode,
     encode,
@@ -159,11 +162,15 @@ class ProverNode:
         if head:
             self.pub.send_multipart(encode(self.head_for(c)))
 
-    def telemetry(self, gpus: list[dict[str, Any]] | None = None) -> None:
+    def telemetry(self, gpus: list[GpuSample] | None = None) -> None:
         self.pub.send_multipart(
             encode(
                 Telemetry(
-                    node=self.name, t=time.time(), gpus=gpus or [], host={"cpus": 2}, source="host"
+                    node=self.name,
+                    t=time.time(),
+                    gpus=gpus or [],
+                    host=HostSample(cpus=2),
+                    source="host",
                 )
             )
         )
@@ -253,9 +260,10 @@ def wait_subscribed(nodes: list[ProverNode], daemon: Any, timeout: float = 10.0)
 
 
 def read_verdicts(store: Any) -> list[dict[str, Any]]:
-    """Every verdict in a daemon's store, read through a separate connection (WAL)."""
-    import json
+    """Every verdict in a daemon's store as plain maps, read through a separate connection (WAL)."""
     import sqlite3
+
+    import msgspec
 
     db = sqlite3.connect(str(store))
     try:
@@ -264,7 +272,8 @@ def read_verdicts(store: Any) -> list[dict[str, Any]]:
         rows = []
     finally:
         db.close()
-    return [json.loads(r[0]) for r in rows]
+    dec = msgspec.msgpack.Decoder(Verdict)
+    return [dec.decode(r[0]).to_map() for r in rows]
 
 
 def wait_verdicts(store: Any, count: int, timeout: float = 60.0) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
@@ -27,7 +26,7 @@ class NodeStats:
     anchors: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     last_commit_t: float = 0.0
-    last_telemetry: dict[str, Any] = field(default_factory=dict)
+    last_telemetry: Telemetry | None = None
     last_telemetry_t: float = 0.0
     tokens: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=100_000))
     window_start: float = 0.0
@@ -100,7 +99,7 @@ class Intake:
             if brk is not None:
                 self.breaks.append((brk, None))
         else:
-            st.last_telemetry = msg.to_map()
+            st.last_telemetry = msg
             st.last_telemetry_t = time.time()
             self.telemetry.append(msg)
 

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from fpmon.compare import Comparison, compare_records, greedy_violations
 from fpmon.errors import FpmonError
 from fpmon.records import TOPK_IDS, Record
 from fpmon.reproduce import replay_record
-from fpmon.wire import Commit, Verdict
+from fpmon.wire import Candidate, Commit, Evidence, Verdict
 from replay.attribution import attribute
 from replay.calibration import Band, Calibration
 from replay.engines import EngineCache, Unverifiable, device_class
@@ -151,14 +153,14 @@ class Judge:
         software = [f for f in SOFTWARE_FIELDS if getattr(rec.setup, f) != getattr(engine.setup, f)]
         cross = prover != reference or bool(software)
         band = self.calibration.band(prover, reference, rec.weights_digest) if cross else None
-        evidence: dict[str, Any] = {
-            "mode": "band" if band else "exact",
-            "pair": f"{prover}|{reference}",
-            "score": score(comp),
-            "first_diff": first_difference(comp),
-            "notes": comp.notes,
-            "probes": probe_evidence(comp, band),
-        }
+        evidence = Evidence(
+            mode="band" if band else "exact",
+            pair=f"{prover}|{reference}",
+            score=score(comp),
+            first_diff=first_difference(comp),
+            notes=comp.notes,
+            probes=probe_evidence(comp, band),
+        )
         reason = ""
         if cross:
             why = f"prover {prover}, reference {reference}"
@@ -172,19 +174,19 @@ class Judge:
         elif band is not None:
             ok, over = within_band(comp, band)
             status = "within_noise" if ok else "mismatch"
-            evidence["over_band"] = over
+            evidence = msgspec.structs.replace(evidence, over_band=over)
         else:
             status = "mismatch"
         not_greedy = greedy_violations(rep)
         if not_greedy and status != "mismatch":
             # The computation replayed, but the tokens served are not what it chose.
             status = "mismatch"
-            evidence["not_greedy"] = not_greedy
+            evidence = msgspec.structs.replace(evidence, not_greedy=not_greedy)
             reason = (
                 f"served tokens at positions {', '.join(map(str, not_greedy[:8]))} are not the "
                 "greedy choice of the replayed logits"
             )
-        attribution: list[dict[str, Any]] = []
+        attribution: list[Candidate] = []
         if status == "mismatch" and not not_greedy and self.options.attribution:
             o = self.options
             attribution = attribute(

@@ -6,6 +6,7 @@ from typing import Any
 
 from fpmon.compare import Comparison
 from fpmon.records import TOPK_IDS
+from fpmon.wire import ProbeEvidence
 
 
 def score(comp: Comparison) -> float:
@@ -14,24 +15,22 @@ def score(comp: Comparison) -> float:
     return sum(vals) / len(vals) if vals else 0.0
 
 
-def probe_evidence(comp: Comparison, band: Any = None) -> list[dict[str, Any]]:
-    out = []
-    for p in comp.probes:
-        e: dict[str, Any] = {
-            "probe": p.probe,
-            "layer": p.layer,
-            "identical": p.identical,
-            "rel": p.rel,
-            "max_pos_rel": max(p.per_position_rel, default=0.0),
-            "max_ulp": p.max_ulp,
-            "n_diff": p.n_diff,
-            "n": p.n,
-            "per_position_rel": [float(f"{x:.3g}") for x in p.per_position_rel],
-        }
-        if band is not None:
-            e["band"] = band.limit(p.probe)
-        out.append(e)
-    return out
+def probe_evidence(comp: Comparison, band: Any = None) -> list[ProbeEvidence]:
+    return [
+        ProbeEvidence(
+            probe=p.probe,
+            layer=p.layer,
+            identical=p.identical,
+            rel=p.rel,
+            max_pos_rel=max(p.per_position_rel, default=0.0),
+            max_ulp=p.max_ulp,
+            n_diff=p.n_diff,
+            n=p.n,
+            per_position_rel=[float(f"{x:.3g}") for x in p.per_position_rel],
+            band=band.limit(p.probe) if band is not None else None,
+        )
+        for p in comp.probes
+    ]
 
 
 def first_difference(comp: Comparison) -> str:

@@ -7,23 +7,24 @@ so a crash leaves either both or neither. Only the daemon's main thread touches 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from fpmon import canonical
+import msgspec
+
 from fpmon.wire import Alert, Commit, Verdict
+from fpmon.wire.codec import payload
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
     node TEXT NOT NULL, seq INTEGER NOT NULL, status TEXT NOT NULL, t REAL NOT NULL,
-    sid INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (node, seq));
+    sid INTEGER NOT NULL, body BLOB NOT NULL, PRIMARY KEY (node, seq));
 CREATE INDEX IF NOT EXISTS verdicts_t ON verdicts (t);
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY, node TEXT NOT NULL, kind TEXT NOT NULL, t REAL NOT NULL,
-    sid INTEGER NOT NULL, body TEXT NOT NULL);
+    sid INTEGER NOT NULL, body BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS pending (
     node TEXT NOT NULL, seq INTEGER NOT NULL, stage TEXT NOT NULL, t REAL NOT NULL,
     commit_msg BLOB NOT NULL, record BLOB, PRIMARY KEY (node, seq));
@@ -34,9 +35,22 @@ CREATE TABLE IF NOT EXISTS counters (
 """
 
 
-def _json(m: dict[str, Any]) -> str:
-    # Verdict evidence holds no bytes; alerts' details are maps of plain values.
-    return json.dumps(m, separators=(",", ":"), default=lambda b: b.hex())
+# Bodies are the wire encoding (msgpack): lossless (bytes, NaN distances) and typed on read.
+_VERDICT = msgspec.msgpack.Decoder(Verdict)
+_ALERT = msgspec.msgpack.Decoder(Alert)
+_COMMIT = msgspec.msgpack.Decoder(Commit)
+T = TypeVar("T")
+
+
+def _decoded(rows: list[tuple[bytes]], dec: msgspec.msgpack.Decoder[T]) -> list[T]:
+    """Rows in order; one a newer or older schema cannot read is skipped, not fatal."""
+    out = []
+    for (body,) in rows:
+        try:
+            out.append(dec.decode(body))
+        except (msgspec.DecodeError, TypeError):
+            continue
+    return out
 
 
 class Store:
@@ -63,7 +77,7 @@ class Store:
             self.db.execute("BEGIN")
             cur = self.db.execute(
                 "INSERT OR IGNORE INTO verdicts VALUES (?,?,?,?,?,?)",
-                (v.node, v.seq, v.status, v.t, self.sid + 1, _json(v.to_map())),
+                (v.node, v.seq, v.status, v.t, self.sid + 1, payload(v)),
             )
             self.db.execute("DELETE FROM pending WHERE node=? AND seq=?", (v.node, v.seq))
         if cur.rowcount == 1:
@@ -74,7 +88,7 @@ class Store:
     def add_alert(self, a: Alert) -> bool:
         cur = self.db.execute(
             "INSERT OR IGNORE INTO alerts VALUES (?,?,?,?,?,?)",
-            (a.id, a.node, a.kind, a.t, self.sid + 1, _json(a.to_map())),
+            (a.id, a.node, a.kind, a.t, self.sid + 1, payload(a)),
         )
         if cur.rowcount == 1:
             self.sid += 1
@@ -83,7 +97,7 @@ class Store:
 
     def verdicts(
         self, since_t: float = 0.0, node: str | None = None, since_sid: int = 0, limit: int = 1000
-    ) -> list[dict[str, Any]]:
+    ) -> list[Verdict]:
         q = "SELECT body FROM verdicts WHERE t >= ? AND sid > ?"
         args: list[Any] = [since_t, since_sid]
         if node:
@@ -91,13 +105,13 @@ class Store:
             args.append(node)
         q += " ORDER BY sid DESC LIMIT ?"
         args.append(limit)
-        return [json.loads(r[0]) for r in reversed(self.db.execute(q, args).fetchall())]
+        return _decoded(self.db.execute(q, args).fetchall()[::-1], _VERDICT)
 
-    def alerts(self, since_sid: int = 0, limit: int = 200) -> list[dict[str, Any]]:
+    def alerts(self, since_sid: int = 0, limit: int = 200) -> list[Alert]:
         rows = self.db.execute(
             "SELECT body FROM alerts WHERE sid > ? ORDER BY sid DESC LIMIT ?", (since_sid, limit)
         ).fetchall()
-        return [json.loads(r[0]) for r in reversed(rows)]
+        return _decoded(rows[::-1], _ALERT)
 
     def verdict_counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
@@ -119,7 +133,7 @@ class Store:
             self.db.execute("BEGIN")
             self.db.executemany(
                 "INSERT OR IGNORE INTO pending VALUES (?,?,?,?,?,NULL)",
-                [(c.node, c.seq, "open", now, canonical.pack(c.to_map())) for c in commits],
+                [(c.node, c.seq, "open", now, payload(c)) for c in commits],
             )
 
     def set_opened(self, node: str, seq: int, record: bytes) -> None:
@@ -132,13 +146,14 @@ class Store:
         self.db.execute("DELETE FROM pending WHERE node=? AND seq=?", (node, seq))
 
     def pending(self) -> list[tuple[Commit, str, bytes | None]]:
-        import msgpack
-
         out = []
         for stage, blob, record in self.db.execute(
             "SELECT stage, commit_msg, record FROM pending ORDER BY t"
         ):
-            out.append((Commit.from_map(msgpack.unpackb(blob, raw=False)), stage, record))
+            try:
+                out.append((_COMMIT.decode(blob), stage, record))
+            except msgspec.DecodeError:
+                continue  # written by another schema version: that work is redone from the feed
         return out
 
     # --- chain state and counters --------------------------------------------------------

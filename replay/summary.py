@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
+from fpmon.wire import NodeSummary
 from replay.intake import Intake
 from replay.sampling import Sampler
 from replay.store import Store
@@ -14,7 +14,7 @@ VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the n
 
 def node_summaries(
     intake: Intake, store: Store, sampler: Sampler, shed: Counter[str]
-) -> dict[str, Any]:
+) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
     out = {}
@@ -23,23 +23,23 @@ def node_summaries(
         c = counts.get(node, {})
         verified = sum(c.get(s, 0) for s in VERIFIED)
         tele = st.last_telemetry
-        out[node] = {
-            "commits": st.commits,
-            "sampled": st.sampled,
-            "verified": verified,
-            "coverage": verified / st.commits if st.commits else 0.0,
-            "verdicts": c,
-            "last_verdict_t": last.get(node, 0.0),
-            "chain_head_seq": ch.seq,
-            "signed_head_seq": ch.head_seq,
-            "last_telemetry": tele,
-            "last_telemetry_t": st.last_telemetry_t,
-            "rejects": dict(st.rejects),
-            "shed": shed.get(node, 0),
-            "suspect": sampler.is_suspect(node),
-            "sample_rate": sampler.rate_for(node),
-            "capacity": "checked"
-            if tele.get("gpus")
+        out[node] = NodeSummary(
+            commits=st.commits,
+            sampled=st.sampled,
+            verified=verified,
+            coverage=verified / st.commits if st.commits else 0.0,
+            verdicts=c,
+            last_verdict_t=last.get(node, 0.0),
+            chain_head_seq=ch.seq,
+            signed_head_seq=ch.head_seq,
+            last_telemetry=tele,
+            last_telemetry_t=st.last_telemetry_t,
+            rejects=dict(st.rejects),
+            shed=shed.get(node, 0),
+            suspect=sampler.is_suspect(node),
+            sample_rate=sampler.rate_for(node),
+            capacity="checked"
+            if tele is not None and tele.gpus
             else "not checked: the node reports no GPUs (gpus: [])",
-        }
+        )
     return out

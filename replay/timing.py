@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.wire import Telemetry
+
 SAMPLES = 32
 
 
@@ -126,14 +128,9 @@ class TimingModel:
         )
 
 
-def gpu_busy_s(telemetry: dict[str, Any], dt: float) -> float | None:
-    """GPU-seconds busy over `dt` from one telemetry map; None when there are no GPUs."""
-    gpus = telemetry.get("gpus") or []
-    if not gpus:
+def gpu_busy_s(telemetry: Telemetry, dt: float) -> float | None:
+    """GPU-seconds busy over `dt` from one telemetry sample; None when there are no GPUs."""
+    if not telemetry.gpus:
         return None
-    total = 0.0
-    for g in gpus:
-        util = g.get("util", g.get("utilization", g.get("gpu_util")))
-        if isinstance(util, int | float):
-            total += max(0.0, min(100.0, float(util))) / 100.0 * dt
-    return total
+    utils = [g.util for g in telemetry.gpus if g.util is not None]
+    return sum(max(0.0, min(100.0, u)) / 100.0 * dt for u in utils)

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.wire import Telemetry
 from replay.config import ReplayConfig
 from replay.intake import Intake
 from replay.timing import TimingModel, gpu_busy_s
@@ -33,8 +34,8 @@ class Watch:
         self._last_telemetry_t: dict[str, float] = {}
         self._uncovered_since: dict[str, tuple[float, int]] = {}
 
-    def telemetry(self, node: str, t: dict[str, Any]) -> None:
-        """Accumulate GPU-busy seconds from one telemetry map (nothing for GPU-less nodes)."""
+    def telemetry(self, node: str, t: Telemetry) -> None:
+        """Accumulate GPU-busy seconds from one telemetry sample (nothing for GPU-less nodes)."""
         now = time.time()
         last = self._last_telemetry_t.get(node)
         self._last_telemetry_t[node] = now

@@ -1,7 +1,9 @@
 """Encode and decode wire frames with hard limits on untrusted bytes.
 
 Every rejection is a `WireError` with a short `reason` code, for counting and logging: a
-malformed peer costs a counted reason, never a crash or a silent drop.
+malformed peer costs a counted reason, never a crash or a silent drop. The typed schema
+(`messages`) bounds every field; this module adds the frame-level checks (frame count, topic,
+whole-payload size) and turns msgspec's errors into reasons.
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
+import msgspec
 
-from fpmon import canonical
-from fpmon.wire.messages import MESSAGE_TYPES, Message, SchemaError
+from fpmon.wire.messages import MESSAGE_TYPES, Message
 
 
 class WireError(ValueError):
@@ -25,57 +26,28 @@ class WireError(ValueError):
 
 @dataclass(frozen=True)
 class Limits:
-    max_bytes: int = 4 << 20  # whole payload; records with probes fit well inside
-    max_depth: int = 8
-    max_items: int = 100_000  # elements of any one array or map
-    max_str: int = 1 << 20
+    # Whole payload; records with probes fit well inside. Lengths of every string, list and
+    # map inside are bounded by the schema itself (fpmon/wire/messages.py).
+    max_bytes: int = 4 << 20
 
 
 DEFAULT_LIMITS = Limits()
+# Socket-level cap (ZMQ_MAXMSGSIZE) beside the payload limit: the topic frame and framing.
+FRAME_SLACK = 4096
+
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODERS: dict[str, msgspec.msgpack.Decoder[Any]] = {
+    topic: msgspec.msgpack.Decoder(cls) for topic, cls in MESSAGE_TYPES.items()
+}
+_TOPICS = {topic.encode(): topic for topic in MESSAGE_TYPES}
 
 
 def encode(msg: Message) -> list[bytes]:
-    return [msg.TOPIC.encode(), canonical.pack(msg.to_map())]
+    return [msg.TOPIC.encode(), _ENCODER.encode(msg)]
 
 
-def _reject_ext(code: int, data: bytes) -> Any:
-    raise WireError("ext_type", f"msgpack extension type {code} is not allowed")
-
-
-def _depth(obj: Any, limit: int, level: int = 0) -> None:
-    if level > limit:
-        raise WireError("too_deep", f"nesting deeper than {limit}")
-    if isinstance(obj, dict):
-        for v in obj.values():
-            _depth(v, limit, level + 1)
-    elif isinstance(obj, list):
-        for v in obj:
-            _depth(v, limit, level + 1)
-
-
-def unpack(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    if len(payload) > limits.max_bytes:
-        raise WireError("oversized", f"{len(payload)} bytes > limit {limits.max_bytes}")
-    try:
-        obj = msgpack.unpackb(
-            payload,
-            raw=False,
-            strict_map_key=True,
-            ext_hook=_reject_ext,
-            use_list=True,
-            max_bin_len=limits.max_bytes,
-            max_str_len=limits.max_str,
-            max_array_len=limits.max_items,
-            max_map_len=limits.max_items,
-        )
-    except WireError:
-        raise
-    except Exception as e:  # msgpack raises many unrelated types on hostile input
-        raise WireError("malformed", f"{type(e).__name__}: {e}") from None
-    if not isinstance(obj, dict):
-        raise WireError("not_a_map", f"payload is a {type(obj).__name__}, expected a map")
-    _depth(obj, limits.max_depth)
-    return obj
+def payload(msg: Message) -> bytes:
+    return _ENCODER.encode(msg)
 
 
 def decode(
@@ -84,20 +56,20 @@ def decode(
     """Decode `[topic, payload]`. `expect` restricts which topics a socket accepts."""
     if len(frames) != 2:
         raise WireError("frame_count", f"{len(frames)} frames, expected 2 (topic, payload)")
+    raw_topic, data = frames
+    topic = _TOPICS.get(bytes(raw_topic))
+    if topic is None or (expect is not None and topic not in expect):
+        shown = bytes(raw_topic)[:40]
+        raise WireError("unknown_topic", f"topic {shown!r} not accepted here")
+    if len(data) > limits.max_bytes:
+        raise WireError("oversized", f"{len(data)} bytes > limit {limits.max_bytes}")
     try:
-        topic = frames[0].decode("ascii")
-    except UnicodeDecodeError:
-        raise WireError("bad_topic", "topic is not ASCII") from None
-    cls = MESSAGE_TYPES.get(topic)
-    if cls is None or (expect is not None and topic not in expect):
-        raise WireError("unknown_topic", f"topic {topic[:40]!r} not accepted here")
-    m = unpack(frames[1], limits)
-    try:
-        return cls.from_map(m)
-    except SchemaError as e:
-        raise WireError("schema", str(e)) from None
-    except (TypeError, ValueError) as e:
+        msg: Message = _DECODERS[topic].decode(data)
+    except msgspec.ValidationError as e:
         raise WireError("schema", f"{topic}: {e}") from None
+    except msgspec.DecodeError as e:
+        raise WireError("malformed", f"{topic}: {e}") from None
+    return msg
 
 
 class RejectCounter(Counter):  # type: ignore[type-arg]

@@ -1,23 +1,62 @@
-"""Every message that crosses a process boundary, as a data class defined once.
+"""Every message that crosses a process boundary, as a typed struct defined once.
 
-`docs/PROTOCOL.md` documents these; `SCHEMA_VERSION` versions them. Decoding validates each
-field's type against the annotations here, so a message either matches the schema or is
-rejected with a reason.
+`docs/PROTOCOL.md` is generated from these; `SCHEMA_VERSION` versions them. The structs are
+msgspec `Struct`s: decoding checks every field's type *and bounds* (seq in [0, 2^63), string
+keys only, string and list lengths, enumerated statuses and kinds) in one pass in C, so a
+frame either becomes a fully typed message or is rejected with a reason. Everything a process
+does with a message after `decode` may rely on those bounds: they are checked here, once.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import types
-import typing
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, get_args
+
+import msgspec
+from msgspec import Meta, Struct, field
 
 SCHEMA_VERSION = 1
 
+# --- bounded building blocks ---------------------------------------------------------------
+# SQLite, struct.pack(">Q") and every counter downstream hold 64-bit signed integers.
+INT64_MAX = 2**63 - 1
+Seq = Annotated[int, Meta(ge=0, le=INT64_MAX)]
+SeqOrNone = Annotated[int, Meta(ge=-1, le=INT64_MAX)]  # -1: "no record" (rejections, alerts)
+Int64 = Annotated[int, Meta(ge=-INT64_MAX, le=INT64_MAX)]
+Count = Annotated[int, Meta(ge=0, le=INT64_MAX)]
+Tokens = Annotated[int, Meta(ge=0, le=1 << 24)]
+# Unix seconds up to the year 2286; a NaN or negative time is refused, not sorted.
+UnixTime = Annotated[float, Meta(ge=0.0, le=1e10)]
+Seconds = Annotated[float, Meta(ge=0.0, le=1e7)]
+# Measured figures: a NaN or infinite distance is a finding to show, not a frame to refuse.
+Number = float
+# Node and client names end up in SQL rows, log lines, signed head messages and table cells.
+Name = Annotated[str, Meta(min_length=1, max_length=128)]
+Ident = Annotated[str, Meta(max_length=256)]
+Key = Annotated[str, Meta(max_length=64)]
+Text = Annotated[str, Meta(max_length=4096)]
+LongText = Annotated[str, Meta(max_length=1 << 20)]
+Hash = Annotated[bytes, Meta(max_length=64)]  # sha256 digests, Ed25519 keys and signatures
+Nonce = Annotated[bytes, Meta(max_length=64)]
+Blob = Annotated[bytes, Meta(max_length=64 << 20)]
+
+# Free-form values (setup extras, alert details, attribution changes): scalars, and lists or
+# maps of scalars two levels deep at most. Keys are strings: msgpack lets a peer send bytes or
+# integer keys, which crash JSON writers and canonical packing downstream.
+Scalar = bool | Int64 | Number | Text | None
+Value1 = (
+    Scalar
+    | Annotated[list[Scalar], Meta(max_length=4096)]
+    | Annotated[dict[Key, Scalar], Meta(max_length=256)]
+)
+Value = (
+    Scalar
+    | Annotated[list[Value1], Meta(max_length=1024)]
+    | Annotated[dict[Key, Value1], Meta(max_length=256)]
+)
+Map = Annotated[dict[Key, Value], Meta(max_length=256)]
+
 # Verdict statuses (DESIGN.md), plus `unverifiable` for records the verifier cannot replay.
-STATUSES = (
+Status = Literal[
     "match",
     "within_noise",
     "mismatch",
@@ -25,8 +64,8 @@ STATUSES = (
     "bad_opening",
     "chain_break",
     "unverifiable",
-)
-ALERT_KINDS = (
+]
+AlertKind = Literal[
     "chain_break",
     "unopened",
     "bad_opening",
@@ -36,252 +75,277 @@ ALERT_KINDS = (
     "flood",
     "unverifiable",
     "shed",
-)
+    "deaf",
+    "restart_gap",
+    "rejects",
+]
+Severity = Literal["info", "warning", "critical"]
+OpenStatus = Literal["ok", "purged", "unknown", "error"]
+SubmitStatus = Literal["ok", "rejected", "error"]
+TelemetrySource = Literal["nvml", "host"]
+
+STATUSES: tuple[str, ...] = get_args(Status)
+ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 
 
 class SchemaError(ValueError):
     pass
 
 
-@dataclass(frozen=True, kw_only=True)
-class Message:
+class Message(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     TOPIC: ClassVar[str] = ""
-    v: int = SCHEMA_VERSION
-    node: str
-    t: float
+    v: Literal[1] = SCHEMA_VERSION
+    node: Name
+    t: UnixTime
 
     def to_map(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        """Plain maps and lists all the way down (bytes stay bytes)."""
+        out: dict[str, Any] = msgspec.to_builtins(self, builtin_types=(bytes,))
+        return out
 
     @classmethod
-    def from_map(cls, m: dict[str, Any]) -> Message:
-        """Validate `m` against this class's annotations (checks compiled once per class)."""
-        fields, names = _compiled(cls)
-        if not names.issuperset(m):
-            raise SchemaError(f"{cls.TOPIC}: unknown fields {sorted(set(m) - names)}")
-        if m.get("v") != SCHEMA_VERSION:
-            raise SchemaError(
-                f"{cls.TOPIC}: schema version {m.get('v')!r}, expected {SCHEMA_VERSION}"
-            )
-        kwargs = {}
-        for name, check, required in fields:
-            if name in m:
-                kwargs[name] = check(m[name])
-            elif required:
-                raise SchemaError(f"{cls.TOPIC}: missing field {name!r}")
-        return cls(**kwargs)
+    def from_map(cls, m: dict[str, Any]) -> Any:
+        """A map (e.g. from SQLite or a StateReply) through the same checks as the wire."""
+        try:
+            return msgspec.convert(m, cls, builtin_types=(bytes,))
+        except msgspec.ValidationError as e:
+            raise SchemaError(f"{cls.TOPIC}: {e}") from None
 
 
-_HINTS: dict[type, dict[str, Any]] = {}
+# --- payload parts ---------------------------------------------------------------------------
+class Part(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    def to_map(self) -> dict[str, Any]:
+        out: dict[str, Any] = msgspec.to_builtins(self, builtin_types=(bytes,))
+        return out
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
+class ProbeEvidence(Part):
+    """One probe's distance between the opened record and the verifier's replay."""
+
+    probe: Key
+    layer: Annotated[int, Meta(ge=-1, le=1 << 16)] | None = None
+    identical: bool = False
+    rel: Number = 0.0  # relative L2 distance over the probe
+    max_pos_rel: Number = 0.0
+    max_ulp: Number = 0.0
+    n_diff: Count = 0
+    n: Count = 0
+    per_position_rel: Annotated[list[Number], Meta(max_length=1 << 16)] = []
+    band: Number | None = None  # the calibrated noise limit for this probe, when cross-device
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        for arm in typing.get_args(tp):
-            try:
-                return _check(value, arm, where)
-            except SchemaError:
-                continue
-        raise SchemaError(f"{where}: {type(value).__name__} does not match {tp}")
-    if tp is type(None):
-        if value is None:
-            return None
-        raise SchemaError(f"{where}: expected nil")
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise SchemaError(f"{where}: expected a number, got {type(value).__name__}")
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise SchemaError(f"{where}: expected an integer, got {type(value).__name__}")
-    if tp in (str, bytes, bool):
-        if isinstance(value, tp) and (tp is bool or not isinstance(value, bool)):
-            return value
-        raise SchemaError(f"{where}: expected {tp.__name__}, got {type(value).__name__}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise SchemaError(f"{where}: expected a list, got {type(value).__name__}")
-        (arm,) = typing.get_args(tp) or (Any,)
-        return [_check(x, arm, f"{where}[{i}]") for i, x in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise SchemaError(f"{where}: expected a map, got {type(value).__name__}")
-        _, arm = typing.get_args(tp) or (str, Any)
-        return {k: _check(x, arm, f"{where}.{k}") for k, x in value.items()}
-    raise SchemaError(f"{where}: unsupported schema type {tp}")
+class Evidence(Part):
+    """Why a verdict says what it says; every field optional, as each status fills some."""
+
+    mode: Literal["", "exact", "band"] = ""
+    pair: Ident = ""  # prover device class | reference device class
+    score: Number | None = None
+    first_diff: Key = ""
+    notes: Annotated[list[Text], Meta(max_length=64)] = []
+    probes: Annotated[list[ProbeEvidence], Meta(max_length=1024)] = []
+    over_band: Annotated[list[Key], Meta(max_length=1024)] = []
+    not_greedy: Annotated[list[Count], Meta(max_length=1 << 16)] = []
+    chain_break: Key = field(default="", name="break")  # gap, fork, reorder, ...
+    commit_t: UnixTime | None = None  # when the node committed it (latency figures)
 
 
-Checker = Callable[[Any], Any]
-_COMPILED: dict[type, tuple[list[tuple[str, Checker, bool]], frozenset[str]]] = {}
+class Candidate(Part):
+    """One setup the verifier tried to explain a mismatch (replay/attribution.py)."""
+
+    field: Key  # the setup field(s) changed: "dtype", or "batch_size+dtype" for a pair
+    changes: Annotated[dict[Key, Scalar], Meta(max_length=32)] = {}
+    exact: bool = False
+    score: Number | None = None
+    identical_probes: Count = 0
+    probes: Count = 0
+    first_diff: Key = ""
+    error: Text = ""
+
+    def fields(self) -> list[str]:
+        return self.field.split("+")
 
 
-def _compile(tp: Any, where: str) -> Checker:
-    """A checker for one field: the common exact types take a fast path (ingest decodes
-    >50,000 commits/s on one core); anything else, and every error, goes through `_check`."""
-    if tp in (int, str, bytes, float):
+class GpuSample(Part):
+    """One GPU's figures at one second. A figure NVML could not read is absent (None), never 0."""
 
-        def check_exact(v: Any) -> Any:
-            return v if type(v) is tp else _check(v, tp, where)
-
-        return check_exact
-    if typing.get_origin(tp) is dict and typing.get_args(tp)[1] is Any:
-
-        def check_any_map(v: Any) -> Any:
-            # Values typed Any: `_check` accepts them as they are, keys come from msgpack's
-            # strict_map_key (strings only).
-            return dict(v) if type(v) is dict else _check(v, tp, where)
-
-        return check_any_map
-    return lambda v: _check(v, tp, where)
-
-
-def _compiled(cls: type) -> tuple[list[tuple[str, Checker, bool]], frozenset[str]]:
-    if cls not in _COMPILED:
-        hints = _hints(cls)
-        fields = [
-            (
-                f.name,
-                _compile(hints[f.name], f"{cls.TOPIC}.{f.name}"),  # type: ignore[attr-defined]
-                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
-            )
-            for f in dataclasses.fields(cls)
-        ]
-        _COMPILED[cls] = (fields, frozenset(name for name, _, _ in fields))
-    return _COMPILED[cls]
+    index: Annotated[int, Meta(ge=0, le=1024)]
+    uuid: Ident | None = None
+    name: Ident | None = None
+    util: Number | None = None  # %
+    mem_util: Number | None = None  # %
+    mem_used: Number | None = None  # bytes
+    mem_total: Number | None = None  # bytes
+    power_w: Number | None = None
+    sm_clock_mhz: Number | None = None
+    temp_c: Number | None = None
+    procs: Count | None = None
+    xid_errors: Count = 0
+    last_xid: Int64 | None = None
+    errors: Annotated[dict[Key, Text], Meta(max_length=64)] = {}
 
 
-def reference_from_map(cls: type[Message], m: dict[str, Any]) -> Message:
-    """The plain walker `from_map` must agree with (tests compare them on hostile input)."""
-    hints = _hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    if set(m) - names:
-        raise SchemaError(f"{cls.TOPIC}: unknown fields {sorted(set(m) - names)}")
-    if m.get("v") != SCHEMA_VERSION:
-        raise SchemaError(f"{cls.TOPIC}: schema version {m.get('v')!r}, expected {SCHEMA_VERSION}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name in m:
-            kwargs[f.name] = _check(m[f.name], hints[f.name], f"{cls.TOPIC}.{f.name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise SchemaError(f"{cls.TOPIC}: missing field {f.name!r}")
-    return cls(**kwargs)
+class HostSample(Part):
+    """The host's CPU and memory, from /proc; the only figures a node without NVIDIA GPUs has."""
+
+    cpus: Count = 0
+    cpu_util: Number | None = None
+    mem_total: Number | None = None
+    mem_used: Number | None = None
+    load1: Number | None = None
+    note: Text = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Commit(Message):
+# --- messages --------------------------------------------------------------------------------
+Setup = Annotated[dict[Key, Value1], Meta(max_length=64)]
+
+
+class Commit(Message, frozen=True):
     """Published for every record as soon as it is durable."""
 
     TOPIC: ClassVar[str] = "commit"
-    seq: int
-    request_id: str
-    record_digest: bytes
-    chain: bytes
-    setup: dict[str, Any]
-    model: str
-    prompt_tokens: int
-    output_tokens: int
+    seq: Seq
+    request_id: Ident
+    record_digest: Hash
+    chain: Hash
+    setup: Setup
+    model: Ident
+    prompt_tokens: Tokens
+    output_tokens: Tokens
     # Committed timings: evidence of hidden work that leaves numerics untouched.
-    prefill_s: float = 0.0
-    decode_s: float = 0.0
+    prefill_s: Seconds = 0.0
+    decode_s: Seconds = 0.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Head(Message):
-    """A signed chain head: Ed25519 over `head_message(node, seq, chain)`."""
+class Head(Message, frozen=True):
+    """A signed chain head: Ed25519 over `head_message(node, seq, chain)`.
+
+    `final` marks the head an agent signs as it stops: silence after it is not a fault.
+    """
 
     TOPIC: ClassVar[str] = "head"
-    seq: int
-    chain: bytes
-    sig: bytes
-    pubkey: bytes
+    seq: Seq
+    chain: Hash
+    sig: Hash
+    pubkey: Hash
+    final: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Telemetry(Message):
+class Telemetry(Message, frozen=True):
     """Per-GPU figures from NVML; `gpus` is empty on hosts without NVIDIA GPUs."""
 
     TOPIC: ClassVar[str] = "telemetry"
-    gpus: list[dict[str, Any]] = field(default_factory=list)
-    host: dict[str, Any] = field(default_factory=dict)
-    source: str = "nvml"  # "nvml" or "host" (no NVIDIA GPU: host CPU/memory only)
+    gpus: Annotated[list[GpuSample], Meta(max_length=1024)] = []
+    host: HostSample = HostSample()
+    source: TelemetrySource = "nvml"  # "host": no NVIDIA GPU, host CPU/memory only
 
 
-@dataclass(frozen=True, kw_only=True)
-class Verdict(Message):
+class Verdict(Message, frozen=True):
     TOPIC: ClassVar[str] = "verdict"
-    seq: int
-    status: str
-    request_id: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-    attribution: list[dict[str, Any]] = field(default_factory=list)
-    declared: dict[str, Any] = field(default_factory=dict)
-    replay_s: float = 0.0
-    reference: str = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"
+    seq: Seq
+    status: Status
+    request_id: Ident = ""
+    evidence: Evidence = Evidence()
+    attribution: Annotated[list[Candidate], Meta(max_length=256)] = []
+    declared: Setup = {}
+    replay_s: Seconds = 0.0
+    reference: Ident = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"
     cross_gpu: bool = False
-    reason: str = ""
+    reason: Text = ""
+    sig: Hash = b""  # the verifier's Ed25519 signature (empty: unsigned)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Alert(Message):
+class Alert(Message, frozen=True):
     TOPIC: ClassVar[str] = "alert"
-    id: str
-    kind: str
-    severity: str  # "info", "warning", "critical"
-    message: str
-    seq: int = -1
-    details: dict[str, Any] = field(default_factory=dict)
+    id: Ident
+    kind: AlertKind
+    severity: Severity
+    message: Text
+    seq: SeqOrNone = -1
+    details: Map = {}
+    sig: Hash = b""  # the verifier's Ed25519 signature (empty: unsigned)
 
 
-@dataclass(frozen=True, kw_only=True)
-class OpenRequest(Message):
+class OpenRequest(Message, frozen=True):
     """Verifier -> agent (DEALER -> ROUTER): reveal record `seq`. `node` is the verifier."""
 
     TOPIC: ClassVar[str] = "open"
-    seq: int
-    nonce: bytes
+    seq: Seq
+    nonce: Nonce
 
 
-@dataclass(frozen=True, kw_only=True)
-class OpenReply(Message):
+class OpenReply(Message, frozen=True):
     """`status`: ok (record holds the committed bytes), purged, unknown, error."""
 
     TOPIC: ClassVar[str] = "opened"
-    seq: int
-    nonce: bytes
-    status: str
-    record: bytes | None = None
-    reason: str = ""
+    seq: Seq
+    nonce: Nonce
+    status: OpenStatus
+    record: Blob | None = None
+    reason: Text = ""
 
 
-@dataclass(frozen=True, kw_only=True)
-class SubmitRequest(Message):
+class SubmitRequest(Message, frozen=True):
     """Client -> agent intake: one generation request. `node` names the client."""
 
     TOPIC: ClassVar[str] = "submit"
-    request_id: str
-    prompt: str
-    max_tokens: int
+    request_id: Ident
+    prompt: LongText
+    max_tokens: Annotated[int, Meta(ge=1, le=1 << 20)]
 
 
-@dataclass(frozen=True, kw_only=True)
-class SubmitReply(Message):
+class SubmitReply(Message, frozen=True):
     TOPIC: ClassVar[str] = "submitted"
-    request_id: str
-    status: str  # ok, rejected, error
-    completion: str = ""
-    output_ids: list[int] = field(default_factory=list)
-    seq: int = -1
-    reason: str = ""
+    request_id: Ident
+    status: SubmitStatus
+    completion: LongText = ""
+    output_ids: Annotated[
+        list[Annotated[int, Meta(ge=0, lt=1 << 32)]], Meta(max_length=1 << 20)
+    ] = []
+    seq: SeqOrNone = -1
+    reason: Text = ""
+
+
+class NodeSummary(Part):
+    """One node as the verifier sees it, in a `StateReply` (replay/summary.py)."""
+
+    commits: Count = 0
+    sampled: Count = 0
+    verified: Count = 0
+    coverage: Number = 0.0
+    verdicts: Annotated[dict[Status, Count], Meta(max_length=16)] = {}
+    last_verdict_t: UnixTime = 0.0
+    chain_head_seq: SeqOrNone = -1
+    signed_head_seq: SeqOrNone = -1
+    last_telemetry: Telemetry | None = None
+    last_telemetry_t: UnixTime = 0.0
+    rejects: Annotated[dict[Key, Count], Meta(max_length=64)] = {}
+    shed: Count = 0
+    suspect: bool = False
+    sample_rate: Number = 0.0
+    capacity: Text = ""
+    declared: Setup = {}
+
+
+class StateRequest(Message, frozen=True):
+    """Monitor -> replay daemon (DEALER -> ROUTER): current state at once (zguide Clone)."""
+
+    TOPIC: ClassVar[str] = "state?"
+    since_verdicts: Count = 0
+
+
+class StateReply(Message, frozen=True):
+    """The daemon's current picture: per-node summaries, recent verdicts, open alerts.
+
+    `nodes` maps node name -> its summary; `verdicts`/`alerts` are typed as their own
+    messages; `stream_seq` is the sequence of the last verdict/alert published, so a late
+    joiner can drop updates it already has.
+    """
+
+    TOPIC: ClassVar[str] = "state"
+    nodes: Annotated[dict[Name, NodeSummary], Meta(max_length=100_000)] = {}
+    verdicts: Annotated[list[Verdict], Meta(max_length=100_000)] = []
+    alerts: Annotated[list[Alert], Meta(max_length=100_000)] = []
+    stream_seq: Count = 0
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {
@@ -296,32 +360,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         OpenReply,
         SubmitRequest,
         SubmitReply,
+        StateRequest,
+        StateReply,
     )
 }
-
-
-@dataclass(frozen=True, kw_only=True)
-class StateRequest(Message):
-    """Monitor -> replay daemon (DEALER -> ROUTER): current state at once (zguide Clone)."""
-
-    TOPIC: ClassVar[str] = "state?"
-    since_verdicts: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class StateReply(Message):
-    """The daemon's current picture: per-node summaries, recent verdicts, open alerts.
-
-    `nodes` maps node name -> summary map; verdicts/alerts are maps as their own messages'
-    `to_map()`; `stream_seq` is the sequence of the last verdict/alert published, so a late
-    joiner can drop updates it already has.
-    """
-
-    TOPIC: ClassVar[str] = "state"
-    nodes: dict[str, Any] = field(default_factory=dict)
-    verdicts: list[dict[str, Any]] = field(default_factory=list)
-    alerts: list[dict[str, Any]] = field(default_factory=list)
-    stream_seq: int = 0
-
-
-MESSAGE_TYPES.update({StateRequest.TOPIC: StateRequest, StateReply.TOPIC: StateReply})

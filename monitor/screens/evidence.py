@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from fpmon.setups import NUMERIC_FIELDS
+from fpmon.wire import Candidate
 from monitor.model import VerdictEntry, evidence_layers
 from monitor.widgets.tables import status_text
 
@@ -24,13 +25,7 @@ def replayed_setup(e: VerdictEntry) -> dict[str, Any]:
     v = e.verdict
     if not v.attribution:
         return dict(v.declared)
-    best = v.attribution[0]
-    cand = best.get("changes") or best.get("setup") or best.get("candidate")
-    if isinstance(cand, dict):
-        return {**v.declared, **cand}
-    if isinstance(best.get("field"), str) and "value" in best:
-        return {**v.declared, best["field"]: best["value"]}
-    return dict(v.declared)
+    return {**v.declared, **v.attribution[0].changes}
 
 
 class EvidenceScreen(Screen):
@@ -71,8 +66,8 @@ class EvidenceScreen(Screen):
         att = self.query_one("#attribution", DataTable)
         att.add_columns("rank", "candidate", "score")
         for i, cand in enumerate(v.attribution[:20]):
-            score = cand.get("score", cand.get("distance", ""))
-            att.add_row(str(i + 1), _candidate_text(cand, v.declared), _score(score))
+            score = cand.score if cand.score is not None else cand.error or "—"
+            att.add_row(str(i + 1), _candidate_text(cand), _score(score))
         if not v.attribution:
             att.add_row("—", "no attribution (only mismatches are attributed)", "")
         self._plot()
@@ -116,20 +111,9 @@ class EvidenceScreen(Screen):
         )
 
 
-def _candidate_text(cand: dict[str, Any], declared: dict[str, Any]) -> str:
-    exact = " (exact)" if cand.get("exact") else ""
-    if isinstance(cand.get("changes"), dict):
-        return " ".join(f"{k}={x}" for k, x in cand["changes"].items()) + exact
-    if isinstance(cand.get("field"), str):
-        return f"{cand['field']}={cand.get('value', '?')}{exact}"
-    setup = cand.get("setup") or cand.get("candidate") or {}
-    if isinstance(setup, dict):
-        diff = [
-            f"{k}={setup[k]}" for k in NUMERIC_FIELDS if k in setup and setup[k] != declared.get(k)
-        ]
-        if diff:
-            return " ".join(diff)
-    return str({k: x for k, x in cand.items() if k != "score"})[:60]
+def _candidate_text(cand: Candidate) -> str:
+    exact = " (exact)" if cand.exact else ""
+    return " ".join(f"{k}={x}" for k, x in cand.changes.items()) + exact
 
 
 def _score(x: Any) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from fpmon.wire import Commit, StateRequest, decode, encode
+from fpmon.wire import Commit, GpuSample, StateRequest, decode, encode
 from replay import config
 from replay.daemon import ReplayDaemon
 from replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
@@ -387,7 +387,7 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
         assert "no interference profile" in hidden["details"]["explained_by"]
         # The node's GPU (as its telemetry reports it) is fully busy, far beyond 4 requests.
         for _ in range(20):  # 4 s of telemetry: two capacity windows
-            node.telemetry(gpus=[{"util": 100}])
+            node.telemetry(gpus=[GpuSample(index=0, util=100)])
             time.sleep(0.2)
         capacity = wait_alert(d, "undeclared_capacity")
         assert capacity["details"]["busy_s"] > capacity["details"]["explained_s"]

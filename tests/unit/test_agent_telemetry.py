@@ -24,7 +24,7 @@ def test_host_without_gpu_says_so_with_real_figures():
     time.sleep(0.2)
     t = src.sample()
     assert t.gpus == [] and t.source == "host"
-    assert "NVML" in t.host["note"]
-    assert t.host["mem_total"] == _meminfo_total()
-    assert 0 < t.host["mem_used"] < t.host["mem_total"]
-    assert 0.0 <= t.host["cpu_util"] <= 100.0
+    assert "NVML" in t.host.note
+    assert t.host.mem_total == _meminfo_total()
+    assert t.host.mem_used is not None and 0 < t.host.mem_used < t.host.mem_total
+    assert t.host.cpu_util is not None and 0.0 <= t.host.cpu_util <= 100.0

@@ -37,10 +37,11 @@ def test_round_trip() -> None:
         ([b"commit"], "frame_count"),
         ([b"nope", msgpack.packb({})], "unknown_topic"),
         ([b"commit", b"\xc1"], "malformed"),
-        ([b"commit", msgpack.packb([1, 2])], "not_a_map"),
-        ([b"commit", msgpack.packb({1: 2})], "malformed"),  # non-string key
+        ([b"commit", msgpack.packb([1, 2])], "schema"),  # not a map
+        ([b"commit", msgpack.packb({1: 2})], "schema"),  # non-string key
         ([b"commit", msgpack.packb({"v": 1})], "schema"),
-        ([b"\xff\xfe", b""], "bad_topic"),
+        ([b"commit", encode(_commit())[1] + b"\x00"], "malformed"),  # trailing bytes
+        ([b"\xff\xfe", b""], "unknown_topic"),
     ],
 )
 def test_rejections_have_reasons(frames: list[bytes], reason: str) -> None:
@@ -54,7 +55,7 @@ def test_ext_types_rejected() -> None:
     m["setup"] = msgpack.ExtType(5, b"evil")
     with pytest.raises(WireError) as e:
         decode([b"commit", msgpack.packb(m)])
-    assert e.value.reason == "ext_type"
+    assert e.value.reason == "schema"
 
 
 def test_wrong_field_type_rejected() -> None:
@@ -64,7 +65,7 @@ def test_wrong_field_type_rejected() -> None:
         decode([b"commit", msgpack.packb(m, use_bin_type=True)])
 
 
-def test_oversized_and_deep() -> None:
+def test_oversized_and_too_deep() -> None:
     big = encode(_commit(setup={"x": "y" * 5000}))
     with pytest.raises(WireError) as e:
         decode(big, Limits(max_bytes=1000))
@@ -74,9 +75,11 @@ def test_oversized_and_deep() -> None:
     for _ in range(20):
         cur["a"] = {}
         cur = cur["a"]
+    m = _commit().to_map()
+    m["setup"] = deep
     with pytest.raises(WireError) as e:
-        decode(encode(_commit(setup=deep)))
-    assert e.value.reason == "too_deep"
+        decode([b"commit", msgpack.packb(m, use_bin_type=True)])
+    assert e.value.reason == "schema"
 
 
 def test_topic_restriction() -> None:

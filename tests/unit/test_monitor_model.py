@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import sys
 
-from fpmon.wire import StateReply, decode, encode
+import msgpack
+import msgspec
+import pytest
+
+from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
 from monitor import synth
 from monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
 
@@ -41,11 +45,11 @@ def test_rows_health_and_attribution():
     assert data["nodes"][0]["attributions"] == {"batch_size": 1}
 
 
-def test_attribution_from_candidate_setup():
+def test_attribution_names_the_best_candidate_fields():
     v = synth.verdict("n", 1, "mismatch", "attn_impl", "eager")
-    cand = {**v.declared, "attn_impl": "eager"}
-    v2 = type(v)(**{**v.to_map(), "attribution": [{"setup": cand, "score": 0.0}]})
-    assert attribution_fields(v2) == ["attn_impl"]
+    assert attribution_fields(v) == ["attn_impl"]
+    pair = msgspec.structs.replace(v, attribution=[Candidate(field="batch_size+dtype")])
+    assert attribution_fields(pair) == ["batch_size", "dtype"]
     assert evidence_layers(v)[1][0] == "keys.L1"
 
 
@@ -97,7 +101,7 @@ def test_buffers_are_bounded_and_dedupe_clone_overlap():
     # A snapshot that repeats a verdict already received live adds nothing.
     v = m.verdicts[-1].verdict
     total = m.verdicts_total
-    m.apply(StateReply(node="replay", t=0.0, verdicts=[v.to_map()], nodes={"n9": {}}))
+    m.apply(StateReply(node="replay", t=0.0, verdicts=[v], nodes={"n9": NodeSummary()}))
     assert m.verdicts_total == total
 
 
@@ -118,12 +122,23 @@ def test_state_reply_seeds_a_late_joiner():
     reply = StateReply(
         node="replay",
         t=0.0,
-        nodes={"a": {"commits": 12, "last_seq": 11, "declared": synth.DECLARED}},
-        verdicts=[v.to_map(), {"bogus": 1}],
-        alerts=[synth.alert("a").to_map()],
+        nodes={"a": NodeSummary(commits=12, chain_head_seq=11, declared=synth.DECLARED)},
+        verdicts=[v],
+        alerts=[synth.alert("a")],
     )
     m = FleetModel()
     m.apply(roundtrip(reply))
     row = m.nodes["a"]
-    assert row.commits == 12 and row.health == "flagged" and m.open_alerts == 1
-    assert m.rejected["state_verdict"] == 1
+    assert row.commits == 12 and row.last_seq == 11
+    assert row.health == "flagged" and m.open_alerts == 1
+
+
+def test_a_state_reply_with_one_bad_verdict_is_refused_whole():
+    """Bounds are checked once, at decode: a snapshot carrying a malformed verdict never
+    reaches the model (the feed counts it as a rejected frame)."""
+    good = synth.verdict("a", 3).to_map()
+    bad = {**good, "status": "fine"}
+    frames = [b"state", msgpack.packb({"v": 1, "node": "r", "t": 0.0, "verdicts": [good, bad]})]
+    with pytest.raises(WireError) as e:
+        decode(frames)
+    assert e.value.reason == "schema" and "status" in e.value.detail

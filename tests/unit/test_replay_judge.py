@@ -65,9 +65,9 @@ def test_cross_device_uses_the_band_and_says_so(node, tmp_path) -> None:
     c, data = as_gpu(node, e, ids, attn_impl="sdpa")
     wide = judge_with(cal_file(tmp_path, 1.0, e.weights_digest)).judge(c, data)
     assert wide.verdict.status == "within_noise" and wide.verdict.cross_gpu
-    assert wide.verdict.evidence["mode"] == "band" and wide.jitter_rel == 0.2
+    assert wide.verdict.evidence.mode == "band" and wide.jitter_rel == 0.2
     narrow = judge_with(cal_file(tmp_path, 1e-9, e.weights_digest)).judge(c, data)
-    assert narrow.verdict.status == "mismatch" and narrow.verdict.evidence["over_band"]
+    assert narrow.verdict.status == "mismatch" and narrow.verdict.evidence.over_band
     none = judge_with().judge(c, data)
     assert none.verdict.status == "mismatch"
     assert "bit-exactness demanded" in none.verdict.reason
@@ -141,4 +141,4 @@ def test_served_tokens_must_be_the_greedy_choice() -> None:
     v = judge.judge(commit_for(forged), forged.encode()).verdict
     assert v.status == "mismatch"
     # Position 2 first; later original tokens no longer follow from the changed context.
-    assert v.evidence["not_greedy"][0] == 2 and "greedy" in v.reason
+    assert v.evidence.not_greedy[0] == 2 and "greedy" in v.reason

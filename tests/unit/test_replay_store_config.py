@@ -45,7 +45,7 @@ def test_verdicts_and_alerts_are_written_once_and_clear_pending(tmp_path: Path) 
     s.close()
     s2 = Store(tmp_path / "v.sqlite")
     assert s2.sid == 2 and s2.verdict_counts() == {"n1": {"match": 1}}
-    assert s2.verdicts(node="n1")[0]["status"] == "match"
+    assert s2.verdicts(node="n1") == [v]
     s2.close()
 
 

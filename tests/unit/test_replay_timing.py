@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fpmon.wire import GpuSample, Telemetry
+
 from replay.timing import TimingModel, gpu_busy_s
 
 
@@ -33,5 +35,7 @@ def test_undeclared_capacity() -> None:
 
 
 def test_gpu_busy_from_telemetry() -> None:
-    assert gpu_busy_s({"gpus": []}, 1.0) is None
-    assert gpu_busy_s({"gpus": [{"util": 50}, {"utilization": 100}]}, 2.0) == 3.0
+    assert gpu_busy_s(Telemetry(node="n", t=1.0), 1.0) is None
+    gpus = [GpuSample(index=0, util=50), GpuSample(index=1, util=100), GpuSample(index=2)]
+    # A GPU whose utilisation NVML could not read adds nothing: unknown is not busy.
+    assert gpu_busy_s(Telemetry(node="n", t=1.0, gpus=gpus), 2.0) == 3.0
