@@ -190,7 +190,10 @@ class FleetModel:
     def apply_many(self, msgs, now: float | None = None) -> None:
         now = self.clock() if now is None else now
         for m in msgs:
-            self.apply(m, now)
+            try:
+                self.apply(m, now)
+            except Exception as e:  # one message the model cannot take never stops the view
+                self.rejected[f"apply:{type(e).__name__}"] += 1
 
     def apply_state(self, reply: StateReply, now: float | None = None) -> None:
         """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""

@@ -13,7 +13,8 @@ import queue
 import threading
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import msgspec
 import zmq
@@ -55,6 +56,7 @@ SEVERITY = {
     "unverifiable": "info",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
+T = TypeVar("T")
 
 
 def _bindable(ep: str) -> str:
@@ -111,6 +113,7 @@ class ReplayDaemon:
         self.shed: Counter[str] = Counter()
         self._shed_window: Counter[str] = Counter()
         self.state_rejects: Counter[str] = Counter()
+        self.internal_errors: Counter[str] = Counter()  # by where:exception, see `step`
         self._backlog: list[tuple[Commit, bytes]] = []
         self._reported: dict[tuple[Any, str], int] = {}
         self._started = False
@@ -220,21 +223,37 @@ class ReplayDaemon:
             self.close()
 
     def step(self, timeout_ms: int = 20) -> None:
+        """One poll round. Each message and each outcome is handled in isolation: one that
+        raises (a bug a crafted frame found) is counted and logged, never fatal."""
         events = dict(self.poller.poll(timeout_ms))
         outcomes: list[Outcome] = []
         for sock in events:
             if sock in self.subs:
                 self._drain_sub(sock, self.subs[sock])
             elif sock is self.state_sock:
-                self._answer_state()
+                self._isolated("state", self._answer_state)
             else:
-                outcomes += self.opener.on_readable(sock)
-        outcomes += self.opener.tick()
-        self._handle_intake()
+                outcomes += self._isolated("openings", self.opener.on_readable, sock) or []
+        outcomes += self._isolated("openings", self.opener.tick) or []
+        self._isolated("intake", self._handle_intake)
         for o in outcomes:
-            self._outcome(o)
-        self._feed_backlog()
-        self._handle_results()
+            self._isolated("outcome", self._outcome, o)
+        self._isolated("backlog", self._feed_backlog)
+        self._isolated("results", self._handle_results)
+
+    def _isolated(self, where: str, fn: Callable[..., T], *args: Any) -> T | None:
+        try:
+            return fn(*args)
+        except Exception as e:
+            self._internal_error(where, e)
+            return None
+
+    def _internal_error(self, where: str, e: Exception) -> None:
+        key = f"{where}:{type(e).__name__}"
+        self.internal_errors[key] += 1
+        n = self.internal_errors[key]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: counted in full, logged sparsely
+            log.error("message handling failed (%s, %d so far)", key, n, exc_info=e)
 
     def _drain_sub(self, sock: zmq.Socket[Any], via: str | None) -> None:
         handle = self.intake.handle
@@ -243,7 +262,10 @@ class ReplayDaemon:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            handle(frames, via)
+            try:
+                handle(frames, via)
+            except Exception as e:
+                self._internal_error("subscribe", e)
 
     def _handle_intake(self) -> None:
         breaks, samples, telemetry = self.intake.drain()
@@ -427,6 +449,8 @@ class ReplayDaemon:
         rejects = Counter(self.intake.rejects) + self.opener.rejects + self.state_rejects
         for st in self.intake.stats.values():
             rejects.update(st.rejects)
+        # Messages that passed the wire contract but raised inside: bugs, counted as rejects.
+        rejects.update({f"internal:{k}": n for k, n in self.internal_errors.items()})
         for reason, n in rejects.items():
             self._report(self.metrics.rejects, reason, n)
 

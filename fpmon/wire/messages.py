@@ -277,7 +277,7 @@ class OpenReply(Message, frozen=True):
     """`status`: ok (record holds the committed bytes), purged, unknown, error."""
 
     TOPIC: ClassVar[str] = "opened"
-    seq: Seq
+    seq: SeqOrNone  # -1: the request itself was refused
     nonce: Nonce
     status: OpenStatus
     record: Blob | None = None
