@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import msgpack
 import pytest

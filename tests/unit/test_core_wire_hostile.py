@@ -100,7 +100,7 @@ CRAFTED = {
             "severity": "critical",
             "message": "m",
         },
-    ),  # fmt: skip
+    ),
     "schema v2": frame("commit", commit_map(v=2)),
     "deep setup": frame("commit", commit_map(setup={"a": {"b": {"c": {"d": 1}}}})),
     "long digest": frame("commit", commit_map(record_digest=b"d" * 65)),
