@@ -21,7 +21,7 @@ from agents.config import AgentConfig
 from agents.heads import HeadSigner
 from agents.keys import load_signing_key, signing_public_hex
 from agents.logs import fields
-from agents.openings import answer
+from agents.openings import answer, answer_links
 from agents.publisher import Publisher
 from agents.redteam import RedTeam
 from agents.sdnotify import Notifier
@@ -33,6 +33,8 @@ from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.errors import FpmonError
 from fpmon.wire import (
     Limits,
+    LinksReply,
+    LinksRequest,
     OpenReply,
     OpenRequest,
     SubmitReply,
@@ -117,6 +119,7 @@ class Agent:
         self.started = time.time()
         os.makedirs(cfg.state_dir, exist_ok=True)
         self.key = load_signing_key(cfg.security.keys_dir, cfg.state_dir)
+        self.signer = HeadSigner(self.key, cfg.node)
         # Open the log before loading the model: a bad state directory fails in a second.
         store_kw = dict(
             node=cfg.node,
@@ -144,7 +147,7 @@ class Agent:
         self._bind_sockets()
         self.publisher = Publisher(
             self.pub,
-            HeadSigner(self.key, cfg.node),
+            self.signer,
             head_seq=self.store.head_seq,
             head_chain=self.store.head_chain,
             head_every_s=cfg.publish.head_every_s,
@@ -315,8 +318,7 @@ class Agent:
     def _on_open(self, frames: list[bytes]) -> None:
         env, body = _split_envelope(frames)
         try:
-            msg = decode(body, self.limits, expect=(OpenRequest.TOPIC,))
-            assert isinstance(msg, OpenRequest)
+            msg = decode(body, self.limits, expect=(OpenRequest.TOPIC, LinksRequest.TOPIC))
         except WireError as e:
             self._reject("openings", e)
             reply = OpenReply(
@@ -324,9 +326,14 @@ class Agent:
             )
             self.openings.send_multipart([*env, *encode(reply)])
             return
-        self.openings.send_multipart(
-            [*env, *encode(answer(self.reader, msg, self.cfg.node, self.redteam))]
-        )
+        if isinstance(msg, LinksRequest):
+            reply: OpenReply | LinksReply = answer_links(
+                self.reader, msg, self.cfg.node, self.signer
+            )
+        else:
+            assert isinstance(msg, OpenRequest)
+            reply = answer(self.reader, msg, self.cfg.node, self.redteam)
+        self.openings.send_multipart([*env, *encode(reply)])
 
     def status(self) -> dict[str, Any]:
         return {

@@ -160,6 +160,14 @@ class RecordLog:
             return "purged", None
         return "ok", bytes(row[0])
 
+    def links(self, first: int, count: int) -> list[tuple[int, bytes, bytes, bytes | None]]:
+        """(seq, digest, chain, body or None when purged) for `first` .. `first+count-1`."""
+        rows = self.db.execute(
+            "SELECT seq, digest, chain, data FROM records WHERE seq >= ? AND seq < ? ORDER BY seq",
+            (first, first + count),
+        ).fetchall()
+        return [(s, bytes(d), bytes(c), None if b is None else bytes(b)) for s, d, c, b in rows]
+
     def head_of_disk(self) -> int:
         """The last durable seq as another connection sees it (readers do not cache it)."""
         return self._head()[0]

@@ -49,6 +49,8 @@ class ReplayConfig:
     open_deadline_s: float = 2.0
     open_retries: int = 2
     max_inflight_openings: int = 256
+    # a hole in a node's feed unanswered this long raises `gap_unrepaired` (a warning)
+    repair_timeout_s: float = 60.0
     # replay queue and attribution
     queue_max: int = 64
     attribution: bool = True
@@ -191,6 +193,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         open_deadline_s=float(o.get("deadline_s", 2.0)),
         open_retries=int(o.get("retries", 2)),
         max_inflight_openings=int(o.get("max_inflight", 256)),
+        repair_timeout_s=float(o.get("repair_timeout_s", 60.0)),
         queue_max=int(q.get("max", 64)),
         attribution=bool(a.get("enabled", True)),
         attribution_fields=fields,

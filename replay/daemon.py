@@ -39,6 +39,7 @@ from replay.intake import Intake
 from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from replay.metrics import Metrics
 from replay.openings import Opener, Outcome, curve_client
+from replay.repair import Repairer
 from replay.sampling import Sampler
 from replay.store import Store
 from replay.summary import VERIFIED, node_summaries
@@ -167,6 +168,13 @@ class ReplayDaemon:
             limits=self.limits,
             curve=curve,
         )
+        self.repair = Repairer(
+            self.intake.chains,
+            self.opener.send,
+            cfg.name,
+            retry_s=max(cfg.open_deadline_s, 0.5),
+            timeout_s=cfg.repair_timeout_s,
+        )
         self.pub = ctx.socket(zmq.PUB)
         self.pub.linger = 0
         if cfg.hub_xsub:
@@ -235,6 +243,7 @@ class ReplayDaemon:
             else:
                 outcomes += self._isolated("openings", self.opener.on_readable, sock) or []
         outcomes += self._isolated("openings", self.opener.tick) or []
+        self._isolated("repair", self._handle_links)
         self._isolated("intake", self._handle_intake)
         for o in outcomes:
             self._isolated("outcome", self._outcome, o)
@@ -266,6 +275,13 @@ class ReplayDaemon:
                 handle(frames, via)
             except Exception as e:
                 self._internal_error("subscribe", e)
+
+    def _handle_links(self) -> None:
+        links, self.opener.links = self.opener.links, []
+        for node, reply in links:
+            res = self.repair.on_reply(node, reply)
+            if res is not None:
+                self.intake.apply(node, res, repaired=True)
 
     def _handle_intake(self) -> None:
         breaks, samples, telemetry = self.intake.drain()
@@ -429,6 +445,18 @@ class ReplayDaemon:
                 details={"shed": n},
             )
         self._shed_window.clear()
+        for u in self.repair.tick():
+            self.alert(
+                "gap_unrepaired",
+                u.node,
+                f"{u.node}: seq {u.first}..{u.last} missing from the feed and not yet fetched "
+                f"from its log ({u.attempts} requests over {u.waited_s:.0f} s, no answer): held, "
+                "not judged; a node that is down or unreachable is not accused",
+                seq=u.first,
+                alert_id=f"gap_unrepaired:{u.node}:{u.first}",
+                details={"first": u.first, "last": u.last, "attempts": u.attempts},
+                severity="warning",
+            )
         for r in self.watch.check(now):
             self.alert(
                 r.kind,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
-from replay.chains import ANCHORED, DUPLICATE, Break, ChainChecker
+from replay.chains import DUPLICATE, Break, ChainChecker, Result
 from replay.sampling import Sampler
 
 TOPICS = ("commit", "head", "telemetry")
@@ -23,7 +23,6 @@ class NodeStats:
     commits: int = 0
     sampled: int = 0
     duplicates: int = 0
-    anchors: int = 0
     rejects: Counter[str] = field(default_factory=Counter)
     last_commit_t: float = 0.0
     last_telemetry: Telemetry | None = None
@@ -32,6 +31,10 @@ class NodeStats:
     window_start: float = 0.0
     window_msgs: int = 0
     window_rejects: int = 0
+    last_msg_t: float = 0.0  # monotonic: when anything valid last came from this node
+    spoofed: int = 0  # inputs under this node's name that it never signed (see chains.py)
+    repaired: int = 0  # commits recovered from its log instead of the feed
+    thin: int = 0  # positions verified from its log whose record body was purged
 
 
 class Intake:
@@ -92,34 +95,38 @@ class Intake:
             return
         if via is None:
             st.window_msgs += 1
+        st.last_msg_t = time.monotonic()
         if type(msg) is Commit:
-            self._commit(msg, st)
+            res = self.chains.on_commit(msg)
+            if res.outcome is DUPLICATE:
+                st.duplicates += 1
+            self.apply(msg.node, res)
         elif type(msg) is Head:
-            brk = self.chains.on_head(msg)
-            if brk is not None:
-                self.breaks.append((brk, None))
+            self.apply(msg.node, self.chains.on_head(msg))
         else:
             st.last_telemetry = msg
             st.last_telemetry_t = time.time()
             self.telemetry.append(msg)
 
-    def _commit(self, c: Commit, st: NodeStats) -> None:
-        outcome, brk = self.chains.on_commit(c)
-        if outcome is DUPLICATE:
-            st.duplicates += 1
-            return
-        st.commits += 1
-        st.last_commit_t = c.t
-        st.tokens.append((c.t, c.prompt_tokens + c.output_tokens))
-        if outcome is ANCHORED:
-            st.anchors += 1
-        if brk is not None:
+    def apply(self, node: str, res: Result, repaired: bool = False) -> None:
+        """Count, sample and report what a chain step verified (see replay/chains.py)."""
+        st = self.stats[node]
+        for c in res.accepted:
+            st.commits += 1
+            st.repaired += repaired
+            st.last_commit_t = max(st.last_commit_t, c.t)
+            st.tokens.append((c.t, c.prompt_tokens + c.output_tokens))
+            if self.sampler.sampled(c.node, c.seq):
+                st.sampled += 1
+                self.samples.append(c)
+        st.thin += res.thin
+        if res.spoofed:
+            st.spoofed += res.spoofed
+            st.rejects["spoofed"] += res.spoofed
+            st.window_rejects += res.spoofed
+        for brk, c in res.breaks:
             self.breaks.append((brk, c))
-            self.sampler.suspect(c.node)
-            return  # a commitment that breaks the chain is a finding already; not opened
-        if self.sampler.sampled(c.node, c.seq):
-            st.sampled += 1
-            self.samples.append(c)
+            self.sampler.suspect(node)
 
     def drain(self) -> tuple[list[tuple[Break, Commit | None]], list[Commit], list[Telemetry]]:
         out = self.breaks, self.samples, self.telemetry

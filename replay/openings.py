@@ -17,7 +17,16 @@ from typing import Any
 import zmq
 
 from fpmon.canonical import digest as sha256
-from fpmon.wire import Commit, OpenReply, OpenRequest, WireError, decode, encode
+from fpmon.wire import (
+    Commit,
+    LinksReply,
+    LinksRequest,
+    OpenReply,
+    OpenRequest,
+    WireError,
+    decode,
+    encode,
+)
 from fpmon.wire.codec import Limits
 
 UNSENT_RETRY_S = 0.05
@@ -69,6 +78,7 @@ class Opener:
         self.limits = limits
         self.rejects: Counter[str] = Counter()
         self.pending: dict[tuple[str, int], Pending] = {}
+        self.links: list[tuple[str, LinksReply]] = []  # answers for the repairer (repair.py)
         self.sockets: dict[str, zmq.Socket[Any]] = {}
         self.node_of: dict[zmq.Socket[Any], str] = {}
         for node, ep in endpoints.items():
@@ -118,10 +128,30 @@ class Opener:
                 break
             if len(frames) == 3 and frames[0] == b"":
                 frames = frames[1:]  # a REQ-style empty delimiter
+            if frames and frames[0] == LinksReply.TOPIC.encode():
+                self._links(node, frames)
+                continue
             o = self._reply(node, frames)
             if o is not None:
                 out.append(o)
         return out
+
+    def send(self, node: str, msg: LinksRequest) -> bool:
+        """Another request on the node's openings channel; False when not connected."""
+        try:
+            self.sockets[node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        return True
+
+    def _links(self, node: str, frames: list[bytes]) -> None:
+        try:
+            msg = decode(frames, self.limits, expect=(LinksReply.TOPIC,))
+        except WireError as e:
+            self.rejects[e.reason] += 1
+            return
+        assert isinstance(msg, LinksReply)
+        self.links.append((node, msg))
 
     def _reply(self, node: str, frames: list[bytes]) -> Outcome | None:
         try:

@@ -33,6 +33,7 @@ class Watch:
         self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
         self._last_telemetry_t: dict[str, float] = {}
         self._uncovered_since: dict[str, tuple[float, int]] = {}
+        self._spoofed_seen: dict[str, int] = {}
 
     def telemetry(self, node: str, t: Telemetry) -> None:
         """Accumulate GPU-busy seconds from one telemetry sample (nothing for GPU-less nodes)."""
@@ -48,7 +49,12 @@ class Watch:
         self._busy[node] = (acc + busy, start)
 
     def check(self, now: float) -> list[Raise]:
-        return [*self.floods(now), *self.unsigned(now), *self.capacity(now)]
+        return [
+            *self.floods(now),
+            *self.unsigned(now),
+            *self.spoofed(now),
+            *self.capacity(now),
+        ]
 
     def capacity(self, now: float) -> list[Raise]:
         out = []
@@ -100,11 +106,18 @@ class Watch:
         return out
 
     def unsigned(self, now: float) -> list[Raise]:
-        """Commits no signed head has covered for `head_timeout_s`: nothing binds them to the
-        node's key (through a hub, nothing else does), so say so."""
+        """Commits no signed head has covered for `head_timeout_s` while the node is up.
+
+        The repairer asks a node with uncovered commits for a head (repair.py), so this fires
+        only when a node that keeps talking will not sign what it committed. A node that went
+        silent (down, paused, partitioned) signs nothing because it says nothing: that is not
+        a finding, and its next head covers the rest.
+        """
         out = []
+        mono = time.monotonic()
         for node, ch in self.intake.chains.nodes.items():
-            if ch.seq < 0 or ch.head_seq >= ch.seq:
+            alive = mono - self.intake.stats[node].last_msg_t < self.cfg.head_timeout_s / 2
+            if ch.seq < 0 or ch.head_seq >= ch.seq or not alive:
                 self._uncovered_since.pop(node, None)
                 continue
             since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
@@ -113,15 +126,35 @@ class Watch:
             if now - since[0] >= self.cfg.head_timeout_s:
                 out.append(
                     Raise(
-                        "chain_break",
+                        "unsigned",
                         node,
-                        f"{node}: commits {ch.head_seq + 1}.."
-                        f"{ch.seq} not covered by a signed head for "
-                        f"{now - since[0]:.0f} s",
+                        f"{node}: commits {ch.head_seq + 1}..{ch.seq} not covered by a signed "
+                        f"head for {now - since[0]:.0f} s while the node is up",
                         f"unsigned:{node}:{ch.head_seq}",
                         seq=ch.seq,
                         severity="warning",
                         details={"head_seq": ch.head_seq, "commit_seq": ch.seq},
+                    )
+                )
+        return out
+
+    def spoofed(self, now: float) -> list[Raise]:
+        """Inputs under a node's name that it never signed: someone is impersonating it."""
+        out = []
+        for node, st in self.intake.stats.items():
+            new = st.spoofed - self._spoofed_seen.get(node, 0)
+            self._spoofed_seen[node] = st.spoofed
+            if new > 0:
+                out.append(
+                    Raise(
+                        "spoofed",
+                        node,
+                        f"{new} messages under {node}'s name that it did not sign (commits "
+                        "contradicting its verified chain, or heads failing its pinned key): "
+                        f"dropped; {node} is the target, not the suspect",
+                        f"spoofed:{node}:{now // 60:.0f}",
+                        severity="warning",
+                        details={"dropped": new, "total": st.spoofed},
                     )
                 )
         return out

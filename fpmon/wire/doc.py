@@ -19,11 +19,12 @@ from fpmon.wire.messages import (
     Evidence,
     GpuSample,
     HostSample,
+    Link,
     NodeSummary,
     ProbeEvidence,
 )
 
-PARTS = (Evidence, ProbeEvidence, Candidate, GpuSample, HostSample, NodeSummary)
+PARTS = (Evidence, ProbeEvidence, Candidate, GpuSample, HostSample, NodeSummary, Link)
 
 INTRO = f"""# fpmon wire protocol (schema v{SCHEMA_VERSION})
 

@@ -76,8 +76,9 @@ AlertKind = Literal[
     "unverifiable",
     "shed",
     "deaf",
-    "restart_gap",
-    "rejects",
+    "spoofed",
+    "unsigned",
+    "gap_unrepaired",
 ]
 Severity = Literal["info", "warning", "critical"]
 OpenStatus = Literal["ok", "purged", "unknown", "error"]
@@ -284,6 +285,47 @@ class OpenReply(Message, frozen=True):
     reason: Text = ""
 
 
+MAX_LINKS = 1024  # per links reply: ~0.5 MB of commits, well inside the frame limit
+
+
+class Link(Part):
+    """One position of a node's chain, from its own log; `commit` rebuilt from the kept record
+    (None once retention purged the body: the link still proves the chain)."""
+
+    seq: Seq
+    record_digest: Hash
+    chain: Hash
+    commit: Commit | None = None
+
+
+class LinksRequest(Message, frozen=True):
+    """Verifier -> agent (openings channel): the chain positions `first` .. `first+count-1`.
+
+    How the verifier repairs a hole (commits lost by a hub restart, a crash, a flood) and
+    anchors a chain it has not seen before, instead of accusing the node of a gap.
+    """
+
+    TOPIC: ClassVar[str] = "links?"
+    first: Seq
+    count: Annotated[int, Meta(ge=1, le=MAX_LINKS)]
+    nonce: Nonce
+
+
+class LinksReply(Message, frozen=True):
+    """`links` in seq order from `first`, as many as the log holds (fewer than asked when the
+    log ends); `head` is the node's signature over the last link, binding them all.
+    `status`: ok, unknown (the log holds nothing from `first`), error."""
+
+    TOPIC: ClassVar[str] = "links"
+    nonce: Nonce
+    first: Seq
+    status: Literal["ok", "unknown", "error"]
+    links: Annotated[list[Link], Meta(max_length=MAX_LINKS)] = []
+    head: Head | None = None
+    log_head: SeqOrNone = -1  # the last seq in the node's log
+    reason: Text = ""
+
+
 class SubmitRequest(Message, frozen=True):
     """Client -> agent intake: one generation request. `node` names the client."""
 
@@ -362,5 +404,7 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
         SubmitReply,
         StateRequest,
         StateReply,
+        LinksRequest,
+        LinksReply,
     )
 }
