@@ -14,7 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from fpmon.errors import FpmonError
+from fpmon.wire import Verdict
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -140,19 +143,23 @@ def run_verdicts(args: argparse.Namespace) -> int:
         db.close()
     except sqlite3.DatabaseError as e:
         raise FpmonError(f"{path}: not a replay verdict store ({e})") from None
-    verdicts = [json.loads(r[0]) for r in rows]
+    dec = msgspec.msgpack.Decoder(Verdict)
+    try:
+        verdicts = [dec.decode(r[0]) for r in rows]
+    except msgspec.DecodeError as e:
+        raise FpmonError(f"{path}: a verdict this version cannot read ({e})") from None
     if args.json:
-        json.dump(verdicts, sys.stdout, indent=1)
+        sys.stdout.write(msgspec.json.format(msgspec.json.encode(verdicts), indent=1).decode())
         print()
         return 0
     for v in verdicts:
-        when = datetime.fromtimestamp(v["t"], UTC).strftime("%Y-%m-%d %H:%M:%S")
-        best = v.get("attribution") or []
-        why = v.get("reason", "")
-        if best and best[0].get("exact"):
-            why = f"reproduced by {best[0]['field']}={best[0]['changes']}"
-        cross = " cross-device" if v.get("cross_gpu") else ""
-        print(f"{when}  {v['node']:<12} {v['seq']:>8}  {v['status']:<13}{cross} {why}".rstrip())
+        when = datetime.fromtimestamp(v.t, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        why = v.reason
+        if v.attribution and v.attribution[0].exact:
+            best = v.attribution[0]
+            why = f"reproduced by {best.field}={best.changes}"
+        cross = " cross-device" if v.cross_gpu else ""
+        print(f"{when}  {v.node:<12} {v.seq:>8}  {v.status:<13}{cross} {why}".rstrip())
     print(f"{len(verdicts)} verdict(s)", file=sys.stderr)
     return 0
 

@@ -29,6 +29,9 @@ from fpmon.wire import (
     GpuSample,
     Head,
     HostSample,
+    Link,
+    LinksReply,
+    LinksRequest,
     OpenReply,
     OpenRequest,
     Telemetry,
@@ -69,6 +72,7 @@ class ProverNode:
         self.router.bind("tcp://127.0.0.1:*")
         self.openings_endpoint = self.router.last_endpoint.decode()
         self.records: dict[int, bytes] = {}
+        self.commits: dict[int, Commit] = {}  # its log, for links (gap repair)
         self.seq = 0
         self.chain = GENESIS
         self.silent = False  # never answer openings
@@ -144,6 +148,7 @@ class ProverNode:
             prefill_s=rec.timings.get("prefill_s", 0.0),
             decode_s=rec.timings.get("decode_s", 0.0),
         )
+        self.commits[self.seq] = c
         self.seq += 1
         return c
 
@@ -185,13 +190,16 @@ class ProverNode:
             frames = self.router.recv_multipart()
             ident, rest = frames[0], frames[1:]
             try:
-                req = decode(rest, expect=("open",))
+                req = decode(rest, expect=("open", "links?"))
             except WireError:
+                continue
+            if self.silent:
+                continue
+            if isinstance(req, LinksRequest):
+                self.router.send_multipart([ident, *encode(self.links(req))])
                 continue
             assert isinstance(req, OpenRequest)
             self.opened.append(req.seq)
-            if self.silent:
-                continue
             data = self.records.get(req.seq)
             if data is not None and self.tamper:
                 data = data[:-1] + bytes([data[-1] ^ 1])
@@ -205,6 +213,20 @@ class ProverNode:
                 reason="" if data is not None else "no such record",
             )
             self.router.send_multipart([ident, *encode(reply)])
+
+    def links(self, req: LinksRequest) -> LinksReply:
+        """What an agent answers from its log (agents/openings.py answer_links)."""
+        seg = [
+            Link(seq=c.seq, record_digest=c.record_digest, chain=c.chain, commit=c)
+            for s in range(req.first, req.first + req.count)
+            if (c := self.commits.get(s)) is not None
+        ]
+        base = {"node": self.name, "t": time.time(), "nonce": req.nonce, "first": req.first}
+        if not seg:
+            return LinksReply(**base, status="unknown", log_head=self.seq - 1)
+        last = seg[-1]
+        head = self.head_for(last.commit) if last.commit else None
+        return LinksReply(**base, status="ok", links=seg, head=head, log_head=self.seq - 1)
 
     def close(self) -> None:
         self._stop.set()

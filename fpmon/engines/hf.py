@@ -80,7 +80,7 @@ class HFEngine:
         self.setup = Setup(
             engine="hf",
             engine_version=transformers.__version__,
-            torch_version=torch.__version__,
+            torch_version=str(torch.__version__),  # TorchVersion is a str subclass
             cuda_version=torch.version.cuda or "",
             device=self.device.type,
             gpu_name=gpu,

@@ -94,7 +94,7 @@ def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path
             dealer.send_multipart(encode(StateRequest(node="t", t=time.time())))
             if dealer.poll(200):
                 reply = decode(dealer.recv_multipart(), expect=("state",))
-                seen = reply.nodes["n1"]["last_telemetry_t"] > 0
+                seen = reply.nodes["n1"].last_telemetry_t > 0
         assert seen
         for c in commits:
             node.publish(c)
@@ -171,7 +171,8 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
             for c in commits[n.name]:
                 n.publish(c)
         # An impostor on the hub publishes a commit under h0's name with its own chain and
-        # signs a head with its own key: the pinned key turns it into h0's chain break.
+        # signs a head with its own key. Nothing h0 signed says seq 2 exists, and h0's own log
+        # (asked for the hole) ends at 1: the impostor's words are spoofing, not h0's break.
         impostor = ProverNode("h0", hub_xsub=hub.endpoints["xsub"])
         time.sleep(0.3)
         forged = impostor.make(e, e.encode("forged"))
@@ -180,13 +181,18 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
         # Garbage: not msgpack, an unknown node, an oversized frame.
         for frames in ([b"commit", b"\xc1\xc1"], [b"telemetry", b"\x93\x01\x02\x03"]):
             nodes[0].pub.send_multipart(frames)
-        got = wait_verdicts(cfg.store, 5, timeout=60)
-        time.sleep(0.5)
-        by = {(v["node"], v["seq"]): v for v in got}
+        got = wait_verdicts(cfg.store, 4, timeout=60)
+        spoof = wait_alert(d, "spoofed")
+        assert spoof["node"] == "h0" and "target, not the suspect" in spoof["message"]
+        deadline = time.monotonic() + 20  # the held commit waits for h0's log to deny it
+        while d.intake.stats["h0"].spoofed < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        by = {(v["node"], v["seq"]): v for v in read_verdicts(cfg.store)}
         assert [by[(n.name, s)]["status"] for n in nodes for s in (0, 1)] == ["match"] * 4
-        assert by[("h0", 2)]["status"] == "chain_break"
+        assert ("h0", 2) not in by and d.intake.stats["h0"].spoofed >= 2  # commit and head
+        assert "chain_break" not in {v["status"] for v in by.values()}
         rejects = d.intake.rejects
-        assert rejects["malformed"] == 1 and rejects["not_a_map"] == 1
+        assert rejects["malformed"] == 1 and rejects["schema"] == 1
         impostor.close()
     finally:
         stop(d, t)
@@ -215,20 +221,22 @@ def test_state_router_and_metrics(tmp_path: Path) -> None:
         dealer.send_multipart(encode(StateRequest(node="mon", t=time.time())))
         assert dealer.poll(5000)
         reply = decode(dealer.recv_multipart(), expect=("state",))
-        assert reply.nodes["n1"]["verdicts"] == {"match": 1}
-        assert reply.verdicts[0]["status"] == "match" and reply.stream_seq >= 1
-        assert d.state_rejects["malformed"] == 1
-        # A bad head for a seq already judged `match`: no second verdict, but an alert.
+        assert reply.nodes["n1"].verdicts == {"match": 1}
+        assert reply.verdicts[0].status == "match" and reply.stream_seq >= 1
+        assert d.state_rejects["schema"] == 1  # an integer where a map belongs
+        # A head that fails n1's pinned key, for a seq already judged `match`: no second
+        # verdict and no break (anyone could send it), but a spoofing alert.
         h = node.head_for(c)
         node.pub.send_multipart(encode(type(h)(**{**h.to_map(), "sig": bytes(64)})))
         deadline = time.monotonic() + 10
         kinds: list[str] = []
-        while "chain_break" not in kinds and time.monotonic() < deadline:
+        while "spoofed" not in kinds and time.monotonic() < deadline:
             dealer.send_multipart(encode(StateRequest(node="mon", t=time.time())))
             assert dealer.poll(5000)
             later = decode(dealer.recv_multipart(), expect=("state",))
-            kinds = [a["kind"] for a in later.alerts]
-        assert "chain_break" in kinds and later.nodes["n1"]["verdicts"] == {"match": 1}
+            kinds = [a.kind for a in later.alerts]
+        assert "spoofed" in kinds and "chain_break" not in kinds
+        assert later.nodes["n1"].verdicts == {"match": 1}
         dealer.close()
         time.sleep(1.2)  # one tick publishes gauges
         body = urllib.request.urlopen(f"http://127.0.0.1:{sock}/metrics", timeout=5).read()
@@ -260,7 +268,7 @@ def wait_alert(d: ReplayDaemon, kind: str, timeout: float = 20.0) -> dict:
             dealer.send_multipart(encode(StateRequest(node="t", t=time.time())))
             if dealer.poll(2000):
                 state = decode(dealer.recv_multipart(), expect=("state",))
-                found = [a for a in state.alerts if a["kind"] == kind]
+                found = [a.to_map() for a in state.alerts if a.kind == kind]
                 if found:
                     return found[0]
             time.sleep(0.2)
@@ -288,12 +296,41 @@ def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> N
         flood = wait_alert(d, "flood")
         assert flood["node"] == "n1" and flood["details"]["rejects"]["malformed"] >= 100
         for c in commits:
-            node.publish(c, head=False)  # and no signed head ever covers them
+            node.publish(c, head=False)  # verified through the links the daemon asks for
         shed = wait_alert(d, "shed")
         assert shed["details"]["shed"] >= 1
-        assert d.summary()["n1"]["shed"] >= 1
-        unsigned = wait_alert(d, "chain_break")
-        assert "not covered by a signed head" in unsigned["message"]
+        assert d.summary()["n1"].shed >= 1
+    finally:
+        stop(d, t)
+        node.close()
+
+
+def test_a_live_node_that_never_signs_its_commits_is_flagged_unsigned(tmp_path: Path) -> None:
+    node = ProverNode("n1")
+    e = tiny_engine("bfloat16", "sdpa")
+    commits = [node.make(e, e.encode(f"unsigned {i}")) for i in range(3)]
+    doc = daemon_doc(tmp_path, [node], limits={"head_timeout_s": 2.0})
+    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    try:
+        wait_subscribed([node], d)
+        node.publish(commits[0])  # signed: anchors the chain
+        wait_verdicts(d.cfg.store, 1)
+        node.silent = True  # answers nothing on its openings channel, not even links
+        for c in commits[1:]:
+            node.publish(c, head=False)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and d.intake.chains.nodes["n1"].seq < 2:
+            node.telemetry()  # up and talking
+            time.sleep(0.1)
+        unsigned = None
+        while unsigned is None and time.monotonic() < deadline:
+            node.telemetry()
+            try:
+                unsigned = wait_alert(d, "unsigned", timeout=0.5)
+            except AssertionError:
+                continue
+        assert unsigned is not None and "while the node is up" in unsigned["message"]
+        assert unsigned["severity"] == "warning"
     finally:
         stop(d, t)
         node.close()

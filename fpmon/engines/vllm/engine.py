@@ -154,7 +154,7 @@ class VLLMEngine:
         self.setup = Setup(
             engine="vllm",
             engine_version=vllm.__version__,
-            torch_version=torch.__version__,
+            torch_version=str(torch.__version__),  # TorchVersion is a str subclass
             cuda_version="",
             device="cpu",
             dtype=real_dtype,
