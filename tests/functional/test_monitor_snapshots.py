@@ -6,7 +6,7 @@ pictures depend on the code only. Update after an intended change: `pytest --sna
 
 from __future__ import annotations
 
-import dataclasses
+import msgspec
 
 from fpmon.wire import decode, encode
 from monitor import synth
@@ -19,7 +19,7 @@ T0 = 1_790_000_000.0  # fixed wall time for verdicts and alerts
 
 
 def fixed(msg):
-    return decode(encode(dataclasses.replace(msg, t=T0)))
+    return decode(encode(msgspec.structs.replace(msg, t=T0)))
 
 
 def demo_model() -> FleetModel:

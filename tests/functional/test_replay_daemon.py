@@ -181,7 +181,7 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
         # Garbage: not msgpack, an unknown node, an oversized frame.
         for frames in ([b"commit", b"\xc1\xc1"], [b"telemetry", b"\x93\x01\x02\x03"]):
             nodes[0].pub.send_multipart(frames)
-        got = wait_verdicts(cfg.store, 4, timeout=60)
+        wait_verdicts(cfg.store, 4, timeout=60)
         spoof = wait_alert(d, "spoofed")
         assert spoof["node"] == "h0" and "target, not the suspect" in spoof["message"]
         deadline = time.monotonic() + 20  # the held commit waits for h0's log to deny it
