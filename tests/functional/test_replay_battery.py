@@ -6,11 +6,15 @@ sampled. What each node gets must be what its lie deserves — and an honest nod
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
+from fpmon.chain import sign_head
+from fpmon.wire import Head, encode
 from replay import config
 from replay.daemon import ReplayDaemon
 from replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
@@ -70,13 +74,20 @@ def battery(tmp_path_factory: pytest.TempPathFactory):
     wait_subscribed(list(nodes.values()), daemon)
     for name, cs in commits.items():
         if name == "chain":
-            # seq 0, 1, then 3 (2 dropped), then 2 late (reordered), then 4.
+            # seq 0, 1, then 3 (2 held back), then 2 late (reordered), then 4; then a head
+            # signed over seq 5, which its log does not hold.
             for i in (0, 1, 3, 2, 4):
                 nodes[name].publish(cs[i])
+            n = nodes[name]
+            ghost = os.urandom(32)
+            sig = sign_head(n.key, name, 5, ghost)
+            n.pub.send_multipart(
+                encode(Head(node=name, t=time.time(), seq=5, chain=ghost, sig=sig, pubkey=n.pubkey))
+            )
         else:
             for c in cs:
                 nodes[name].publish(c)
-    expected = 2 + 1 + 1 + 1 + 1 + 5 + 1 + 1
+    expected = 2 + 1 + 1 + 1 + 1 + 6 + 1 + 1
     verdicts = wait_verdicts(Path(cfg.store), expected, timeout=180)
     state = daemon.state_reply()
     daemon.stop()
@@ -118,12 +129,14 @@ def test_tampered_opening_is_bad_opening(battery) -> None:
     assert v["status"] == "bad_opening" and "record_digest" in v["reason"]
 
 
-def test_dropped_and_reordered_commits_break_the_chain(battery) -> None:
+def test_reordering_is_held_and_a_signed_ghost_breaks_the_chain(battery) -> None:
+    """Out-of-order delivery is held until it links: every record verifies. A position the
+    node signed but its log does not hold is the break, on the node's own signature."""
     by_node, _ = battery
     breaks = {v["seq"]: v["reason"] for v in by_node["chain"] if v["status"] == "chain_break"}
-    assert breaks[3].startswith("gap") and breaks[2].startswith("reorder"), breaks
-    others = [v["status"] for v in by_node["chain"] if v["seq"] in (0, 1, 4)]
-    assert others == ["match"] * 3
+    assert list(breaks) == [5] and breaks[5].startswith("gap"), breaks
+    others = [v["status"] for v in by_node["chain"] if v["seq"] in range(5)]
+    assert others == ["match"] * 5
 
 
 def test_silent_node_is_unopened_and_unknown_model_unverifiable(battery) -> None:
@@ -136,10 +149,10 @@ def test_silent_node_is_unopened_and_unknown_model_unverifiable(battery) -> None
 def test_state_snapshot_counts_per_node(battery) -> None:
     _, state = battery
     honest = state.nodes["honest"]
-    assert honest["commits"] == 2 and honest["verified"] == 2
-    assert honest["verdicts"] == {"match": 2}
-    assert state.nodes["chain"]["chain_head_seq"] == 4
-    assert {a["kind"] for a in state.alerts} >= {
+    assert honest.commits == 2 and honest.verified == 2
+    assert honest.verdicts == {"match": 2}
+    assert state.nodes["chain"].chain_head_seq == 4
+    assert {a.kind for a in state.alerts} >= {
         "mismatch",
         "chain_break",
         "bad_opening",
