@@ -94,7 +94,11 @@ class ChainChecker:
             out.outcome = DUPLICATE if known == c.chain else SPOOFED
             out.spoofed = int(out.outcome == SPOOFED)  # or older than the window: unprovable
             return out
-        if st.anchored and c.seq == st.seq + 1 and c.chain == next_chain(st.chain, c.record_digest):
+        genesis = not st.anchored and c.seq == 0  # seq 0 links to the known genesis
+        prev = GENESIS if genesis else st.chain
+        if (st.anchored or genesis) and c.seq == st.seq + 1 and c.chain == next_chain(
+            prev, c.record_digest
+        ):
             self._accept(st, c.seq, c.chain)
             out.accepted.append(c)
             self._release(c.node, st, out)

@@ -77,8 +77,7 @@ def seqs(res) -> list[int]:
 def test_honest_stream_and_heads_pass() -> None:
     s = stream(50)
     cc = ChainChecker({"n1": PUB})
-    assert cc.on_commit(s[0]).outcome == HELD  # nothing verified yet: held, not judged
-    assert seqs(cc.on_head(head(s[0]))) == [0]  # the first signed head anchors it
+    assert seqs(cc.on_commit(s[0])) == [0]  # seq 0 links to the known genesis
     for c in s[1:]:
         r = cc.on_commit(c)
         assert seqs(r) == [c.seq] and not r.breaks and not r.spoofed
@@ -97,6 +96,14 @@ def test_a_hole_is_held_and_repaired_from_the_nodes_log_not_accused() -> None:
     r = cc.on_links("n1", links(s, 2, 4))
     assert seqs(r) == [2, 3, 4, 5, 6, 7, 8, 9] and not r.breaks and not r.spoofed
     assert cc.nodes["n1"].wanted() is None
+
+
+def test_first_sight_mid_stream_is_held_until_a_signed_head() -> None:
+    s = stream(10)
+    cc = ChainChecker({"n1": PUB})
+    assert cc.on_commit(s[4]).outcome == HELD  # nothing verified yet: held, not judged
+    assert seqs(cc.on_head(head(s[4]))) == [4]  # the first signed head anchors it
+    assert seqs(cc.on_commit(s[5])) == [5]
 
 
 def test_first_sight_anchors_on_a_signed_segment() -> None:
