@@ -1,23 +1,46 @@
-"""Openings: reveal a record exactly as committed, or say `purged` / `unknown` explicitly."""
+"""Openings: reveal a record exactly as committed, or say `purged` / `unknown` / `error`.
+
+A body that no longer hashes to its committed digest is never revealed: served as `ok`, a bad
+disk would be indistinguishable from a node tampering with its records.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from agents.redteam import RedTeam
-from agents.store import RecordLog
+from agents.store import RecordLog, StoreError
 from fpmon.wire import OpenReply, OpenRequest
 
+CORRUPT_BODY = "record body corrupted at rest (digest mismatch)"
 
-def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> OpenReply:
-    status, data = store.get(req.seq)
-    reason = {
-        "purged": "record body removed by retention (size/age); its commitment stands",
-        "unknown": f"no record {req.seq} on this node (head is {store.head_of_disk()})",
-    }.get(status, "")
+
+@dataclass(frozen=True)
+class Opened:
+    reply: OpenReply
+    fault: str = ""  # a counted reason when the node, not the request, is at fault
+
+
+def open_record(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> Opened:
+    try:
+        status, data = store.get(req.seq)
+    except StoreError as e:
+        return _error(req, node, "store_error", f"record log unreadable: {e}")
+    if status == "corrupt":
+        why = (
+            f"{CORRUPT_BODY}: the stored bytes of record {req.seq} no longer hash to the "
+            "committed digest, so they are not served; the node logged the fault"
+        )
+        return _error(req, node, "corrupt_body", why)
+    reason = ""
+    if status == "purged":
+        reason = "record body removed by retention (size/age); its commitment stands"
+    elif status == "unknown":
+        reason = f"no record {req.seq} on this node (head is {store.head_of_disk()})"
     if data is not None:
         data = redteam.tamper(data)
-    return OpenReply(
+    reply = OpenReply(
         node=node,
         t=time.time(),
         seq=req.seq,
@@ -26,3 +49,15 @@ def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> O
         record=data,
         reason=reason,
     )
+    return Opened(reply)
+
+
+def _error(req: OpenRequest, node: str, fault: str, reason: str) -> Opened:
+    reply = OpenReply(
+        node=node, t=time.time(), seq=req.seq, nonce=req.nonce, status="error", reason=reason
+    )
+    return Opened(reply, fault)
+
+
+def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> OpenReply:
+    return open_record(store, req, node, redteam).reply
