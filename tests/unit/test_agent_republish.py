@@ -28,7 +28,7 @@ def _record(seq: int) -> Record:
         prompt_ids=list(range(3 + seq)),
         output_ids=[7] * 4,
         schedule={"padding": "left"},
-        probes={"hidden.final": Blob("int32", (1,), bytes([seq, 1, 2, 3]))},
+        probes={"hidden.final": Blob("int32", (1,), seq.to_bytes(4, "little"))},
         layers=[0],
         timings={"prefill_s": 0.25 + seq, "decode_s": 1.5},
     )
