@@ -59,17 +59,31 @@ def run_agent(args: argparse.Namespace) -> int:
     return Agent(cfg).run()
 
 
+# The agent rewrites its status every second; older than this, what it says is not now.
+STALE_AFTER_S = 5.0
+STATUS_KEYS = (
+    "probes",
+    "setup",
+    "torch_threads",
+    "rejects",
+    "faults",
+    "auth_denied",
+    "refusing",
+    "pubkey",
+    "redteam",
+)
+
+
 def stats_map(cfg: Any) -> dict[str, Any]:
-    from agents.store import RecordLog, StoreError
+    from agents.store import RecordLog
 
     if not cfg.db_path.exists():
         raise FpmonError(f"{cfg.db_path}: no record log yet; start the agent with this config")
+    log = RecordLog(cfg.db_path, node=cfg.node, readonly=True)  # StoreError: one line, exit 2
     try:
-        log = RecordLog(cfg.db_path, node=cfg.node, readonly=True)
-    except StoreError as e:
-        raise FpmonError(str(e)) from None
-    st = log.stats()
-    log.close()
+        st = log.stats()
+    finally:
+        log.close()
     out: dict[str, Any] = {
         "node": cfg.node,
         "records": st.records,
@@ -82,25 +96,26 @@ def stats_map(cfg: Any) -> dict[str, Any]:
         "head_chain": st.head_chain.hex(),
         "running": False,
     }
+    out.update(_status_part(cfg.status_path))
+    return out
+
+
+def _status_part(path: Path) -> dict[str, Any]:
+    """What the agent's status file says, and how old it is (a full disk freezes it)."""
     try:
-        status = json.loads(cfg.status_path.read_text())
-    except (OSError, ValueError):
-        status = {}
-    if status:
-        alive = _alive(int(status.get("pid", 0))) and time.time() - status["updated_at"] < 10
-        out["running"] = alive
-        out["uptime_s"] = round(time.time() - status["started_at"], 1) if alive else 0.0
-        for k in (
-            "probes",
-            "setup",
-            "torch_threads",
-            "rejects",
-            "auth_denied",
-            "refusing",
-            "pubkey",
-            "redteam",
-        ):
-            out[k] = status.get(k)
+        status = json.loads(path.read_text())
+        age = time.time() - float(status["updated_at"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    alive = _alive(int(status.get("pid", 0)))
+    out: dict[str, Any] = {
+        "running": alive,
+        "pid": status.get("pid"),
+        "status_age_s": round(age, 1),
+        "status_stale": alive and age > STALE_AFTER_S,
+        "uptime_s": round(time.time() - status.get("started_at", time.time()), 1) if alive else 0.0,
+    }
+    out.update({k: status.get(k) for k in STATUS_KEYS})
     return out
 
 
@@ -134,13 +149,22 @@ def run_stats(args: argparse.Namespace) -> int:
     if s.get("setup"):
         print(f"running setup    {s['setup']}, {s.get('torch_threads')} torch threads")
     if s["running"]:
-        print(f"uptime           {s['uptime_s']:.0f} s (running)")
+        print(f"uptime           {s['uptime_s']:.0f} s (running, pid {s['pid']})")
     else:
         print("uptime           not running")
+    if s.get("status_stale"):
+        print(
+            f"STALE STATUS     status file {s['status_age_s']:.0f} s old: the agent cannot "
+            "write it (full disk? see its log), is hung, or is gone and its pid reused; "
+            "figures below are from then"
+        )
     if s.get("refusing"):
         print(f"REFUSING WORK    {s['refusing']}")
     if s.get("rejects"):
         print(f"rejected frames  {json.dumps(s['rejects'])}")
+    faults = {k: v for k, v in (s.get("faults") or {}).items() if v}
+    if faults:
+        print(f"node faults      {json.dumps(faults)}")
     return 0
 
 

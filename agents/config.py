@@ -78,6 +78,12 @@ class PublishConfig:
     head_every_s: float = 1.0
     head_every_n: int = 1000
     telemetry_every_s: float = 1.0
+    # On start, commitments logged after the last published head are sent again (a crash
+    # between log and publish would otherwise leave a gap); at most this many (0: off).
+    republish_max: int = 1024
+    # ... with the first head cycle, this long after start: a PUB drops what it sends before
+    # subscriptions arrive (ZeroMQ slow joiner).
+    republish_after_s: float = 1.0
 
 
 @dataclass
@@ -243,6 +249,8 @@ def validate(cfg: AgentConfig) -> None:
         raise FpmonError("probes.topk must be >= 1")
     if cfg.publish.head_every_s <= 0 or cfg.publish.head_every_n < 1:
         raise FpmonError("publish: head_every_s must be > 0 and head_every_n >= 1")
+    if cfg.publish.republish_max < 0 or cfg.publish.republish_after_s < 0:
+        raise FpmonError("publish: republish_max and republish_after_s must be >= 0")
     if cfg.store.synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
         raise FpmonError("store.synchronous: use FULL, NORMAL or EXTRA")
     if not cfg.node or len(cfg.node) > 200:

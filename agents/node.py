@@ -7,12 +7,15 @@ ZeroMQ socket is used by one thread only; they talk through an inproc PUSH/PULL 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import threading
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -21,20 +24,21 @@ from agents.config import AgentConfig
 from agents.heads import HeadSigner
 from agents.keys import load_signing_key, signing_public_hex
 from agents.logs import fields
-from agents.openings import answer, answer_links
+from agents.openings import answer_links, open_record
 from agents.publisher import Publisher
 from agents.redteam import RedTeam
+from agents.republish import logged_tail
 from agents.sdnotify import Notifier
 from agents.security import Security, limit_untrusted
-from agents.store import RecordLog
+from agents.store import RecordLog, StoreError, Verified
 from agents.telemetry import TelemetrySource
 from agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.errors import FpmonError
 from fpmon.wire import (
     Limits,
-    LinksReply,
     LinksRequest,
+    Message,
     OpenReply,
     OpenRequest,
     SubmitReply,
@@ -101,6 +105,30 @@ def _torch_threads() -> int:
     return int(torch.get_num_threads())
 
 
+def open_verified(cfg: AgentConfig, **store_kw: Any) -> tuple[RecordLog, Verified]:
+    """The engine's log connection, after checking the file and the whole chain.
+
+    A damaged log raises CorruptLog (one line, exit 2): serving from it would hand verifiers
+    records the node cannot stand behind, and an ordinary bad disk would look like fraud.
+    """
+    store = RecordLog(cfg.db_path, **store_kw)
+    try:
+        report = store.verify()
+    except BaseException:
+        store.close()
+        raise
+    log.info(
+        "record log verified",
+        extra=fields(
+            path=str(cfg.db_path),
+            rows=report.rows,
+            head_seq=report.head_seq,
+            seconds=round(report.seconds, 3),
+        ),
+    )
+    return store, report
+
+
 def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> None:
     try:
         sock.bind(endpoint)
@@ -126,8 +154,17 @@ class Agent:
             synchronous=cfg.store.synchronous.upper(),
             hard_max_bytes=cfg.store.hard_max_bytes,
         )
-        self.store = RecordLog(cfg.db_path, **store_kw)
+        self.store, self.verified = open_verified(cfg, **store_kw)
         self.reader = RecordLog(cfg.db_path, **store_kw)  # the openings' own connection
+        # The publisher's, for the published-head mark only: losing a mark to a power cut
+        # just means republishing a little more, so no fsync for it.
+        self.marks = RecordLog(cfg.db_path, **{**store_kw, "synchronous": "NORMAL"})
+        # Faults of this node (not of its peers), by where and reason; exported in status.json.
+        self.faults: dict[str, Counter[str]] = {
+            k: Counter() for k in ("intake", "openings", "replies", "publish", "status")
+        }
+        self._faults_lock = threading.Lock()
+        self._status_failing = False
         # Keys and allowlists next: a missing key folder fails before the model loads.
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.security = Security(self.ctx, cfg.security)
@@ -145,6 +182,18 @@ class Agent:
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
         self.rejects = {"intake": RejectCounter(), "openings": RejectCounter()}
         self._bind_sockets()
+        tail = logged_tail(self.store, cfg.node, cfg.publish.republish_max)
+        if tail.first_seq >= 0:
+            log.info(
+                "republishing the logged tail with the first head",
+                extra=fields(
+                    first=tail.first_seq,
+                    commits=len(tail.commits),
+                    purged=tail.purged,
+                    corrupt=tail.corrupt,
+                    after_s=cfg.publish.republish_after_s,
+                ),
+            )
         self.publisher = Publisher(
             self.pub,
             self.signer,
@@ -155,6 +204,9 @@ class Agent:
             telemetry=TelemetrySource(cfg.node),
             telemetry_every_s=cfg.publish.telemetry_every_s,
             redteam=self.redteam,
+            tail=tail.commits,
+            tail_after_s=cfg.publish.republish_after_s,
+            on_head=self._mark_published,
         )
         self.worker = Worker(
             cfg,
@@ -196,6 +248,7 @@ class Agent:
         self.replies.linger = 0
         self.replies_endpoint = f"inproc://fpmon-replies-{id(self)}"
         self.replies.bind(self.replies_endpoint)
+        self._where = {self.intake: "intake", self.openings: "openings", self.replies: "replies"}
         self.endpoints = {
             "intake": self.intake.last_endpoint.decode(),
             "openings": self.openings.last_endpoint.decode(),
@@ -234,12 +287,7 @@ class Agent:
                     rc = 1
                     break
                 for sock, _ in poller.poll(100):
-                    if sock is self.intake:
-                        self._on_intake(sock.recv_multipart())
-                    elif sock is self.openings:
-                        self._on_open(sock.recv_multipart())
-                    else:
-                        self.intake.send_multipart(self.replies.recv_multipart())
+                    self._serve(sock)
                 stalled = time.monotonic() - self.worker.heartbeat
                 if stalled < self.cfg.batching.stall_s:
                     self.notifier.tick()
@@ -266,12 +314,74 @@ class Agent:
                 s.close(linger=0)
             self.security.stop()
             self.reader.close()
+            self.marks.close()
             self.ctx.term()
             log.info("agent stopped", extra=fields(node=self.cfg.node, rc=rc))
         return rc
 
     def stop(self) -> None:
         self.stop_event.set()
+
+    # -- one message at a time --------------------------------------------------------------
+
+    def _serve(self, sock: zmq.Socket[Any]) -> None:
+        """Handle one message. Whatever it raises is counted and logged, never fatal: one
+        peer's frame (or one bad row) must not take the node off the air."""
+        where = self._where[sock]
+        frames: list[bytes] = []
+        try:
+            frames = sock.recv_multipart()
+            if where == "intake":
+                self._on_intake(frames)
+            elif where == "openings":
+                self._on_open(frames)
+            else:
+                self.intake.send_multipart(frames)
+        except Exception as e:
+            self._fault(where, f"internal:{type(e).__name__}", exc=e)
+            if frames and where != "replies":
+                self._answer_fault(sock, where, frames, e)
+
+    def _answer_fault(
+        self, sock: zmq.Socket[Any], where: str, frames: list[bytes], e: Exception
+    ) -> None:
+        env, body = _split_envelope(frames)
+        why = f"internal error ({type(e).__name__}): not served, the node logged it; retry later"
+        # The peer may be gone or the reply unbuildable; the fault is already counted.
+        with contextlib.suppress(Exception):
+            sock.send_multipart([*env, *encode(self._fault_reply(where, body, why))])
+
+    def _fault_reply(self, where: str, body: list[bytes], why: str) -> Message:
+        # Echo the request's identity when it decodes, so the peer can match the answer.
+        try:
+            req: Message | None = decode(body, self.limits)
+        except Exception:
+            req = None
+        now, node = time.time(), self.cfg.node
+        if where == "intake":
+            rid = req.request_id if isinstance(req, SubmitRequest) else ""
+            return SubmitReply(node=node, t=now, request_id=rid, status="error", reason=why)
+        seq, nonce = (req.seq, req.nonce) if isinstance(req, OpenRequest) else (-1, b"")
+        return OpenReply(node=node, t=now, seq=seq, nonce=nonce, status="error", reason=why)
+
+    def _fault(self, where: str, reason: str, exc: Exception | None = None, **detail: Any) -> None:
+        with self._faults_lock:
+            counter = self.faults[where]
+            counter[reason] += 1
+            n = counter[reason]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...: counted in full, logged sparsely
+            log.error(
+                f"{where} fault",
+                exc_info=exc if n == 1 else None,
+                extra=fields(where=where, reason=reason, count=n, error=str(exc or ""), **detail),
+            )
+
+    def _mark_published(self, seq: int) -> None:
+        """Publisher thread: remember the last signed head sent (what a restart skips)."""
+        try:
+            self.marks.mark_published(seq)
+        except StoreError as e:  # a restart then republishes a little more: not fatal
+            self._fault("publish", "mark_failed", error=str(e)[:300])
 
     def _reject(self, where: str, err: WireError) -> None:
         counter = self.rejects[where]
@@ -327,27 +437,34 @@ class Agent:
             self.openings.send_multipart([*env, *encode(reply)])
             return
         if isinstance(msg, LinksRequest):
-            reply: OpenReply | LinksReply = answer_links(
-                self.reader, msg, self.cfg.node, self.signer
-            )
-        else:
-            assert isinstance(msg, OpenRequest)
-            reply = answer(self.reader, msg, self.cfg.node, self.redteam)
-        self.openings.send_multipart([*env, *encode(reply)])
+            links = answer_links(self.reader, msg, self.cfg.node, self.signer)
+            self.openings.send_multipart([*env, *encode(links)])
+            return
+        assert isinstance(msg, OpenRequest)
+        opened = open_record(self.reader, msg, self.cfg.node, self.redteam)
+        if opened.fault:
+            self._fault("openings", opened.fault, seq=msg.seq, detail=opened.reply.reason)
+        self.openings.send_multipart([*env, *encode(opened.reply)])
 
     def status(self) -> dict[str, Any]:
+        with self._faults_lock:
+            faults = {k: dict(v) for k, v in self.faults.items()}
         return {
             "node": self.cfg.node,
             "pid": os.getpid(),
             "started_at": self.started,
-            "updated_at": time.time(),
+            "updated_at": time.time(),  # readers judge staleness by it (`agent stats`)
+            "status_every_s": STATUS_EVERY_S,
             "served": self.worker.served,
             "tokens": self.worker.tokens,
             "published": self.publisher.published,
+            "republished": self.publisher.republished,
             "heads": self.publisher.heads,
             "rejects": {k: dict(v) for k, v in self.rejects.items()},
+            "faults": faults,
             "auth_denied": self.security.counts(),
             "refusing": self.worker.refusing,
+            "log_verified": {"rows": self.verified.rows, "seconds": self.verified.seconds},
             "endpoints": self.endpoints,
             "pubkey": signing_public_hex(self.key),
             "setup": self.engine.setup.summary(),
@@ -361,10 +478,40 @@ class Agent:
         if now < self._next_status and not self.stop_event.is_set():
             return
         self._next_status = now + STATUS_EVERY_S
-        path = self.cfg.status_path
-        tmp = path.with_name(path.name + ".tmp")
         try:
-            tmp.write_text(json.dumps(self.status()))
-            tmp.replace(path)
-        except OSError as e:
-            log.warning("cannot write status file", extra=fields(path=str(path), error=str(e)))
+            write_atomic(self.cfg.status_path, json.dumps(self.status()))
+        except Exception as e:  # OSError on a full disk; never let the status stop serving
+            self._status_failed(e)
+        else:
+            self._status_written()
+
+    def _status_failed(self, e: Exception) -> None:
+        with self._faults_lock:
+            self.faults["status"]["write_failed"] += 1
+        if not self._status_failing:  # once per change of state: a full disk lasts a while
+            self._status_failing = True
+            log.error(
+                "cannot write status file: it keeps its last content, which `fpmon agent stats` "
+                "reports as stale",
+                extra=fields(path=str(self.cfg.status_path), error=str(e)),
+            )
+
+    def _status_written(self) -> None:
+        if self._status_failing:
+            self._status_failing = False
+            log.warning(
+                "status file written again",
+                extra=fields(failures=self.faults["status"]["write_failed"]),
+            )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Readers see the old file or the new one, never a torn one (temp + rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()  # give back what a partial write took on a full disk
+        raise

@@ -1,25 +1,48 @@
-"""Openings: reveal a record exactly as committed, or say `purged` / `unknown` explicitly."""
+"""Openings: reveal a record exactly as committed, or say `purged` / `unknown` / `error`.
+
+A body that no longer hashes to its committed digest is never revealed: served as `ok`, a bad
+disk would be indistinguishable from a node tampering with its records.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from agents.heads import HeadSigner
 from agents.redteam import RedTeam
-from agents.store import RecordLog
-from fpmon.records import Record
-from fpmon.wire import Commit, Link, LinksReply, LinksRequest, OpenReply, OpenRequest
+from agents.republish import rebuild
+from agents.store import RecordLog, StoreError
+from fpmon.wire import Link, LinksReply, LinksRequest, OpenReply, OpenRequest
+
+CORRUPT_BODY = "record body corrupted at rest (digest mismatch)"
 
 
-def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> OpenReply:
-    status, data = store.get(req.seq)
-    reason = {
-        "purged": "record body removed by retention (size/age); its commitment stands",
-        "unknown": f"no record {req.seq} on this node (head is {store.head_of_disk()})",
-    }.get(status, "")
+@dataclass(frozen=True)
+class Opened:
+    reply: OpenReply
+    fault: str = ""  # a counted reason when the node, not the request, is at fault
+
+
+def open_record(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> Opened:
+    try:
+        status, data = store.get(req.seq)
+    except StoreError as e:
+        return _error(req, node, "store_error", f"record log unreadable: {e}")
+    if status == "corrupt":
+        why = (
+            f"{CORRUPT_BODY}: the stored bytes of record {req.seq} no longer hash to the "
+            "committed digest, so they are not served; the node logged the fault"
+        )
+        return _error(req, node, "corrupt_body", why)
+    reason = ""
+    if status == "purged":
+        reason = "record body removed by retention (size/age); its commitment stands"
+    elif status == "unknown":
+        reason = f"no record {req.seq} on this node (head is {store.head_of_disk()})"
     if data is not None:
         data = redteam.tamper(data)
-    return OpenReply(
+    reply = OpenReply(
         node=node,
         t=time.time(),
         seq=req.seq,
@@ -28,47 +51,44 @@ def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> O
         record=data,
         reason=reason,
     )
+    return Opened(reply)
 
 
-def commit_of(node: str, seq: int, digest: bytes, chain: bytes, rec: Record) -> Commit:
-    """The commitment of a logged record, rebuilt from its body (what was published, but for
-    the publication time, which becomes the record's end time)."""
-    return Commit(
-        node=node,
-        t=rec.t_end,
-        seq=seq,
-        request_id=rec.request_id,
-        record_digest=digest,
-        chain=chain,
-        setup=rec.setup.to_map(),
-        model=rec.model,
-        prompt_tokens=len(rec.prompt_ids),
-        output_tokens=len(rec.output_ids),
-        prefill_s=rec.timings.get("prefill_s", 0.0),
-        decode_s=rec.timings.get("decode_s", 0.0),
+def _error(req: OpenRequest, node: str, fault: str, reason: str) -> Opened:
+    reply = OpenReply(
+        node=node, t=time.time(), seq=req.seq, nonce=req.nonce, status="error", reason=reason
     )
+    return Opened(reply, fault)
+
+
+def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> OpenReply:
+    return open_record(store, req, node, redteam).reply
 
 
 def answer_links(store: RecordLog, req: LinksRequest, node: str, signer: HeadSigner) -> LinksReply:
     """The chain from `req.first`, from this node's own log, with a head signed over its end.
 
     The verifier asks when commits it should have seen never arrived (lost in a hub restart,
-    a crash, a flood): answering lets it repair the hole instead of finding a gap.
+    a crash, a flood): answering lets it repair the hole instead of finding a gap. A purged or
+    damaged body leaves its link without a commitment: the chain still stands.
     """
-    links = []
-    for seq, digest, chain, body in store.links(req.first, req.count):
-        commit = None
-        if body is not None:
-            try:
-                commit = commit_of(node, seq, digest, chain, Record.decode(body))
-            except ValueError:
-                commit = None  # a body that no longer decodes: the link still stands
-        links.append(Link(seq=seq, record_digest=digest, chain=chain, commit=commit))
-    log_head = store.head_of_disk()
     base = {"node": node, "t": time.time(), "nonce": req.nonce, "first": req.first}
+    try:
+        rows = store.rows(req.first, req.count)
+        log_head = store.head_of_disk()
+    except StoreError as e:
+        return LinksReply(**base, status="error", reason=f"record log unreadable: {e}"[:1000])
+    links = [
+        Link(
+            seq=r.seq,
+            record_digest=r.digest,
+            chain=r.chain,
+            commit=rebuild(node, r) if r.data is not None else None,
+        )
+        for r in rows
+    ]
     if not links:
         why = f"no record from seq {req.first} on this node (head is {log_head})"
         return LinksReply(**base, status="unknown", log_head=log_head, reason=why)
-    last = links[-1]
-    head = signer.head(last.seq, last.chain)
+    head = signer.head(links[-1].seq, links[-1].chain)
     return LinksReply(**base, status="ok", links=links, head=head, log_head=log_head)

@@ -3,6 +3,11 @@
 Commitments arrive on a queue only after they are durable. A head is signed every
 `head_every_s` seconds (even when idle, so late subscribers learn the head) or every
 `head_every_n` commitments, whichever comes first.
+
+After a restart the logged tail (`agents/republish.py`) goes out with the first head cycle,
+`tail_after_s` after start: a PUB drops what it sends before its subscribers' subscriptions
+arrive (ZeroMQ's slow joiner), so sending it at once would lose it. New commitments wait
+behind the tail, so subscribers see seqs in order.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgpack
@@ -51,6 +57,9 @@ class Publisher:
         telemetry: TelemetrySource | None = None,
         telemetry_every_s: float = 1.0,
         redteam: RedTeam | None = None,
+        tail: Sequence[Commit] = (),
+        tail_after_s: float = 1.0,
+        on_head: Callable[[int], None] | None = None,
     ) -> None:
         self.pub = pub
         self.signer = signer
@@ -64,6 +73,13 @@ class Publisher:
         self._since_head = 0
         self._next_head = 0.0
         self._next_telemetry = 0.0
+        self._tail = list(tail)
+        if self._tail:
+            self._next_head = time.monotonic() + tail_after_s  # the first head cycle
+        self.republished = 0
+        # Told the seq of each head sent once nothing before it is still held back: a restart
+        # republishes only what comes after the last one.
+        self.on_head = on_head
         self.stop_event = threading.Event()
 
     def commit(self, c: Commit) -> None:
@@ -80,10 +96,25 @@ class Publisher:
     def head(self) -> None:
         self._next_head = time.monotonic() + self.head_every_s
         self._since_head = 0
+        if self._tail:
+            self._send_tail()
         if self.seq < 0:
             return  # nothing committed yet: no chain to sign
         self.pub.send_multipart(encode(self.signer.head(self.seq, self.chain)))
         self.heads += 1
+        if self.on_head is not None:
+            self.on_head(self.seq)
+
+    def _send_tail(self) -> None:
+        for c in self._tail:
+            for out in self.redteam.commits(c):  # a drill agent stays one across restarts
+                self.pub.send_multipart(commit_frames(out), copy=False)
+        self.republished += len(self._tail)
+        log.info(
+            "republished the logged tail",
+            extra=fields(first=self._tail[0].seq, last=self._tail[-1].seq, n=len(self._tail)),
+        )
+        self._tail = []
 
     def tick(self, now: float) -> None:
         if now >= self._next_head:
@@ -101,6 +132,9 @@ class Publisher:
                 now = time.monotonic()
                 self.tick(now)
                 wait = min(self._next_head, self._next_telemetry or self._next_head) - now
+                if self._tail:  # new commitments wait behind the tail
+                    self.stop_event.wait(max(wait, 0.001))
+                    continue
                 try:
                     item = self.queue.get(timeout=max(wait, 0.001))
                 except queue.Empty:
@@ -113,6 +147,8 @@ class Publisher:
                         break
         finally:
             # Drain what is already durable, then a last head, so a clean stop leaves no hole.
+            if self._tail:
+                self._send_tail()
             while True:
                 try:
                     item = self.queue.get_nowait()

@@ -34,6 +34,9 @@ from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
 log = logging.getLogger("fpmon.agent.worker")
 
 RETENTION_EVERY_S = 10.0
+# While the intake refuses at the door no batch reaches the engine, so the idle loop is what
+# notices that disk space came back.
+DISK_CHECK_EVERY_S = 1.0
 MAX_ENGINE_FAULTS = 3  # consecutive failed batches before the agent gives up
 
 
@@ -150,6 +153,9 @@ class Worker(threading.Thread):
         self.stop_event = threading.Event()
         self.refusing = ""  # non-empty: why the agent takes no work (read by the intake)
         self._refusal_recoverable = False
+        # The engine thread clears a low-disk refusal while the committer may set a hard one.
+        self._refusal_lock = threading.Lock()
+        self._next_disk_check = 0.0
         self.served = 0
         self.tokens = 0
         self.failed: BaseException | None = None
@@ -179,7 +185,7 @@ class Worker(threading.Thread):
         try:
             while not self.stop_event.is_set() and self.failed is None:
                 self.heartbeat = time.monotonic()
-                batch = self.batcher.collect(self.stop_event, on_idle=self._beat)
+                batch = self.batcher.collect(self.stop_event, on_idle=self.on_idle)
                 if batch:
                     for frames in self.begin(batch):
                         out.send_multipart(frames)
@@ -192,8 +198,21 @@ class Worker(threading.Thread):
             committer.join()
             self.store.close()
 
-    def _beat(self) -> None:
-        self.heartbeat = time.monotonic()
+    def on_idle(self, now: float | None = None) -> None:
+        """No work came: feed the watchdog, and re-check the disk now and then."""
+        now = time.monotonic() if now is None else now
+        self.heartbeat = now
+        if now >= self._next_disk_check:
+            self._next_disk_check = now + DISK_CHECK_EVERY_S
+            self._check_disk()
+
+    def refuse(self, reason: str, *, recoverable: bool) -> None:
+        """Take no more work. A recoverable refusal clears itself; a hard one never does."""
+        with self._refusal_lock:
+            if self.refusing and not self._refusal_recoverable:
+                return  # the first hard reason is the one the operator must see
+            self.refusing, self._refusal_recoverable = reason, recoverable
+        log.error("refusing work", extra=fields(reason=reason, recoverable=recoverable))
 
     def start_committer(self) -> threading.Thread:
         t = threading.Thread(target=self._commit_loop, name="fpmon-commit", daemon=True)
@@ -231,9 +250,7 @@ class Worker(threading.Thread):
             try:
                 return self._commit(p)
             except StoreError as e:
-                self._refusal_recoverable = False  # a failed write needs an operator
-                self.refusing = str(e)
-                log.error("refusing work: record log failed", extra=fields(reason=self.refusing))
+                self.refuse(str(e), recoverable=False)  # a failed write needs an operator
                 return [self._reply(j, status="error", reason=self.refusing) for j in p.jobs]
         finally:
             with self._idle:
@@ -255,20 +272,24 @@ class Worker(threading.Thread):
         return frames
 
     def _check_disk(self) -> None:
-        if self.refusing and not self._refusal_recoverable:
-            return
         free = free_bytes(self.store.path)
-        if free < self.cfg.store.min_free_bytes:
-            if not self.refusing:
+        low = free < self.cfg.store.min_free_bytes
+        with self._refusal_lock:
+            if self.refusing and not self._refusal_recoverable:
+                return
+            was = self.refusing
+            if low and not was:
                 self.refusing = (
                     f"disk nearly full ({free} bytes free < store.min_free_bytes "
                     f"{self.cfg.store.min_free_bytes}): not taking work it cannot commit"
                 )
                 self._refusal_recoverable = True
-                log.error("refusing work", extra=fields(reason=self.refusing))
-        elif self._refusal_recoverable:
+            elif not low and was:
+                self.refusing, self._refusal_recoverable = "", False
+        if low and not was:
+            log.error("refusing work", extra=fields(reason=self.refusing, recoverable=True))
+        elif not low and was:
             log.warning("disk space back: taking work again", extra=fields(free=free))
-            self.refusing, self._refusal_recoverable = "", False
 
     def _reply(self, job: Job, **kw: Any) -> list[bytes]:
         msg = SubmitReply(node=self.cfg.node, t=time.time(), request_id=job.req.request_id, **kw)

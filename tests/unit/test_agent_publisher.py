@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import zmq
@@ -67,4 +68,74 @@ def test_publisher_sends_commits_and_a_head_every_n():
     assert verify_head(head.pubkey, "n", head.seq, head.chain, head.sig)
     pub.close(0)
     sub.close(0)
+    ctx.term()
+
+
+def _chained(n: int) -> list[Commit]:
+    out, chain = [], GENESIS
+    for seq in range(n):
+        chain = next_chain(chain, b"d" * 32)
+        out.append(_commit(seq, chain))
+    return out
+
+
+def test_logged_tail_goes_out_before_new_commits_with_the_first_head():
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"tcp://127.0.0.1:{port}")
+    commits = _chained(4)
+    tail, new = commits[:3], commits[3]
+    marks: list[int] = []
+    p = Publisher(
+        pub,
+        HeadSigner(Ed25519PrivateKey.generate(), "n"),
+        head_seq=2,
+        head_chain=tail[-1].chain,
+        head_every_s=3600,
+        tail=tail,
+        tail_after_s=0.5,  # the subscriber joins meanwhile (ZeroMQ slow joiner)
+        on_head=marks.append,
+    )
+    t = threading.Thread(target=p.run)
+    t.start()
+    p.queue.put(new)  # durable during the grace period: must not overtake the tail
+    got = []
+    while sub.poll(3000) and len(got) < 6:
+        got.append(decode(sub.recv_multipart()))
+        if len(got) == 5:
+            p.stop()
+    t.join(5)
+    assert [(m.TOPIC, m.seq) for m in got] == [
+        ("commit", 0),
+        ("commit", 1),
+        ("commit", 2),
+        ("head", 2),
+        ("commit", 3),
+        ("head", 3),  # the last head of a clean stop
+    ]
+    assert got[:3] == tail
+    # Published heads are marked only once the tail they cover has gone out.
+    assert marks == [2, 3]
+    sub.close(0)
+    ctx.term()
+
+
+def test_no_tail_no_mark_before_anything_is_committed():
+    ctx = zmq.Context()
+    pub = ctx.socket(zmq.PUB)
+    pub.bind_to_random_port("tcp://127.0.0.1")
+    marks: list[int] = []
+    p = Publisher(
+        pub,
+        HeadSigner(Ed25519PrivateKey.generate(), "n"),
+        head_seq=-1,
+        head_chain=GENESIS,
+        on_head=marks.append,
+    )
+    p.head()
+    assert marks == [] and p.heads == 0
+    pub.close(0)
     ctx.term()
