@@ -91,8 +91,10 @@ class ChainChecker:
         out = Result()
         if st.anchored and c.seq <= st.seq:
             known = st.recent.get(c.seq)
-            out.outcome = DUPLICATE if known == c.chain else SPOOFED
-            out.spoofed = int(out.outcome == SPOOFED)  # or older than the window: unprovable
+            # Before this daemon's anchor or its window (a republished tail, say): nothing to
+            # compare with, so nothing to say. A different chain than verified: not the node's.
+            out.outcome = SPOOFED if known not in (None, c.chain) else DUPLICATE
+            out.spoofed = int(out.outcome == SPOOFED)
             return out
         genesis = not st.anchored and c.seq == 0  # seq 0 links to the known genesis
         prev = GENESIS if genesis else st.chain

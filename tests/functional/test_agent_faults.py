@@ -87,11 +87,12 @@ def test_damaged_pages_refuse_start_and_stats_with_one_line(tmp_path):
         assert last.startswith("fpmon: error:") and str(db) in last and "backup" in last, last
 
 
-def test_out_of_range_seq_is_unknown_and_the_agent_lives(agent):
+def test_out_of_range_seq_is_refused_at_the_boundary_and_the_agent_lives(agent):
     ep = agent.endpoints["openings"]
     for seq in (2**63, 2**64 - 1, -1):
         o = raw_open(ep, seq)
-        assert o is not None and o["status"] == "unknown", (seq, o)
+        assert o is not None and o["status"] == "error", (seq, o)
+        assert o["reason"].startswith("schema") and "seq" in o["reason"], o
     r = submit(agent.endpoints["intake"], "still alive?", 2, 60)
     assert r.status == "ok" and raw_open(ep, r.seq)["status"] == "ok"
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import time
+
+import msgspec
 
 from agents.republish import logged_tail
 from agents.store import RecordLog
@@ -62,7 +63,7 @@ def _as_worker_commits(log: RecordLog, recs: list[Record]) -> list[Commit]:
 
 
 def _no_t(cs: list[Commit]) -> list[Commit]:
-    return [dataclasses.replace(c, t=0.0) for c in cs]
+    return [msgspec.structs.replace(c, t=0.0) for c in cs]
 
 
 def test_tail_rebuilds_the_same_commitments_the_worker_published(tmp_path):
