@@ -57,10 +57,6 @@ SEVERITY = {
     "unverifiable": "info",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
-# A commit's `t` is the node's word: a purge is timed from it, but never from earlier than this
-# long before the verifier first held the commit, so back-dating `t` cannot make a fresh
-# record look old enough to purge (the slack covers clock skew and publish latency).
-COMMIT_T_SLACK_S = 60.0
 T = TypeVar("T")
 
 
@@ -339,10 +335,15 @@ class ReplayDaemon:
 
     def _purged(self, c: Commit, why: str) -> tuple[str, str]:
         """(reason, severity) for a record the node says it purged: under the configured
-        minimum retention after commit it is a dodge (critical), else a plain `unopened`."""
+        minimum retention after commit it is a dodge (critical), else a plain `unopened`.
+
+        Timed from the commit's `t`, the node's word, but never from later than the verifier
+        first held the commit (a node clock running ahead must not shorten the age). A `t`
+        earlier than its arrival is believed: commits fetched by gap repair after the
+        verifier's downtime are legitimately old, and an honest node's purge of those is no
+        dodge; a node back-dating `t` still gets `unopened` and is made suspect."""
         seen = self.store.pending_since(c.node, c.seq)
-        since = c.t if seen is None else max(c.t, seen - COMMIT_T_SLACK_S)
-        age = time.time() - since
+        age = time.time() - (c.t if seen is None else min(c.t, seen))
         if age < self.cfg.min_retention_s:
             return (
                 f"purged {age:.0f} s after commit, under the minimum retention of "
