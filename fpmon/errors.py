@@ -11,3 +11,7 @@ class FingerprintFileError(FpmonError):
 
 class ModelError(FpmonError):
     """A model folder or preset that cannot be loaded."""
+
+
+class OverBudget(FpmonError):
+    """A run stopped at its wall-clock deadline (a verifier's replay budget)."""

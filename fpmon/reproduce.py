@@ -22,8 +22,13 @@ def replay_record(
     batch_size: int | None = None,
     slot: int | None = None,
     co_batched: dict[int, list[int]] | None = None,
+    deadline: float | None = None,
 ) -> Record:
-    """Replay `record` on `engine`. batch_size/slot override the declared shape (attribution)."""
+    """Replay `record` on `engine`. batch_size/slot override the declared shape (attribution).
+
+    `deadline` (time.monotonic()) stops a static replay between decode steps with `OverBudget`;
+    a vLLM schedule replays whole, bounded by the verifier's caps on batch and tokens only.
+    """
     if record.weights_digest != engine.weights_digest:
         raise FpmonError(
             f"record was made with weights {record.weights_digest[:12]}…, the engine holds "
@@ -39,7 +44,7 @@ def replay_record(
     if sched.get("kind") != "static":
         raise FpmonError(f"cannot rebuild a {sched.get('kind')!r} schedule with this engine")
     with _declared_threads(engine, record):
-        return _replay_static(engine, record, batch_size, slot, co_batched)
+        return _replay_static(engine, record, batch_size, slot, co_batched, deadline)
 
 
 @contextmanager
@@ -65,6 +70,7 @@ def _replay_static(
     batch_size: int | None,
     slot: int | None,
     co_batched: dict[int, list[int]] | None,
+    deadline: float | None = None,
 ) -> Record:
     sched = record.schedule
     declared_bs = record.setup.batch_size
@@ -84,7 +90,14 @@ def _replay_static(
     forced: list[list[int] | None] = [None] * bs
     forced[sl] = list(record.output_ids)
     result = engine.run_batch(
-        BatchRequest(rows=rows, decode_steps=steps, probe_rows=[sl], probes=probes, forced=forced)
+        BatchRequest(
+            rows=rows,
+            decode_steps=steps,
+            probe_rows=[sl],
+            probes=probes,
+            forced=forced,
+            deadline=deadline,
+        )
     )
     return record_from_row(
         engine,

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from typing import Any
 
 from fpmon.compare import Comparison, compare_records
-from fpmon.errors import FpmonError
+from fpmon.errors import FpmonError, OverBudget
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
@@ -25,6 +26,7 @@ from replay.hints import field_order, hidden_dtype
 from replay.scoring import first_difference, score
 
 Change = dict[str, Any]
+BUDGET_SPENT = "not tried: the record's replay budget (max_replay_s) was spent"
 
 
 def single_changes(
@@ -72,11 +74,14 @@ def cast_like(rep: Record, record: Record) -> Record:
     return cast_probes(rep, {name: b.dtype for name, b in record.probes.items()})
 
 
-def try_setup(engines: EngineCache, record: Record, changes: Change) -> dict[str, Any]:
+def try_setup(
+    engines: EngineCache, record: Record, changes: Change, deadline: float | None = None
+) -> dict[str, Any]:
     setup = record.setup.replace(**changes)
     engine = engines.get(record.model, setup, record.weights_digest)
     bs = changes.get("batch_size")
-    rep = replay_record(engine, record, batch_size=bs, slot=changes.get("slot") if bs else None)
+    slot = changes.get("slot") if bs else None
+    rep = replay_record(engine, record, batch_size=bs, slot=slot, deadline=deadline)
     if "dtype" in changes:
         rep = cast_like(rep, record)
     comp = compare_records(record, rep)
@@ -96,10 +101,13 @@ def attribute(
     batch_sizes: tuple[int, ...],
     max_candidates: int = 16,
     comparison: Comparison | None = None,
+    deadline: float | None = None,
 ) -> list[Candidate]:
     """Candidates tried, exact reproductions first then nearest; each names the field changed.
 
     `comparison` (the declared replay against the record) orders the fields: see `hints`.
+    `deadline` (time.monotonic()): candidates count against the record's replay budget; the
+    search stops at it, and the candidate it stopped at is listed with `error` saying so.
     """
     order = field_order(record, comparison, fields)
     singles = single_changes(record.setup, tuple(order), batch_sizes)
@@ -115,8 +123,14 @@ def attribute(
             break
         if "+" in field and any(r.exact for r in results):
             break
+        if deadline is not None and time.monotonic() > deadline:
+            results.append(Candidate(field=field, changes=changes, error=BUDGET_SPENT))
+            break
         try:
-            res = try_setup(engines, record, changes)
+            res = try_setup(engines, record, changes, deadline)
+        except OverBudget:
+            results.append(Candidate(field=field, changes=changes, error=BUDGET_SPENT))
+            break
         except (Unverifiable, FpmonError) as e:
             results.append(Candidate(field=field, changes=changes, error=str(e)[:200]))
             continue

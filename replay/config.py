@@ -10,8 +10,31 @@ from pathlib import Path
 from typing import Any
 
 from fpmon.errors import FpmonError
+from replay.limits import Caps
 
 ATTRIBUTION_FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")
+# Sections whose keys are checked: a misspelt cap or grace would otherwise silently fall back
+# to its default, the opposite of what its author meant.
+SECTION_KEYS = {
+    "openings": (
+        "deadline_s",
+        "retries",
+        "max_inflight",
+        "repair_timeout_s",
+        "grace_s",
+        "max_late",
+        "min_retention_s",
+    ),
+    "limits": (
+        "max_message_bytes",
+        "flood_msgs_per_s",
+        "flood_rejects_per_min",
+        "head_timeout_s",
+        "max_batch",
+        "max_tokens",
+        "max_replay_s",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,9 @@ class ReplayConfig:
     max_inflight_openings: int = 256
     # a hole in a node's feed unanswered this long raises `gap_unrepaired` (a warning)
     repair_timeout_s: float = 60.0
+    open_grace_s: float = 30.0  # an answer this late after giving up is still judged
+    open_max_late: int = 4096  # answers awaited in grace at once (a bound on memory)
+    min_retention_s: float = 3600.0  # `purged` sooner after commit: a dodge, unopened critical
     # replay queue and attribution
     queue_max: int = 64
     attribution: bool = True
@@ -69,6 +95,14 @@ class ReplayConfig:
     flood_rejects_per_min: int = 100
     head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
+    # replay caps (replay/limits.py): beyond them a record is `unverifiable`, the node suspect
+    max_batch: int = Caps.max_batch
+    max_tokens: int = Caps.max_tokens
+    max_replay_s: float = Caps.max_replay_s
+
+    @property
+    def caps(self) -> Caps:
+        return Caps(self.max_batch, self.max_tokens, self.max_replay_s)
 
 
 def _err(path: Path, what: str) -> FpmonError:
@@ -149,7 +183,58 @@ def _nodes(path: Path, raw: list[Any]) -> tuple[NodeConfig, ...]:
     return tuple(nodes)
 
 
+def _check_keys(path: Path, doc: dict[str, Any]) -> None:
+    for section, known in SECTION_KEYS.items():
+        unknown = sorted(set(doc.get(section, {})) - set(known))
+        if unknown:
+            raise _err(path, f"[{section}] has unknown keys {unknown}; known: {', '.join(known)}")
+
+
+def _at_least(path: Path, where: str, value: float, low: float, strict: bool = False) -> None:
+    if value < low or (strict and value == low):
+        raise _err(path, f"{where} = {value} must be {'>' if strict else '>='} {low}")
+
+
+def _caps(path: Path, lim: dict[str, Any], batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    caps = Caps(
+        int(lim.get("max_batch", Caps.max_batch)),
+        int(lim.get("max_tokens", Caps.max_tokens)),
+        float(lim.get("max_replay_s", Caps.max_replay_s)),
+    )
+    _at_least(path, "[limits] max_batch", caps.max_batch, 1)
+    _at_least(path, "[limits] max_tokens", caps.max_tokens, 1)
+    _at_least(path, "[limits] max_replay_s", caps.max_replay_s, 0, strict=True)
+    if any(b > caps.max_batch for b in batch_sizes):
+        raise _err(
+            path,
+            f"[attribution] batch_sizes {list(batch_sizes)} go beyond [limits] max_batch "
+            f"{caps.max_batch}: attribution would replay what the caps refuse",
+        )
+    return {
+        "max_batch": caps.max_batch,
+        "max_tokens": caps.max_tokens,
+        "max_replay_s": caps.max_replay_s,
+    }
+
+
+def _openings(path: Path, o: dict[str, Any]) -> dict[str, Any]:
+    out = {
+        "open_deadline_s": float(o.get("deadline_s", 2.0)),
+        "open_retries": int(o.get("retries", 2)),
+        "max_inflight_openings": int(o.get("max_inflight", 256)),
+        "repair_timeout_s": float(o.get("repair_timeout_s", 60.0)),
+        "open_grace_s": float(o.get("grace_s", ReplayConfig.open_grace_s)),
+        "open_max_late": int(o.get("max_late", ReplayConfig.open_max_late)),
+        "min_retention_s": float(o.get("min_retention_s", ReplayConfig.min_retention_s)),
+    }
+    _at_least(path, "[openings] grace_s", out["open_grace_s"], 0)
+    _at_least(path, "[openings] max_late", out["open_max_late"], 1)
+    _at_least(path, "[openings] min_retention_s", out["min_retention_s"], 0)
+    return out
+
+
 def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
+    _check_keys(path, doc)
     base = path.parent
     r = doc.get("replay", {})
     s = doc.get("sampling", {})
@@ -172,6 +257,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         raise _err(path, "[sampling] rate and suspect_rate are fractions from 0 to 1")
     cal = r.get("calibration")
     secret = r.get("curve_secret_file")
+    batch_sizes = tuple(int(b) for b in a.get("batch_sizes", (1, 2, 4, 8)))
     return ReplayConfig(
         nodes=nodes,
         store=base / str(r.get("store", "replay.sqlite")),
@@ -190,14 +276,11 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         rate=rate,
         suspect_rate=suspect,
         suspect_window_s=float(s.get("suspect_window_s", 600.0)),
-        open_deadline_s=float(o.get("deadline_s", 2.0)),
-        open_retries=int(o.get("retries", 2)),
-        max_inflight_openings=int(o.get("max_inflight", 256)),
-        repair_timeout_s=float(o.get("repair_timeout_s", 60.0)),
+        **_openings(path, o),
         queue_max=int(q.get("max", 64)),
         attribution=bool(a.get("enabled", True)),
         attribution_fields=fields,
-        attribution_batch_sizes=tuple(int(b) for b in a.get("batch_sizes", (1, 2, 4, 8))),
+        attribution_batch_sizes=batch_sizes,
         attribution_max_candidates=int(a.get("max_candidates", 16)),
         timing_margin=float(t.get("margin", 0.5)),
         timing_min_samples=int(t.get("min_samples", 5)),
@@ -211,6 +294,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),
         head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
         curve_secret_file=(base / str(secret)) if secret else None,
+        **_caps(path, lim, batch_sizes),
     )
 
 

@@ -100,6 +100,7 @@ class ReplayDaemon:
             cfg.attribution_fields,
             cfg.attribution_batch_sizes,
             cfg.attribution_max_candidates,
+            cfg.caps,
         )
         self.judge = Judge(self.engines, self.calibration, opts, cfg.name)
         self.worker = ReplayWorker(self.judge, cfg.queue_max)
@@ -167,6 +168,8 @@ class ReplayDaemon:
             retries=cfg.open_retries,
             limits=self.limits,
             curve=curve,
+            grace_s=cfg.open_grace_s,
+            max_late=cfg.open_max_late,
         )
         self.repair = Repairer(
             self.intake.chains,
@@ -314,17 +317,40 @@ class ReplayDaemon:
     def _outcome(self, o: Outcome) -> None:
         c = o.commit
         if o.kind == "opened":
+            refused = self.judge.precheck(c)
+            if refused is not None:  # beyond the caps: neither stored nor queued
+                self._verdict(refused.verdict, c.t, suspect=True)
+                return
             self.store.set_opened(c.node, c.seq, o.record or b"")
             if not self.worker.offer(c, o.record or b""):
                 self.store.drop_pending(c.node, c.seq)
                 self._shed(c.node)
             return
-        status, reason = o.kind, o.reason
+        status, reason, severity = o.kind, o.reason, ""
         if o.kind == "purged":
-            status, reason = "unopened", f"purged by the node before it was opened: {o.reason}"
+            status, reason, severity = "unopened", *self._purged(c, o.reason)
         elif o.kind == "unknown":
             status, reason = "bad_opening", f"node denies a record it committed: {o.reason}"
-        self._verdict(verdict_for(c, status, reason=reason), c.t)
+        self._verdict(verdict_for(c, status, reason=reason), c.t, severity=severity)
+
+    def _purged(self, c: Commit, why: str) -> tuple[str, str]:
+        """(reason, severity) for a record the node says it purged: under the configured
+        minimum retention after commit it is a dodge (critical), else a plain `unopened`.
+
+        Timed from the commit's `t`, the node's word, but never from later than the verifier
+        first held the commit (a node clock running ahead must not shorten the age). A `t`
+        earlier than its arrival is believed: commits fetched by gap repair after the
+        verifier's downtime are legitimately old, and an honest node's purge of those is no
+        dodge; a node back-dating `t` still gets `unopened` and is made suspect."""
+        seen = self.store.pending_since(c.node, c.seq)
+        age = time.time() - (c.t if seen is None else min(c.t, seen))
+        if age < self.cfg.min_retention_s:
+            return (
+                f"purged {age:.0f} s after commit, under the minimum retention of "
+                f"{self.cfg.min_retention_s:g} s: a record dodging its opening ({why})",
+                "critical",
+            )
+        return f"purged by the node before it was opened: {why}", ""
 
     def _feed_backlog(self) -> None:
         while self._backlog and self.worker.offer(*self._backlog[0]):
@@ -339,7 +365,7 @@ class ReplayDaemon:
             v = j.verdict
             if v.replay_s:
                 self.metrics.replay_s.observe(v.replay_s)
-            self._verdict(v, j.commit_t or None)
+            self._verdict(v, j.commit_t or None, suspect=j.suspect)
             f = self.timing.observe(
                 v.node, j.committed_s, j.reference_s, j.tokens, j.jitter_rel, not v.cross_gpu
             )
@@ -352,7 +378,16 @@ class ReplayDaemon:
         v: Verdict,
         commit_t: float | None,
         alert_id: str = "",
+        *,
+        suspect: bool = False,
+        severity: str = "",
     ) -> None:
+        """Store and publish `v`, alert what is not a match. `suspect`: a finding even where
+        the status alone is not one (an `unverifiable` the node chose: work beyond the caps, a
+        model the verifier has no reference for), alerted as a warning at least; `severity`
+        overrides the status's default severity for its alert."""
+        if suspect and not severity and SEVERITY.get(v.status) == "info":
+            severity = "warning"
         changes: dict[str, Any] = {"t": v.t or time.time()}
         if commit_t is not None:  # kept with the verdict: commit-to-verdict latency, afterwards
             changes["evidence"] = msgspec.structs.replace(v.evidence, commit_t=commit_t)
@@ -374,7 +409,7 @@ class ReplayDaemon:
         if commit_t is not None:
             self.metrics.latency_s.observe(max(0.0, time.time() - commit_t))
         if v.status not in ("match", "within_noise"):
-            if v.status != "unverifiable":
+            if v.status != "unverifiable" or suspect:
                 self.sampler.suspect(v.node)
             if v.status in ALERT_KINDS:
                 self.alert(
@@ -384,6 +419,7 @@ class ReplayDaemon:
                     seq=v.seq,
                     alert_id=alert_id or f"{v.status}:{v.node}:{v.seq}",
                     details={"attribution": v.attribution[0].field if v.attribution else ""},
+                    severity=severity,
                 )
 
     def alert(

@@ -20,7 +20,17 @@ Factory = Callable[[str, Setup, str], Any]
 
 
 class Unverifiable(Exception):
-    """The verifier cannot replay this record; the message says why."""
+    """The verifier cannot replay this record; the message says why.
+
+    `node_fault`: the record declares what this verifier has no reference for (a model, other
+    weights, an engine or a setup it cannot replay). An honest operator declares what its
+    verifier can check, so the daemon samples such a node at the suspect rate; False when the
+    fault is the verifier's own (a listed model that fails to load).
+    """
+
+    def __init__(self, message: str, *, node_fault: bool = True) -> None:
+        super().__init__(message)
+        self.node_fault = node_fault
 
 
 def hf_factory(spec: str, setup: Setup, device: str) -> Any:
@@ -109,7 +119,9 @@ class EngineCache:
                 try:
                     engine = self.factory(spec, setup, self.device)
                 except FpmonError as e:
-                    raise Unverifiable(f"cannot load the reference for {model}: {e}") from None
+                    raise Unverifiable(
+                        f"cannot load the reference for {model}: {e}", node_fault=False
+                    ) from None
                 self._engines[key] = engine
                 while len(self._engines) > self.max_engines:
                     self._engines.popitem(last=False)

@@ -77,6 +77,9 @@ class ProverNode:
         self.chain = GENESIS
         self.silent = False  # never answer openings
         self.tamper = False  # answer with other bytes than committed
+        self.purge = False  # answer `purged` (records "removed by retention")
+        self.delay_s = 0.0  # answer this late (a slow disk or link), once per record
+        self._late: dict[int, tuple[float, list[bytes]]] = {}  # seq -> (when, frames)
         self.opened: list[int] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve_openings, daemon=True)
@@ -185,7 +188,8 @@ class ProverNode:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(50):
+            self._send_due()
+            if not poller.poll(20):
                 continue
             frames = self.router.recv_multipart()
             ident, rest = frames[0], frames[1:]
@@ -200,19 +204,38 @@ class ProverNode:
                 continue
             assert isinstance(req, OpenRequest)
             self.opened.append(req.seq)
-            data = self.records.get(req.seq)
-            if data is not None and self.tamper:
-                data = data[:-1] + bytes([data[-1] ^ 1])
-            reply = OpenReply(
-                node=self.name,
-                t=time.time(),
-                seq=req.seq,
-                nonce=req.nonce,
-                status="ok" if data is not None else "unknown",
-                record=data,
-                reason="" if data is not None else "no such record",
-            )
-            self.router.send_multipart([ident, *encode(reply)])
+            reply = [ident, *encode(self._reply(req))]
+            if not self.delay_s:
+                self.router.send_multipart(reply)
+            elif req.seq not in self._late:  # retries carry the same nonce: one answer
+                self._late[req.seq] = (time.monotonic() + self.delay_s, reply)
+
+    def _reply(self, req: OpenRequest) -> OpenReply:
+        data = self.records.get(req.seq)
+        if data is not None and self.tamper:
+            data = data[:-1] + bytes([data[-1] ^ 1])
+        status = "ok" if data is not None else "unknown"
+        if data is not None and self.purge:
+            status, data = "purged", None
+        return OpenReply(
+            node=self.name,
+            t=time.time(),
+            seq=req.seq,
+            nonce=req.nonce,
+            status=status,
+            record=data,
+            reason={"ok": "", "unknown": "no such record", "purged": "removed by retention"}[
+                status
+            ],
+        )
+
+    def _send_due(self) -> None:
+        """Send the delayed answers whose time has come."""
+        now = time.monotonic()
+        for seq, (when, frames) in list(self._late.items()):
+            if now >= when:
+                self.router.send_multipart(frames)
+                self._late[seq] = (float("inf"), frames)  # answered: never again
 
     def links(self, req: LinksRequest) -> LinksReply:
         """What an agent answers from its log (agents/openings.py answer_links)."""
@@ -260,7 +283,8 @@ def daemon_doc(tmp: Any, nodes: list[ProverNode], **sections: dict[str, Any]) ->
             "state": "tcp://127.0.0.1:0",
         },
         "sampling": {"key_file": str(key), "rate": 1.0},
-        "openings": {"deadline_s": 1.0, "retries": 1},
+        # A short grace: tests that wait for `unopened` wait for it too.
+        "openings": {"deadline_s": 1.0, "retries": 1, "grace_s": 1.0},
         "node": [n.config_entry() for n in nodes],
     }
     for name, values in sections.items():

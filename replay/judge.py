@@ -15,13 +15,14 @@ from typing import Any
 import msgspec
 
 from fpmon.compare import Comparison, compare_records, greedy_violations
-from fpmon.errors import FpmonError
+from fpmon.errors import FpmonError, OverBudget
 from fpmon.records import TOPK_IDS, Record
 from fpmon.reproduce import replay_record
 from fpmon.wire import Candidate, Commit, Evidence, Verdict
-from replay.attribution import attribute
+from replay.attribution import BUDGET_SPENT, attribute
 from replay.calibration import Band, Calibration
 from replay.engines import EngineCache, Unverifiable, device_class
+from replay.limits import Caps, over_commit, over_record
 from replay.scoring import first_difference, probe_evidence, score
 
 SOFTWARE_FIELDS = ("engine", "engine_version", "torch_version", "cuda_version")
@@ -36,6 +37,9 @@ class Judgement:
     commit_t: float = 0.0  # when the node committed it: the start of commit-to-verdict latency
     jitter_rel: float | None = None  # the pair's calibrated timing jitter, when known
     notes: list[str] = field(default_factory=list)
+    # An `unverifiable` the node chose (work beyond the caps, a model or setup the verifier has
+    # no reference for): the daemon alerts it as a warning and samples the node more.
+    suspect: bool = False
 
 
 @dataclass
@@ -44,6 +48,7 @@ class JudgeOptions:
     fields: tuple[str, ...] = ("batch_size", "attn_impl", "dtype", "compiled")
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     max_candidates: int = 16
+    caps: Caps = field(default_factory=Caps)
 
 
 def verdict_for(commit: Commit, status: str, **kw: Any) -> Verdict:
@@ -105,7 +110,26 @@ class Judge:
     def _verdict(self, commit: Commit, status: str, **kw: Any) -> Verdict:
         return verdict_for(commit, status, **kw)
 
+    def _unverifiable(self, commit: Commit, reason: str, suspect: bool) -> Judgement:
+        if suspect:
+            reason += (
+                "; an honest node declares work its verifier can check, so this node is "
+                "sampled at the suspect rate"
+            )
+        v = self._verdict(commit, "unverifiable", reason=reason, reference=self.engines.reference)
+        return Judgement(v, suspect=suspect)
+
+    def precheck(self, commit: Commit) -> Judgement | None:
+        """The verdict on a commitment whose declared work is beyond the caps, else None:
+        decided before its record is decoded, stored or queued, so it costs nothing more."""
+        over = over_commit(commit, self.options.caps)
+        return self._unverifiable(commit, over, True) if over else None
+
     def judge(self, commit: Commit, data: bytes) -> Judgement:
+        refused = self.precheck(commit)
+        if refused is not None:
+            return refused
+        caps = self.options.caps
         try:
             rec = Record.decode(data)
         except ValueError as e:
@@ -125,16 +149,25 @@ class Judge:
                     reason=f"record contradicts its commitment in {', '.join(bad)}",
                 )
             )
+        over = over_record(rec, caps)
+        if over:
+            return self._unverifiable(commit, over, True)
         reference = self.engines.reference
+        # One wall-clock budget for the record: its faithful replay and every attribution
+        # candidate (a mismatching record must not buy unbounded candidate replays either).
+        deadline = time.monotonic() + caps.max_replay_s
         try:
             engine = self.engines.get(rec.model, rec.setup, rec.weights_digest)
             t0 = time.perf_counter()
-            rep = replay_record(engine, rec)
+            rep = replay_record(engine, rec, deadline=deadline)
             replay_s = time.perf_counter() - t0
-        except (Unverifiable, FpmonError) as e:
-            return Judgement(
-                self._verdict(commit, "unverifiable", reason=str(e), reference=reference)
-            )
+        except OverBudget as e:
+            why = f"replay ran past the cap max_replay_s={caps.max_replay_s:g} s ({e})"
+            return self._unverifiable(commit, why, True)
+        except Unverifiable as e:
+            return self._unverifiable(commit, str(e), e.node_fault)
+        except FpmonError as e:
+            return self._unverifiable(commit, str(e), False)
         committed_s = commit.prefill_s + commit.decode_s or sum(rec.timings.values())
         out = Judgement(
             self._verdict(commit, "match"),
@@ -190,8 +223,14 @@ class Judge:
         if status == "mismatch" and not not_greedy and self.options.attribution:
             o = self.options
             attribution = attribute(
-                self.engines, rec, o.fields, o.batch_sizes, o.max_candidates, comp
+                self.engines, rec, o.fields, o.batch_sizes, o.max_candidates, comp, deadline
             )
+            if any(c.error == BUDGET_SPENT for c in attribution):
+                notes = [
+                    *evidence.notes,
+                    f"attribution stopped at max_replay_s={caps.max_replay_s:g} s",
+                ]
+                evidence = msgspec.structs.replace(evidence, notes=notes[:64])
         out.jitter_rel = band.jitter_rel if band else None
         out.verdict = self._verdict(
             commit,

@@ -1,16 +1,24 @@
 """Openings: ask a node for a committed record over DEALER, with a deadline and retries.
 
 Outcomes, one per pending (node, seq): `opened` (bytes whose digest is the committed
-`record_digest`), `bad_opening` (other bytes), `unopened` (no answer after every retry),
-`purged` / `unknown` (the node says so explicitly). Replies are untrusted: decoded with hard
-limits, matched to a pending request by seq and nonce, rejected with a counted reason.
+`record_digest`), `bad_opening` (other bytes), `unopened` (no answer after every retry nor
+within the grace after them), `purged` / `unknown` (the node says so explicitly). Replies are
+untrusted: decoded with hard limits, matched to a pending request by seq and nonce, rejected
+with a counted reason.
+
+Grace: a request given up on waits `grace_s` more in a bounded map before it is `unopened`,
+so an honest answer that arrived late (a slow disk, a congested link) is judged like any other
+instead of dropped as `unsolicited`. `unopened` is only decided once grace ends, so the store's
+one verdict per (node, seq) never has to be replaced. The map holds at most `max_late`
+requests (oldest decided `unopened` first) and only requests we made: late replies that match
+none are counted and dropped, so a flood of them cannot grow memory.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +67,15 @@ class Outcome:
     reason: str = ""
 
 
+@dataclass
+class Late:
+    """A request given up on, still matched by its nonce until `until` (grace)."""
+
+    pending: Pending
+    until: float
+    why: str
+
+
 class Opener:
     def __init__(
         self,
@@ -70,15 +87,22 @@ class Opener:
         retries: int,
         limits: Limits,
         curve: dict[str | None, tuple[str, bytes, bytes]] | None = None,
+        grace_s: float = 0.0,
+        max_late: int = 4096,
     ) -> None:
         """`curve[node]` = (node's Z85 server key, our public key, our secret key)."""
         self.verifier = verifier
         self.deadline_s = deadline_s
         self.retries = retries
         self.limits = limits
+        self.grace_s = grace_s
+        self.max_late = max_late
         self.rejects: Counter[str] = Counter()
+        self.answered_late = 0  # answers judged that came after the last retry's deadline
         self.pending: dict[tuple[str, int], Pending] = {}
         self.links: list[tuple[str, LinksReply]] = []  # answers for the repairer (repair.py)
+        # In give-up order, which is expiry order (one grace for all): the oldest is first.
+        self.late: OrderedDict[tuple[str, int], Late] = OrderedDict()
         self.sockets: dict[str, zmq.Socket[Any]] = {}
         self.node_of: dict[zmq.Socket[Any], str] = {}
         for node, ep in endpoints.items():
@@ -99,7 +123,7 @@ class Opener:
 
     def request(self, commit: Commit, now: float | None = None) -> None:
         key = (commit.node, commit.seq)
-        if key in self.pending:
+        if key in self.pending or key in self.late:
             return
         now = now or time.monotonic()
         p = Pending(commit, os.urandom(16), created=now)
@@ -160,11 +184,10 @@ class Opener:
             self.rejects[e.reason] += 1
             return None
         assert isinstance(msg, OpenReply)
-        p = self.pending.get((node, msg.seq))
-        if p is None or msg.nonce != p.nonce:
-            self.rejects["unsolicited"] += 1  # late after giving up, replayed, or forged
+        p = self._match(node, msg)
+        if p is None:
+            self.rejects["unsolicited"] += 1  # after the grace, replayed, or forged
             return None
-        del self.pending[(node, msg.seq)]
         c = p.commit
         if msg.status == "ok":
             if msg.record is None:
@@ -181,10 +204,23 @@ class Opener:
             return Outcome(msg.status, c, None, msg.reason or f"node says {msg.status}")
         return Outcome("unopened", c, None, f"node answered {msg.status!r}: {msg.reason}"[:200])
 
+    def _match(self, node: str, msg: OpenReply) -> Pending | None:
+        """The request this reply answers (seq and nonce), in flight or in grace; removed."""
+        key = (node, msg.seq)
+        p = self.pending.get(key)
+        if p is not None and msg.nonce == p.nonce:
+            return self.pending.pop(key)
+        late = self.late.get(key)
+        if late is not None and msg.nonce == late.pending.nonce:
+            del self.late[key]
+            self.answered_late += 1
+            return late.pending
+        return None
+
     def tick(self, now: float | None = None) -> list[Outcome]:
-        """Retry what timed out; give up (unopened) after the last retry."""
+        """Retry what timed out; after the last retry wait out the grace, then unopened."""
         now = now or time.monotonic()
-        out = []
+        out: list[Outcome] = []
         for key, p in list(self.pending.items()):
             if now < p.deadline:
                 continue
@@ -198,5 +234,27 @@ class Opener:
                 if p.attempts
                 else f"node not reachable (no connection) for {budget:g} s"
             )
-            out.append(Outcome("unopened", p.commit, None, why))
+            out += self._give_up(key, p, why, now)
+        return out + self._end_grace(now)
+
+    def _give_up(self, key: tuple[str, int], p: Pending, why: str, now: float) -> list[Outcome]:
+        if self.grace_s <= 0:
+            return [Outcome("unopened", p.commit, None, why)]
+        self.late[key] = Late(p, now + self.grace_s, why)
+        out = []
+        while len(self.late) > self.max_late:  # bounded: the oldest is decided at once
+            _, old = self.late.popitem(last=False)
+            cut = f"{old.why}; grace cut short ({self.max_late} late answers already awaited)"
+            out.append(Outcome("unopened", old.pending.commit, None, cut))
+        return out
+
+    def _end_grace(self, now: float) -> list[Outcome]:
+        out = []
+        while self.late:
+            key, late = next(iter(self.late.items()))
+            if now < late.until:
+                break
+            del self.late[key]
+            why = f"{late.why}, nor in the {self.grace_s:g} s grace after"
+            out.append(Outcome("unopened", late.pending.commit, None, why))
         return out

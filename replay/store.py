@@ -145,6 +145,13 @@ class Store:
     def drop_pending(self, node: str, seq: int) -> None:
         self.db.execute("DELETE FROM pending WHERE node=? AND seq=?", (node, seq))
 
+    def pending_since(self, node: str, seq: int) -> float | None:
+        """When the verifier first held this sampled commit (its clock, kept over restarts)."""
+        row = self.db.execute(
+            "SELECT t FROM pending WHERE node=? AND seq=?", (node, seq)
+        ).fetchone()
+        return float(row[0]) if row else None
+
     def pending(self) -> list[tuple[Commit, str, bytes | None]]:
         out = []
         for stage, blob, record in self.db.execute(

@@ -60,6 +60,9 @@ class BatchRequest:
     probe_rows: list[int]
     probes: ProbeSpec | None
     forced: list[list[int] | None] | None = None
+    # time.monotonic() past which the run stops between decode steps (OverBudget): a
+    # verifier's replay of a record the node shaped must not run for as long as it likes.
+    deadline: float | None = None
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from fpmon.engines.base import BatchRequest, BatchResult, RowResult
-from fpmon.errors import FpmonError
+from fpmon.errors import FpmonError, OverBudget
 from fpmon.models import LoadedModel, load_model
 from fpmon.progress import Progress
 from fpmon.records import HIDDEN_PROBE, TOPK_IDS, TOPK_VALUES, key_probe
@@ -228,6 +228,8 @@ class HFEngine:
             self._sync()
             t1 = time.perf_counter()
             for s in range(1, req.decode_steps + 1):
+                if req.deadline is not None and time.monotonic() > req.deadline:
+                    raise OverBudget(f"stopped after {s - 1} of {req.decode_steps} decode steps")
                 if mask is not None:
                     mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
                     pos = pos[:, -1:] + 1

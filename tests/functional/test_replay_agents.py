@@ -144,7 +144,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
                     "curve_secret_file": str(tmp_path / f"{who}.key_secret"),
                 },
                 "sampling": {"key_file": str(key), "rate": 1.0},
-                "openings": {"deadline_s": 1.0, "retries": 1},
+                "openings": {"deadline_s": 1.0, "retries": 1, "grace_s": 1.0},
                 "node": [node],
             }
             cfg = config.parse(tmp_path / f"{who}.toml", doc)

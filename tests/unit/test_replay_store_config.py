@@ -11,6 +11,7 @@ from fpmon.errors import FpmonError
 from fpmon.wire import Alert, Commit, Verdict
 from replay import config
 from replay.cli import parse_since
+from replay.limits import Caps
 from replay.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +56,18 @@ def test_example_config_parses(tmp_path: Path) -> None:
     cfg = config.parse(tmp_path / "replay.toml", doc)
     assert cfg.nodes[0].name == "n1" and cfg.rate == 0.05 and cfg.queue_max == 64
     assert len(cfg.sampling_key) == 32
+    assert cfg.caps == Caps(max_batch=256, max_tokens=32768, max_replay_s=120.0)
+    assert (cfg.open_grace_s, cfg.open_max_late, cfg.min_retention_s) == (30.0, 4096, 3600.0)
+
+
+def test_caps_and_grace_are_read(tmp_path: Path) -> None:
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"].pop("key_file")
+    doc["limits"].update(max_batch=8, max_tokens=4096, max_replay_s=5)
+    doc["openings"].update(grace_s=0, max_late=10, min_retention_s=60)
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    assert cfg.caps == Caps(8, 4096, 5.0)
+    assert (cfg.open_grace_s, cfg.open_max_late, cfg.min_retention_s) == (0.0, 10, 60.0)
 
 
 @pytest.mark.parametrize(
@@ -67,6 +80,14 @@ def test_example_config_parses(tmp_path: Path) -> None:
         (lambda d: d["attribution"].update(fields=["tp"]), "unknown"),
         (lambda d: d["sampling"].update(rate=2), "fractions"),
         (lambda d: d["sampling"].update(key_file="missing.key"), "does not exist"),
+        (lambda d: d["limits"].update(max_batchsize=64), "[limits] has unknown keys"),
+        (lambda d: d["openings"].update(grace=5), "[openings] has unknown keys"),
+        (lambda d: d["limits"].update(max_batch=0), "max_batch = 0 must be >= 1"),
+        (lambda d: d["limits"].update(max_tokens=0), "max_tokens = 0 must be >= 1"),
+        (lambda d: d["limits"].update(max_replay_s=0), "max_replay_s = 0.0 must be > 0"),
+        (lambda d: d["limits"].update(max_batch=4), "go beyond [limits] max_batch 4"),
+        (lambda d: d["openings"].update(grace_s=-1), "grace_s = -1.0 must be >= 0"),
+        (lambda d: d["openings"].update(min_retention_s=-1), "min_retention_s"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, change, needle: str) -> None:
