@@ -98,8 +98,10 @@ class ChainChecker:
             return out
         genesis = not st.anchored and c.seq == 0  # seq 0 links to the known genesis
         prev = GENESIS if genesis else st.chain
-        if (st.anchored or genesis) and c.seq == st.seq + 1 and c.chain == next_chain(
-            prev, c.record_digest
+        if (
+            (st.anchored or genesis)
+            and c.seq == st.seq + 1
+            and c.chain == next_chain(prev, c.record_digest)
         ):
             self._accept(st, c.seq, c.chain)
             out.accepted.append(c)
