@@ -16,6 +16,7 @@ from replay.chains import DUPLICATE, Break, ChainChecker, Result
 from replay.sampling import Sampler
 
 TOPICS = ("commit", "head", "telemetry")
+MAX_CLOCK_AHEAD_S = 300.0  # a node's clock may run ahead of ours; not by more than this
 
 
 @dataclass
@@ -95,6 +96,10 @@ class Intake:
             return
         if via is None:
             st.window_msgs += 1
+        if msg.t > time.time() + MAX_CLOCK_AHEAD_S:
+            # A commit dated in the future would dodge the purge and timing checks.
+            self.reject(node, "future_time")
+            return
         st.last_msg_t = time.monotonic()
         if type(msg) is Commit:
             res = self.chains.on_commit(msg)

@@ -34,6 +34,8 @@ class Watch:
         self._last_telemetry_t: dict[str, float] = {}
         self._uncovered_since: dict[str, tuple[float, int]] = {}
         self._spoofed_seen: dict[str, int] = {}
+        self._unattributed_seen = 0
+        self._unattributed_t = 0.0
 
     def telemetry(self, node: str, t: Telemetry) -> None:
         """Accumulate GPU-busy seconds from one telemetry sample (nothing for GPU-less nodes)."""
@@ -103,7 +105,29 @@ class Watch:
                 )
             st.window_msgs = st.window_rejects = 0
             st.window_start = now
+        out += self._unattributed(now)
         return out
+
+    def _unattributed(self, now: float) -> list[Raise]:
+        """Garbage no node can be named for (unknown names, undecodable frames through the
+        hub): a flood of it still costs the feed capacity, so it is an alert of its own."""
+        total = sum(self.intake.rejects.values())
+        new, self._unattributed_seen = total - self._unattributed_seen, total
+        dt = now - self._unattributed_t if self._unattributed_t else TICK_S
+        self._unattributed_t = now
+        if new <= self.cfg.flood_rejects_per_min * dt / 60:
+            return []
+        reasons = dict(self.intake.rejects.most_common(5))
+        return [
+            Raise(
+                "flood",
+                "(unattributed)",
+                f"{new} frames in {dt:.1f} s that no configured node can be named for: "
+                f"{reasons}; honest commits lost in it are fetched from the nodes' logs",
+                f"flood:unattributed:{now // 60:.0f}",
+                details={"rejects": reasons, "seconds": round(dt, 2)},
+            )
+        ]
 
     def unsigned(self, now: float) -> list[Raise]:
         """Commits no signed head has covered for `head_timeout_s` while the node is up.

@@ -1,0 +1,67 @@
+"""The intake's watch: floods nobody can be named for, spoofing, and clocks far ahead."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from fpmon.chain import GENESIS, next_chain
+from fpmon.wire import Commit, Limits, encode
+from replay.config import ReplayConfig
+from replay.intake import MAX_CLOCK_AHEAD_S, Intake
+from replay.sampling import Sampler
+from replay.timing import TimingModel
+from replay.watch import Watch
+
+
+def setup() -> tuple[Intake, Watch]:
+    intake = Intake({"n1": os.urandom(32)}, Sampler(os.urandom(32), 1.0, 1.0), Limits())
+    cfg = ReplayConfig(nodes=[], store=Path("unused.sqlite"), flood_rejects_per_min=60)
+    return intake, Watch(cfg, intake, TimingModel(0.5, 5, 0.25))
+
+
+def commit(**kw: object) -> Commit:
+    base = dict(
+        node="n1",
+        t=time.time(),
+        seq=0,
+        request_id="r",
+        record_digest=b"d" * 32,
+        chain=b"c" * 32,
+        setup={},
+        model="tiny",
+        prompt_tokens=1,
+        output_tokens=1,
+    )
+    return Commit(**{**base, **kw})  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_garbage_no_node_can_be_named_for_is_a_flood_alert() -> None:
+    intake, watch = setup()
+    watch.check(1000.0)
+    for _ in range(500):
+        intake.handle([b"commit", b"\xc1"], None)  # through the hub: nobody to name
+        intake.handle(encode(commit(node="stranger")), None)
+    flood = [r for r in watch.check(1001.0) if r.kind == "flood"]
+    assert len(flood) == 1 and flood[0].node == "(unattributed)"
+    assert flood[0].details["rejects"] == {"malformed": 500, "unknown_node": 500}
+    assert not [r for r in watch.check(1002.0) if r.kind == "flood"]  # quiet again
+
+
+def test_a_commit_dated_in_the_future_is_refused() -> None:
+    intake, _ = setup()
+    intake.handle(encode(commit(t=time.time() + MAX_CLOCK_AHEAD_S + 60)), None)
+    assert intake.stats["n1"].rejects["future_time"] == 1 and intake.stats["n1"].commits == 0
+    intake.handle(encode(commit()), None)
+    assert intake.stats["n1"].commits == 1
+
+
+def test_spoofing_is_raised_once_per_burst_naming_the_target() -> None:
+    intake, watch = setup()
+    intake.handle(encode(commit()), None)
+    watch.check(1000.0)
+    intake.handle(encode(commit(chain=b"x" * 32)), None)  # contradicts what n1 committed
+    raised = [r for r in watch.check(1001.0) if r.kind == "spoofed"]
+    assert len(raised) == 1 and raised[0].node == "n1" and "target" in raised[0].message
+    assert not [r for r in watch.check(1002.0) if r.kind == "spoofed"]
