@@ -28,7 +28,7 @@ def commit(**kw: object) -> Commit:
         seq=0,
         request_id="r",
         record_digest=b"d" * 32,
-        chain=b"c" * 32,
+        chain=next_chain(GENESIS, b"d" * 32),
         setup={},
         model="tiny",
         prompt_tokens=1,
