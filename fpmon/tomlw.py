@@ -1,42 +1,28 @@
-"""Just enough TOML writing for the configs fpmon generates (agent drills, the demo fleet):
-top-level keys, tables, arrays of tables. The standard library reads TOML but cannot write it.
+"""The TOML writer behind generated configs (agent drills, the demo fleet): tomli-w, the
+standard library's `tomllib` counterpart, plus `Path` values written as strings.
 
     dumps({"node": "n1", "endpoints": {"intake": "tcp://..."}, "nodes": [{...}, {...}]})
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+import tomli_w
 
-def value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return repr(v)
-    if isinstance(v, str | Path):
-        return json.dumps(str(v))  # a JSON string is a valid TOML basic string
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, Path):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
-        return "[" + ", ".join(value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def _table_array(v: Any) -> bool:
-    return isinstance(v, list) and bool(v) and isinstance(v[0], dict)
+        return [_plain(x) for x in v]
+    if v is None:
+        raise TypeError("cannot write NoneType to TOML (TOML has no null): leave the key out")
+    return v
 
 
 def dumps(doc: dict[str, Any]) -> str:
-    lines = [
-        f"{k} = {value(v)}" for k, v in doc.items() if not (isinstance(v, dict) or _table_array(v))
-    ]
-    for k, v in doc.items():
-        if isinstance(v, dict):
-            lines.append(f"\n[{k}]")
-            lines += [f"{kk} = {value(vv)}" for kk, vv in v.items()]
-        elif _table_array(v):
-            for item in v:
-                lines.append(f"\n[[{k}]]")
-                lines += [f"{kk} = {value(vv)}" for kk, vv in item.items()]
-    return "\n".join(lines) + "\n"
+    return tomli_w.dumps(_plain(doc))

@@ -23,6 +23,12 @@ def test_round_trip_through_tomllib() -> None:
     assert back == {**doc, "endpoints": {"intake": "tcp://127.0.0.1:*", "state_dir": "/tmp/x"}}
 
 
+def test_keys_that_need_quotes_read_back() -> None:
+    """A `[models]` table keyed by preset names: a bare `random:qwen2.5-1.5b` is not TOML."""
+    doc = {"models": {"random:qwen2.5-1.5b": "random:qwen2.5-1.5b", "a b": "x"}}
+    assert tomllib.loads(tomlw.dumps(doc)) == doc
+
+
 def test_unwritable_value_is_refused() -> None:
     with pytest.raises(TypeError, match="NoneType"):
         tomlw.dumps({"x": None})
