@@ -48,13 +48,13 @@ def run_agent(args: argparse.Namespace) -> int:
     if args.stats:
         args.json = False
         return run_stats(args)
-    from agents.config import load_config
-    from agents.logs import setup_json_logging
+    from fpmon.agents.config import load_config
+    from fpmon.agents.logs import setup_json_logging
 
     setup_json_logging()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     cfg = load_config(_config_path(args))  # before the heavy imports: bad files fail fast
-    from agents.node import Agent
+    from fpmon.agents.node import Agent
 
     return Agent(cfg).run()
 
@@ -75,7 +75,7 @@ STATUS_KEYS = (
 
 
 def stats_map(cfg: Any) -> dict[str, Any]:
-    from agents.store import RecordLog
+    from fpmon.agents.store import RecordLog
 
     if not cfg.db_path.exists():
         raise FpmonError(f"{cfg.db_path}: no record log yet; start the agent with this config")
@@ -132,7 +132,7 @@ def _alive(pid: int) -> bool:
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    from agents.config import load_config
+    from fpmon.agents.config import load_config
 
     s = stats_map(load_config(_config_path(args)))
     if args.json:
@@ -169,7 +169,7 @@ def run_stats(args: argparse.Namespace) -> int:
 
 
 def run_keygen(args: argparse.Namespace) -> int:
-    from agents.keys import keygen
+    from fpmon.agents.keys import keygen
 
     out = keygen(Path(args.out), args.name)
     print(f"curve public key   {out['curve_public']}  (give to peers' allowlists)")
@@ -180,7 +180,7 @@ def run_keygen(args: argparse.Namespace) -> int:
 
 
 def run_submit(args: argparse.Namespace) -> int:
-    from agents.client import submit
+    from fpmon.agents.client import submit
 
     if bool(args.client_key) != bool(args.agent_key):
         raise FpmonError("curve needs both --client-key (our .key_secret) and --agent-key")

@@ -19,20 +19,20 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from fpmon.agents.config import AgentConfig
+from fpmon.agents.heads import HeadSigner
+from fpmon.agents.keys import load_signing_key, signing_public_hex
+from fpmon.agents.logs import fields
+from fpmon.agents.openings import answer_links, open_record
+from fpmon.agents.publisher import Publisher
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.republish import logged_tail
+from fpmon.agents.sdnotify import Notifier
+from fpmon.agents.security import Security, limit_untrusted
+from fpmon.agents.store import RecordLog, StoreError, Verified
+from fpmon.agents.telemetry import TelemetrySource
+from fpmon.agents.worker import Job, Worker
 
-from agents.config import AgentConfig
-from agents.heads import HeadSigner
-from agents.keys import load_signing_key, signing_public_hex
-from agents.logs import fields
-from agents.openings import answer_links, open_record
-from agents.publisher import Publisher
-from agents.redteam import RedTeam
-from agents.republish import logged_tail
-from agents.sdnotify import Notifier
-from agents.security import Security, limit_untrusted
-from agents.store import RecordLog, StoreError, Verified
-from agents.telemetry import TelemetrySource
-from agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.errors import FpmonError
 from fpmon.wire import (

@@ -9,10 +9,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from agents.heads import HeadSigner
-from agents.redteam import RedTeam
-from agents.republish import rebuild
-from agents.store import RecordLog, StoreError
+from fpmon.agents.heads import HeadSigner
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.republish import rebuild
+from fpmon.agents.store import RecordLog, StoreError
+
 from fpmon.wire import Link, LinksReply, LinksRequest, OpenReply, OpenRequest
 
 CORRUPT_BODY = "record body corrupted at rest (digest mismatch)"

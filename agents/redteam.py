@@ -22,7 +22,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from agents.config import EngineConfig
+from fpmon.agents.config import EngineConfig
+
 from fpmon.errors import FpmonError
 from fpmon.records import Record
 from fpmon.setups import ATTN_IMPLS, DTYPES

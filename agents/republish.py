@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+from fpmon.agents.logs import fields
+from fpmon.agents.store import LoggedRow, RecordLog
 
-from agents.logs import fields
-from agents.store import LoggedRow, RecordLog
 from fpmon.canonical import digest as record_digest
 from fpmon.wire import Commit
 

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
+from fpmon.agents.config import AgentConfig
+from fpmon.agents.logs import fields
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.store import RecordLog, StoreError, free_bytes
 
-from agents.config import AgentConfig
-from agents.logs import fields
-from agents.redteam import RedTeam
-from agents.store import RecordLog, StoreError, free_bytes
 from fpmon import canonical
 from fpmon.canonical import digest as sha256
 from fpmon.capture import record_from_row

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import msgpack
 import zmq
-
-from agents.client import submit
-from agents.spawn import AgentProcess, write_config
-from agents.telemetry import TelemetrySource
+from fpmon.agents.client import submit
+from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.agents.telemetry import TelemetrySource
 
 
 def main() -> int:

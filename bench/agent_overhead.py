@@ -22,14 +22,14 @@ import time
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fpmon.agents.config import AgentConfig, EngineConfig
+from fpmon.agents.heads import HeadSigner
+from fpmon.agents.node import probe_spec
+from fpmon.agents.publisher import Publisher
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.store import RecordLog
+from fpmon.agents.worker import Job, Worker
 
-from agents.config import AgentConfig, EngineConfig
-from agents.heads import HeadSigner
-from agents.node import probe_spec
-from agents.publisher import Publisher
-from agents.redteam import RedTeam
-from agents.store import RecordLog
-from agents.worker import Job, Worker
 from fpmon.engines.base import BatchRequest
 from fpmon.wire import SubmitRequest
 

@@ -18,7 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from agents.store import RecordLog
+from fpmon.agents.store import RecordLog
+
 from fpmon.canonical import digest
 from fpmon.records import Record
 from fpmon.setups import Setup

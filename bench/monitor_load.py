@@ -18,11 +18,12 @@ import asyncio
 import random
 import time
 
+from fpmon.monitor import synth
+from fpmon.monitor.app import MonitorApp, tune_gc
+from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.model import FleetModel
+
 from fpmon.wire import decode, encode
-from monitor import synth
-from monitor.app import MonitorApp, tune_gc
-from monitor.config import MonitorConfig
-from monitor.model import FleetModel
 
 NODES = 1000
 GPUS = 8

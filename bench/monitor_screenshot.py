@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from monitor.app import MonitorApp
-from monitor.demo import NODES, Fleet
+from fpmon.monitor.app import MonitorApp
+from fpmon.monitor.demo import NODES, Fleet
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -18,11 +18,12 @@ import time
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from fpmon.replay.calibration import Calibration
+from fpmon.replay.engines import EngineCache
+from fpmon.replay.fleet import ProverNode
+from fpmon.replay.judge import Judge, JudgeOptions
+
 from fpmon.engines.hf import HFEngine
-from replay.calibration import Calibration
-from replay.engines import EngineCache
-from replay.fleet import ProverNode
-from replay.judge import Judge, JudgeOptions
 
 TARGET = 1.2
 SETUPS = [("bfloat16", "sdpa", 1), ("float32", "sdpa", 4), ("bfloat16", "eager", 2)]

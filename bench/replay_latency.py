@@ -20,10 +20,11 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from fpmon.replay import config
+from fpmon.replay.daemon import ReplayDaemon
+from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
+
 from fpmon.engines.hf import HFEngine
-from replay import config
-from replay.daemon import ReplayDaemon
-from replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
 
 TARGET_P50 = 2.0
 

@@ -8,26 +8,26 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
+from fpmon.monitor.model import FleetModel, VerdictEntry
+from fpmon.monitor.screens.alerts import AlertsScreen
+from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.screens.evidence import EvidenceScreen
+from fpmon.monitor.screens.fleet import FleetScreen
+from fpmon.monitor.screens.modals import ColumnsScreen, HelpScreen
+from fpmon.monitor.screens.verdicts import VerdictsScreen
+from fpmon.monitor.widgets.live_table import LiveTable
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
 from textual.screen import Screen
 
-import themes
+from fpmon import themes
 from fpmon.errors import FpmonError
 from fpmon.wire import Message as WireMessage
 from fpmon.wire import Verdict
-from monitor.config import MonitorConfig
-from monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
-from monitor.model import FleetModel, VerdictEntry
-from monitor.screens.alerts import AlertsScreen
-from monitor.screens.base import LiveScreen
-from monitor.screens.evidence import EvidenceScreen
-from monitor.screens.fleet import FleetScreen
-from monitor.screens.modals import ColumnsScreen, HelpScreen
-from monitor.screens.verdicts import VerdictsScreen
-from monitor.widgets.live_table import LiveTable
 
 
 class FeedReady(Message):

@@ -44,7 +44,7 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
 
 
 def dashboard_config(args: argparse.Namespace):
-    from monitor.config import check_endpoint, load_config
+    from fpmon.monitor.config import check_endpoint, load_config
 
     path = getattr(args, "dash_config", None) or getattr(args, "config", None)
     cfg = load_config(path)
@@ -63,7 +63,7 @@ def dashboard_config(args: argparse.Namespace):
 
 
 def run_dashboard(args: argparse.Namespace) -> int:
-    import themes
+    from fpmon import themes
 
     cfg = dashboard_config(args)
     themes.load_theme(cfg.theme)  # unknown theme: one clear line before any UI starts
@@ -73,7 +73,7 @@ def run_dashboard(args: argparse.Namespace) -> int:
             "nothing to watch: give --config monitor.toml (see deploy/monitor.example.toml), "
             "--endpoint tcp://HOST:PORT, or run `fpmon demo`"
         )
-    from monitor.app import MonitorApp, check_keymap, tune_gc
+    from fpmon.monitor.app import MonitorApp, check_keymap, tune_gc
 
     check_keymap(cfg.keymap)
     app = MonitorApp(cfg, play=play)
@@ -83,10 +83,10 @@ def run_dashboard(args: argparse.Namespace) -> int:
 
 
 def run_snapshot(args: argparse.Namespace) -> int:
-    from monitor.config import check_endpoint, load_config
-    from monitor.feed import state_snapshot
-    from monitor.format import jsonable
-    from monitor.model import FleetModel
+    from fpmon.monitor.config import check_endpoint, load_config
+    from fpmon.monitor.feed import state_snapshot
+    from fpmon.monitor.format import jsonable
+    from fpmon.monitor.model import FleetModel
 
     cfg = load_config(args.config)
     endpoint = check_endpoint(args.state, "--state") if args.state else cfg.state
@@ -110,6 +110,6 @@ def run_snapshot(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from monitor.demo import run
+    from fpmon.monitor.demo import run
 
     return run(args)

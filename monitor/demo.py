@@ -4,7 +4,7 @@ Processes (each its own process group, logs under the work folder):
   hub        `fpmon hub`     XSUB for publishers, XPUB for subscribers
   5 agents   `fpmon agent`   tiny model; one honest, four red-team (agents/redteam.py)
   replay     `fpmon replay`  SUBs the hub, opens and replays samples, PUBs verdicts to the hub
-  loadgen    `python -m monitor.loadgen`  steady requests to every agent's intake
+  loadgen    `python -m fpmon.monitor.loadgen`  steady requests to every agent's intake
 and the dashboard (this process), SUB on the hub's XPUB plus a StateRequest to the daemon.
 
 Honest physics (docs/CAPTURE.md, FACTS.md): on this CPU bf16/fp16 activations do not move with
@@ -33,12 +33,12 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fpmon.monitor.config import MonitorConfig
 
 from fpmon import tomlw
 from fpmon.errors import FpmonError
 from fpmon.progress import Progress
 from fpmon.setups import Setup
-from monitor.config import MonitorConfig
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ class Fleet:
             self._spawn(n.name, [*fp, "agent", "--config", str(paths[n.name])])
         self._spawn(
             "loadgen",
-            [sys.executable, "-m", "monitor.loadgen", "--rate", str(self.rate),
+            [sys.executable, "-m", "fpmon.monitor.loadgen", "--rate", str(self.rate),
              *[a for n in NODES for a in ("--intake", self.intake[n.name])]],
         )  # fmt: skip
 
@@ -302,9 +302,10 @@ def summary(model, duration_s: float) -> dict[str, Any]:
 
 
 def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None]) -> dict[str, Any]:
+    from fpmon.monitor.feed import EndpointState, Feed, Inbox, Rejected
+    from fpmon.monitor.model import FleetModel
+
     from fpmon.wire import Message
-    from monitor.feed import EndpointState, Feed, Inbox, Rejected
-    from monitor.model import FleetModel
 
     cfg = fleet.monitor_config()
     model = FleetModel(cfg.limits)
@@ -335,7 +336,7 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
 
 
 def run(args: argparse.Namespace) -> int:
-    import themes
+    from fpmon import themes
 
     theme = getattr(args, "demo_theme", None) or getattr(args, "theme", None) or "fpmon-dark"
     if not args.headless:
@@ -369,7 +370,7 @@ def run(args: argparse.Namespace) -> int:
                         f"attributions {n['attributions']} (expected: {n['expect']})"
                     )
             return 0
-        from monitor.app import MonitorApp, tune_gc
+        from fpmon.monitor.app import MonitorApp, tune_gc
 
         cfg = fleet.monitor_config()
         cfg.theme = theme

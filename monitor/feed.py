@@ -25,11 +25,11 @@ from typing import Any
 
 import msgpack
 import zmq
+from fpmon.monitor.config import CurveConfig
 from zmq.utils.monitor import recv_monitor_message
 
 from fpmon.errors import FpmonError
 from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
-from monitor.config import CurveConfig
 
 log = logging.getLogger(__name__)
 

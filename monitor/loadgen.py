@@ -3,7 +3,7 @@
 Speaks the wire protocol directly (SubmitRequest over DEALER -> the agent's ROUTER), one
 request in flight per agent, so a slow node is never buried under a queue.
 
-    python -m monitor.loadgen --intake tcp://127.0.0.1:7700 --intake ... --rate 0.5
+    python -m fpmon.monitor.loadgen --intake tcp://127.0.0.1:7700 --intake ... --rate 0.5
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ PROMPTS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m monitor.loadgen")
+    p = argparse.ArgumentParser(prog="python -m fpmon.monitor.loadgen")
     p.add_argument("--intake", action="append", required=True, help="agent intake endpoint")
     p.add_argument("--rate", type=float, default=0.5, help="requests per second per agent")
     p.add_argument("--max-tokens", type=int, default=8)

@@ -14,6 +14,10 @@ import itertools
 import time
 from typing import Any
 
+from fpmon.replay.engines import EngineCache, Unverifiable
+from fpmon.replay.hints import field_order, hidden_dtype
+from fpmon.replay.scoring import first_difference, score
+
 from fpmon.compare import Comparison, compare_records
 from fpmon.errors import FpmonError, OverBudget
 from fpmon.records import Record
@@ -21,9 +25,6 @@ from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from fpmon.wire import Candidate
-from replay.engines import EngineCache, Unverifiable
-from replay.hints import field_order, hidden_dtype
-from replay.scoring import first_difference, score
 
 Change = dict[str, Any]
 BUDGET_SPENT = "not tried: the record's replay budget (max_replay_s) was spent"

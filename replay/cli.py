@@ -90,8 +90,8 @@ def _on_signals(stop: Any) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    from replay import config
-    from replay.daemon import ReplayDaemon
+    from fpmon.replay import config
+    from fpmon.replay.daemon import ReplayDaemon
 
     cfg = config.load(_need_config(args, "replay"))
     logging.getLogger("fpmon").setLevel(args.log_level.upper())
@@ -119,7 +119,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 def _store_path(args: argparse.Namespace) -> Path:
     if args.store:
         return Path(args.store)
-    from replay import config
+    from fpmon.replay import config
 
     return config.load(_need_config(args, "replay")).store
 
@@ -165,8 +165,9 @@ def run_verdicts(args: argparse.Namespace) -> int:
 
 
 def run_interference_cmd(args: argparse.Namespace) -> int:
+    from fpmon.replay.interference import KINDS, run_interference
+
     from fpmon.records import load_fingerprint
-    from replay.interference import KINDS, run_interference
 
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if not kinds or any(k not in KINDS for k in kinds):
@@ -189,7 +190,7 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
             "reason": "torch.cuda.is_available() is false: interference tests need a CUDA device",
         }
     else:
-        from replay.engines import hf_factory
+        from fpmon.replay.engines import hf_factory
 
         engine = hf_factory(args.model or rec.model, rec.setup, args.device)
         out = run_interference(engine, rec, levels, kinds=kinds, repeats=args.repeats)
@@ -201,7 +202,7 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
 
 
 def run_hub(args: argparse.Namespace) -> int:
-    from replay.hub import Hub, load_config
+    from fpmon.replay.hub import Hub, load_config
 
     hub = Hub(load_config(_need_config(args, "hub")))
     stop = threading.Event()

@@ -18,6 +18,21 @@ from typing import Any, TypeVar
 
 import msgspec
 import zmq
+from fpmon.replay import calibration as calibration_mod
+from fpmon.replay.chains import Break
+from fpmon.replay.config import ReplayConfig
+from fpmon.replay.engines import EngineCache, Factory, reference_factory
+from fpmon.replay.intake import Intake
+from fpmon.replay.judge import Judge, Judgement, JudgeOptions, verdict_for
+from fpmon.replay.metrics import Metrics
+from fpmon.replay.openings import Opener, Outcome, curve_client
+from fpmon.replay.repair import Repairer
+from fpmon.replay.sampling import Sampler
+from fpmon.replay.store import Store
+from fpmon.replay.summary import VERIFIED, node_summaries
+from fpmon.replay.timing import Finding, TimingModel
+from fpmon.replay.watch import TICK_S, Watch
+from fpmon.replay.worker import ReplayWorker
 
 from fpmon.wire import (
     ALERT_KINDS,
@@ -31,21 +46,6 @@ from fpmon.wire import (
     decode,
     encode,
 )
-from replay import calibration as calibration_mod
-from replay.chains import Break
-from replay.config import ReplayConfig
-from replay.engines import EngineCache, Factory, reference_factory
-from replay.intake import Intake
-from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
-from replay.metrics import Metrics
-from replay.openings import Opener, Outcome, curve_client
-from replay.repair import Repairer
-from replay.sampling import Sampler
-from replay.store import Store
-from replay.summary import VERIFIED, node_summaries
-from replay.timing import Finding, TimingModel
-from replay.watch import TICK_S, Watch
-from replay.worker import ReplayWorker
 
 log = logging.getLogger("fpmon.replay")
 

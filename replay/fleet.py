@@ -59,7 +59,7 @@ class ProverNode:
         self.pub.linger = 0
         if hub_xsub:  # a large fleet: publish through the hub's XSUB
             if hub_curve:
-                from replay.openings import curve_client
+                from fpmon.replay.openings import curve_client
 
                 curve_client(self.pub, hub_curve)
             self.pub.connect(hub_xsub)
@@ -124,7 +124,7 @@ class ProverNode:
             sched["row_lengths"] = [len(prompt_ids)] * setup.batch_size
             rec = dataclasses.replace(rec, setup=setup, schedule=sched)
             if "dtype" in declare:  # as an agent hiding its dtype does: probes in the declared
-                from replay.attribution import cast_probes
+                from fpmon.replay.attribution import cast_probes
 
                 rec = cast_probes(rec, dict.fromkeys(rec.probes, setup.dtype))
         if model:

@@ -10,10 +10,11 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
+from fpmon.replay.sampling import Sampler
+
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
-from replay.chains import DUPLICATE, Break, ChainChecker, Result
-from replay.sampling import Sampler
 
 TOPICS = ("commit", "head", "telemetry")
 MAX_CLOCK_AHEAD_S = 300.0  # a node's clock may run ahead of ours; not by more than this

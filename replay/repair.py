@@ -17,9 +17,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fpmon.replay.chains import ChainChecker, Result
+
 from fpmon.wire import LinksReply, LinksRequest
 from fpmon.wire.messages import MAX_LINKS
-from replay.chains import ChainChecker, Result
 
 SETTLE_S = 0.5  # a hole younger than this may still fill from the feed (publish in flight)
 

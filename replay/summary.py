@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+from fpmon.replay.intake import Intake
+from fpmon.replay.sampling import Sampler
+from fpmon.replay.store import Store
+
 from fpmon.wire import NodeSummary
-from replay.intake import Intake
-from replay.sampling import Sampler
-from replay.store import Store
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
 

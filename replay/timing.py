@@ -81,7 +81,7 @@ class TimingModel:
             "direction": direction,
         }
         if direction == "slower":
-            from replay.interference import explain_slowdown
+            from fpmon.replay.interference import explain_slowdown
 
             explained = explain_slowdown(self.profile or {}, ratio)
             details["explained_by"] = explained or (

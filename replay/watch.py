@@ -8,10 +8,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.replay.config import ReplayConfig
+from fpmon.replay.intake import Intake
+from fpmon.replay.timing import TimingModel, gpu_busy_s
+
 from fpmon.wire import Telemetry
-from replay.config import ReplayConfig
-from replay.intake import Intake
-from replay.timing import TimingModel, gpu_busy_s
 
 TICK_S = 1.0
 

@@ -13,8 +13,9 @@ import queue
 import threading
 import traceback
 
+from fpmon.replay.judge import Judge, Judgement
+
 from fpmon.wire import Commit, Verdict
-from replay.judge import Judge, Judgement
 
 log = logging.getLogger("fpmon.replay.worker")
 

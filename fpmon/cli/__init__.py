@@ -20,9 +20,9 @@ COMMAND_MODULES = (
     "fpmon.cli.capture",
     "fpmon.cli.compare",
     "fpmon.lab.cli",
-    "agents.cli",
-    "replay.cli",
-    "monitor.cli",
+    "fpmon.agents.cli",
+    "fpmon.replay.cli",
+    "fpmon.monitor.cli",
 )
 
 
@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func = getattr(args, "func", None)
     if func is None:
         try:
-            from monitor.cli import run_dashboard
+            from fpmon.monitor.cli import run_dashboard
         except ModuleNotFoundError:
             parser.print_help()
             return 2

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from fpmon.monitor.widgets.live_table import LiveTable
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input, Static
-
-from monitor.widgets.live_table import LiveTable
 
 
 class LiveScreen(Screen):
@@ -60,7 +59,7 @@ class LiveScreen(Screen):
         self.rebuild()
 
     def action_columns(self) -> None:
-        from monitor.screens.modals import ColumnsScreen
+        from fpmon.monitor.screens.modals import ColumnsScreen
 
         def done(hidden: set[str] | None) -> None:
             if hidden is not None:

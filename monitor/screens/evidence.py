@@ -7,6 +7,8 @@ import math
 import time
 from typing import Any, ClassVar
 
+from fpmon.monitor.model import VerdictEntry, evidence_layers
+from fpmon.monitor.widgets.tables import status_text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -16,8 +18,6 @@ from textual_plotext import PlotextPlot
 
 from fpmon.setups import NUMERIC_FIELDS
 from fpmon.wire import Candidate
-from monitor.model import VerdictEntry, evidence_layers
-from monitor.widgets.tables import status_text
 
 
 def replayed_setup(e: VerdictEntry) -> dict[str, Any]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from monitor import format as fmt
-from monitor.model import (
+from fpmon.monitor import format as fmt
+from fpmon.monitor.model import (
     CONN_SYMBOL,
     HEALTH_SYMBOL,
     STATUS_SYMBOL,
@@ -14,7 +14,7 @@ from monitor.model import (
     NodeRow,
     VerdictEntry,
 )
-from monitor.widgets.live_table import Column, LiveTable, cell
+from fpmon.monitor.widgets.live_table import Column, LiveTable, cell
 
 HEALTH_VAR = {
     "ok": "fpmon-ok",

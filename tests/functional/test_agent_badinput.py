@@ -11,9 +11,9 @@ from collections import Counter
 import msgpack
 import pytest
 import zmq
+from fpmon.agents.client import submit
+from fpmon.agents.spawn import AgentProcess, write_config
 
-from agents.client import submit
-from agents.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 LIMIT = 64 * 1024
@@ -114,7 +114,7 @@ def test_full_log_stops_taking_work_with_a_reason(tmp_path):
 
 
 def test_world_readable_secret_config_is_refused(tmp_path):
-    from agents.keys import keygen
+    from fpmon.agents.keys import keygen
 
     keygen(tmp_path / "keys")
     cfg = write_config(tmp_path, "n", security={"keys_dir": str(tmp_path / "keys")})

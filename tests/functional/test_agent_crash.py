@@ -6,9 +6,10 @@ import hashlib
 import threading
 import time
 
-from agents.client import submit
-from agents.spawn import AgentProcess, write_config
-from agents.store import RecordLog
+from fpmon.agents.client import submit
+from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.agents.store import RecordLog
+
 from fpmon.errors import FpmonError
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain, raw_open
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import msgpack
 import pytest
+from fpmon.agents.client import submit
+from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.agents.store import RecordLog
 
-from agents.client import submit
-from agents.spawn import AgentProcess, write_config
-from agents.store import RecordLog
 from fpmon import canonical
 from tests.functional.test_agent_stream import (
     ONE_THREAD,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
-from agents.spawn import AgentProcess, write_config
+from fpmon.agents.spawn import AgentProcess, write_config
+
 from tests.functional.test_agent_stream import ONE_THREAD
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from agents.client import submit
-from agents.spawn import AgentProcess, write_config
+from fpmon.agents.client import submit
+from fpmon.agents.spawn import AgentProcess, write_config
+
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from tests.conftest import tiny_engine

@@ -15,9 +15,8 @@ import sys
 import time
 
 import pytest
-
-from monitor.app import MonitorApp, NodeFlagged
-from monitor.demo import NODES, Fleet
+from fpmon.monitor.app import MonitorApp, NodeFlagged
+from fpmon.monitor.demo import NODES, Fleet
 
 pytestmark = pytest.mark.slow
 

@@ -7,12 +7,12 @@ pictures depend on the code only. Update after an intended change: `pytest --sna
 from __future__ import annotations
 
 import msgspec
+from fpmon.monitor import synth
+from fpmon.monitor.app import MonitorApp
+from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.model import FleetModel
 
 from fpmon.wire import decode, encode
-from monitor import synth
-from monitor.app import MonitorApp
-from monitor.config import MonitorConfig
-from monitor.model import FleetModel
 
 SIZE = (150, 32)
 T0 = 1_790_000_000.0  # fixed wall time for verdicts and alerts

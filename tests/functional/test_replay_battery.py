@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fpmon.replay import config
+from fpmon.replay.daemon import ReplayDaemon
+from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 
 from fpmon.chain import sign_head
 from fpmon.wire import Head, encode
-from replay import config
-from replay.daemon import ReplayDaemon
-from replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(240)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import zmq
+from fpmon.replay import config
+from fpmon.replay.daemon import ReplayDaemon
+from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
+from fpmon.replay.hub import Hub, HubConfig
+from fpmon.replay.store import Store
 
 from fpmon.wire import Commit, GpuSample, StateRequest, decode, encode
-from replay import config
-from replay.daemon import ReplayDaemon
-from replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
-from replay.hub import Hub, HubConfig
-from replay.store import Store
 from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(180)

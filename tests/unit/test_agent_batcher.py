@@ -6,7 +6,8 @@ import queue
 import threading
 import time
 
-from agents.worker import Batcher, Job
+from fpmon.agents.worker import Batcher, Job
+
 from fpmon.wire import SubmitRequest
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 
-from agents.openings import answer
-from agents.redteam import RedTeam
-from agents.store import RecordLog
+from fpmon.agents.openings import answer
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.store import RecordLog
+
 from fpmon.wire import OpenRequest
 
 

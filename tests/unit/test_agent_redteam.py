@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
-from agents.config import EngineConfig
-from agents.redteam import RedTeam
+from fpmon.agents.config import EngineConfig
+from fpmon.agents.redteam import RedTeam
+
 from fpmon.capture import capture_prompts
 from fpmon.engines.base import ProbeSpec
 from fpmon.records import Record

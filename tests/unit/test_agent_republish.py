@@ -6,9 +6,9 @@ import sqlite3
 import time
 
 import msgspec
+from fpmon.agents.republish import logged_tail
+from fpmon.agents.store import RecordLog
 
-from agents.republish import logged_tail
-from agents.store import RecordLog
 from fpmon import canonical
 from fpmon.records import Record
 from fpmon.setups import Setup

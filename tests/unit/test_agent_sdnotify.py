@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from agents.sdnotify import Notifier
+from fpmon.agents.sdnotify import Notifier
 
 
 def test_ready_and_watchdog_at_half_interval(tmp_path, monkeypatch):

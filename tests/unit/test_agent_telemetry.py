@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 import pytest
-
-from agents.telemetry import TelemetrySource
+from fpmon.agents.telemetry import TelemetrySource
 
 
 def _meminfo_total() -> int:

@@ -7,10 +7,10 @@ import sys
 import msgpack
 import msgspec
 import pytest
+from fpmon.monitor import synth
+from fpmon.monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
 
 from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
-from monitor import synth
-from monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
 
 
 def roundtrip(msg):
@@ -20,7 +20,7 @@ def roundtrip(msg):
 def test_model_imports_no_textual():
     import subprocess
 
-    code = "import monitor.model, monitor.feed, sys; print('textual' in sys.modules)"
+    code = "import fpmon.monitor.model, fpmon.monitor.feed, sys; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

@@ -8,10 +8,10 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fpmon.replay.chains import DUPLICATE, HELD, SPOOFED, ChainChecker
 
 from fpmon.chain import GENESIS, next_chain, sign_head
 from fpmon.wire import Commit, Head, Link, LinksReply
-from replay.chains import DUPLICATE, HELD, SPOOFED, ChainChecker
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
@@ -200,7 +200,7 @@ def test_links_not_signed_by_the_node_are_refused() -> None:
 
 
 def test_held_commits_are_bounded() -> None:
-    from replay.chains import MAX_HELD
+    from fpmon.replay.chains import MAX_HELD
 
     s = stream(3)
     cc = anchored(s)

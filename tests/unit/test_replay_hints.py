@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from fpmon.replay.fleet import ProverNode
+from fpmon.replay.hints import field_order, hidden_dtype
 
 from fpmon.compare import compare_records
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
-from replay.fleet import ProverNode
-from replay.hints import field_order, hidden_dtype
 from tests.conftest import tiny_engine
 
 FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 import zmq
+from fpmon.replay.openings import Opener
 
 from fpmon.canonical import digest
 from fpmon.wire import Commit, Limits, OpenReply, OpenRequest, decode, encode
-from replay.openings import Opener
 
 RECORD = b"record bytes as committed"
 

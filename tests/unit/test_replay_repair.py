@@ -7,11 +7,11 @@ import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from fpmon.replay.chains import ChainChecker
+from fpmon.replay.repair import SETTLE_S, Repairer
 
 from fpmon.chain import GENESIS, next_chain, sign_head
 from fpmon.wire import Commit, Head, Link, LinksReply, LinksRequest
-from replay.chains import ChainChecker
-from replay.repair import SETTLE_S, Repairer
 
 KEY = Ed25519PrivateKey.generate()
 PUB = KEY.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from replay.sampling import Sampler
+from fpmon.replay.sampling import Sampler
 
 
 def test_rate_is_honoured_and_keyed() -> None:

@@ -6,13 +6,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from fpmon.replay import config
+from fpmon.replay.cli import parse_since
+from fpmon.replay.limits import Caps
+from fpmon.replay.store import Store
 
 from fpmon.errors import FpmonError
 from fpmon.wire import Alert, Commit, Verdict
-from replay import config
-from replay.cli import parse_since
-from replay.limits import Caps
-from replay.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

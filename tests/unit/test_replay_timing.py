@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from fpmon.replay.timing import TimingModel, gpu_busy_s
+
 from fpmon.wire import GpuSample, Telemetry
-from replay.timing import TimingModel, gpu_busy_s
 
 
 def test_slower_than_reference_beyond_the_band_alerts_once() -> None:

@@ -6,13 +6,14 @@ import os
 import time
 from pathlib import Path
 
+from fpmon.replay.config import ReplayConfig
+from fpmon.replay.intake import MAX_CLOCK_AHEAD_S, Intake
+from fpmon.replay.sampling import Sampler
+from fpmon.replay.timing import TimingModel
+from fpmon.replay.watch import Watch
+
 from fpmon.chain import GENESIS, next_chain
 from fpmon.wire import Commit, Limits, encode
-from replay.config import ReplayConfig
-from replay.intake import MAX_CLOCK_AHEAD_S, Intake
-from replay.sampling import Sampler
-from replay.timing import TimingModel
-from replay.watch import Watch
 
 
 def setup() -> tuple[Intake, Watch]:

@@ -238,10 +238,11 @@ def test_model_vllm_cannot_load(tmp_path):
 def test_replay_daemon_judges_vllm_records(engine, loaded):
     """The verifier's judge replays a vLLM record through its engine cache: the honest record
     matches; one whose served tokens are not the greedy choice is a mismatch."""
+    from fpmon.replay.calibration import Calibration
+    from fpmon.replay.engines import EngineCache
+    from fpmon.replay.judge import Judge, JudgeOptions
+
     from fpmon.wire import Commit
-    from replay.calibration import Calibration
-    from replay.engines import EngineCache
-    from replay.judge import Judge, JudgeOptions
 
     def session_engine(spec, setup, device):
         assert setup.engine == "vllm" and setup.dtype == "bfloat16"
