@@ -14,7 +14,7 @@ from fpmon.engines.base import BatchRequest, BatchResult, Engine, ProbeSpec
 from fpmon.engines.batching import build_rows
 from fpmon.errors import FpmonError
 from fpmon.progress import Progress
-from fpmon.records import Record
+from fpmon.records import HIDDEN_PROBE, TOPK_IDS, Record
 
 
 def record_from_row(
@@ -101,3 +101,15 @@ def capture_prompts(
         if progress:
             progress.update(i + 1, len(prompts), "capturing")
     return records
+
+
+def probe_spec_of(record: Record) -> ProbeSpec:
+    """The probe spec that produced `record`, so a replay extracts exactly the same tensors."""
+    top = record.probes.get(TOPK_IDS)
+    return ProbeSpec(
+        tuple(record.layers),
+        topk=top.shape[-1] if top is not None else 8,
+        keys=any(name.startswith("keys.") for name in record.probes),
+        hidden=HIDDEN_PROBE in record.probes,
+        logits=top is not None,
+    )

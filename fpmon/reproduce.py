@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from fpmon.capture import record_from_row
-from fpmon.engines.base import BatchRequest, Engine, ProbeSpec
+from fpmon.capture import probe_spec_of, record_from_row
+from fpmon.engines.base import BatchRequest, Engine
 from fpmon.engines.batching import build_rows
 from fpmon.errors import FpmonError
-from fpmon.records import HIDDEN_PROBE, TOPK_IDS, Record
+from fpmon.records import Record
 
 
 def replay_record(
@@ -110,16 +110,4 @@ def _replay_static(
         request_id=record.request_id,
         t_start=record.t_start,
         t_end=record.t_end,
-    )
-
-
-def probe_spec_of(record: Record) -> ProbeSpec:
-    """The probe spec that produced `record`, so a replay extracts exactly the same tensors."""
-    top = record.probes.get(TOPK_IDS)
-    return ProbeSpec(
-        tuple(record.layers),
-        topk=top.shape[-1] if top is not None else 8,
-        keys=any(name.startswith("keys.") for name in record.probes),
-        hidden=HIDDEN_PROBE in record.probes,
-        logits=top is not None,
     )

@@ -1,7 +1,7 @@
 """Noise bands per (prover GPU, reference GPU) pair and probe, from the lab's calibration file.
 
 Format (schema 1), written by `fpmon lab compare` (docs/lab/calibration.json; the lab's
-`fpmon/lab/calibration.py` owns and validates it); the parts the daemon reads:
+`fpmon/calibration.py` owns and validates it); the parts the daemon reads:
     {"schema": 1, "model": "...", "weights_digest": "...",
      "pairs": {"<gpuA>|<gpuB>": {"layers": {"keys.L3": {"max_rel": 1e-3}, ...},
                                  "default": {"max_rel": 1e-3},          # optional
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpmon.calibration import load_calibration
 from fpmon.errors import FpmonError
-from fpmon.lab.calibration import load_calibration
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def _band(path: Path, name: str, m: Any) -> Band:
 
 
 def load(path: Path | None) -> Calibration:
-    """The lab's calibration (validated by `fpmon.lab.calibration`, the format's owner)."""
+    """The lab's calibration (validated by `fpmon.calibration`, the format's owner)."""
     if path is None:
         return Calibration()
     doc = load_calibration(path)

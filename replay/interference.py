@@ -18,9 +18,9 @@ from typing import Any
 from fpmon.replay.scoring import score
 
 from fpmon.compare import compare_records
-from fpmon.lab.sidework import SideProcess, SideWork, duty_of
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
+from fpmon.sidework import SideProcess, SideWork, duty_of
 
 # compute and memory run on another stream of this process; process runs the compute loop in a
 # child process (its own CUDA context, time-sliced by the driver: the lab measured it apart).

@@ -19,8 +19,8 @@ from fpmon.engines.batching import filler_ids
 from fpmon.engines.hf import HFEngine
 from fpmon.errors import FpmonError
 from fpmon.lab.prompts import PromptSet
-from fpmon.lab.sidework import Load
 from fpmon.lab.store import Entry
+from fpmon.sidework import Load
 
 EXPERIMENTS = (
     "repeat",

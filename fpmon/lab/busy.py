@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fpmon.lab.loop import BackgroundLoop
+from fpmon.loop import BackgroundLoop
 
 
 def kernel_busy(run: Callable[[], None]) -> dict[str, Any]:

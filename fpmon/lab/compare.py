@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fpmon.calibration import SCHEMA, load_calibration, pair_key, write_calibration
 from fpmon.errors import FpmonError
 from fpmon.lab.analysis import analyze
-from fpmon.lab.calibration import SCHEMA, load_calibration, pair_key, write_calibration
 from fpmon.lab.report import fmt, md_table, plot_lines, short_probe, table
 from fpmon.lab.results import LabResults, check_same_model, load_results
 

@@ -139,8 +139,8 @@ class LabRun:
     @contextmanager
     def _context(self, spec: Spec, engine: Any) -> Iterator[dict[str, Any]]:
         from fpmon.lab.busy import UtilSampler
-        from fpmon.lab.sidework import MemoryPressure, SideProcess, SideWork
         from fpmon.lab.variants import attention
+        from fpmon.sidework import MemoryPressure, SideProcess, SideWork
 
         info: dict[str, Any] = {}
         with ExitStack() as stack:

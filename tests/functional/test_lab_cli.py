@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fpmon.lab.calibration import load_calibration
+from fpmon.calibration import load_calibration
 from fpmon.lab.cli import main
 
 ARGS = ["--model", "tiny", "--device", "cpu", "--prompts", "4", "--prompt-len", "8",

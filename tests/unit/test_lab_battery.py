@@ -7,7 +7,7 @@ import pytest
 from fpmon.errors import FpmonError
 from fpmon.lab.battery import Spec, arrange, battery_specs, parse_experiments
 from fpmon.lab.prompts import make_prompts
-from fpmon.lab.sidework import Load
+from fpmon.sidework import Load
 
 PSET = make_prompts(10, 6, 3, vocab_limit=500, seed=3)
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from fpmon.calibration import load_calibration, write_calibration
 from fpmon.errors import FpmonError
-from fpmon.lab.calibration import load_calibration, write_calibration
 
 
 def doc(schema: int = 1) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fpmon.capture import record_from_row
+from fpmon.capture import probe_spec_of, record_from_row
 from fpmon.engines.batching import filler_ids
 from fpmon.engines.vllm import schedule as vsched
 from fpmon.errors import FpmonError
@@ -36,7 +36,6 @@ def replay_vllm_record(
 ) -> Record:
     """Replay `record` (schedule kind "vllm") on a VLLMEngine, following its schedule."""
     from fpmon.engines.vllm.engine import VLLMEngine, VRequest
-    from fpmon.reproduce import probe_spec_of
 
     if not isinstance(engine, VLLMEngine):
         raise FpmonError(

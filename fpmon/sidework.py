@@ -4,7 +4,7 @@ A `SideWork` keeps one kind of kernel going on its own CUDA stream at a duty cyc
 medium 50%, heavy: back to back, two in flight), optionally only while the declared work is in
 a given phase (prefill or decode). The process variant runs the same loop in a child process
 (its own CUDA context, time-sliced by the driver rather than sharing SMs like streams do).
-Run as `python -m fpmon.lab.sidework KIND DUTY` for that child.
+Run as `python -m fpmon.sidework KIND DUTY` for that child.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from fpmon.lab.loop import BackgroundLoop
+from fpmon.loop import BackgroundLoop
 
 DUTIES = {"light": 0.1, "medium": 0.5, "heavy": 1.0}
 KINDS = ("compute", "memory")
@@ -159,7 +159,7 @@ class SideProcess:
     """The same loop in a child process (another CUDA context on the same GPU)."""
 
     def __init__(self, kind: str, intensity: str | float, device: str) -> None:
-        self.args = [sys.executable, "-m", "fpmon.lab.sidework", kind, str(intensity), device]
+        self.args = [sys.executable, "-m", "fpmon.sidework", kind, str(intensity), device]
         self.proc: subprocess.Popen[str] | None = None
         self.info = ""
 
