@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+
 from fpmon.agents.config import AgentConfig
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.keys import load_signing_key, signing_public_hex
@@ -32,8 +33,8 @@ from fpmon.agents.security import Security, limit_untrusted
 from fpmon.agents.store import RecordLog, StoreError, Verified
 from fpmon.agents.telemetry import TelemetrySource
 from fpmon.agents.worker import Job, Worker
-
 from fpmon.engines.base import ProbeSpec, default_layers
+from fpmon.engines.factory import EngineSpec, build
 from fpmon.errors import FpmonError
 from fpmon.wire import (
     Limits,
@@ -57,32 +58,23 @@ STATUS_EVERY_S = 1.0
 def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
     import torch
 
-    from fpmon.engines.hf import HFEngine
-
     e = redteam.actual_engine(cfg.engine)
     if e.threads:
         torch.set_num_threads(e.threads)
-    if e.kind == "vllm":
-        from fpmon.engines.vllm import VLLMEngine
-
-        v = cfg.vllm
-        return VLLMEngine(
+    v = cfg.vllm
+    return build(
+        EngineSpec(
             e.model,
+            kind=e.kind,
             dtype=e.dtype,
-            attn_impl=e.attn,
+            attn=e.attn,
             device=e.device,
             compiled=e.compiled,
+            sdpa_backend=e.sdpa_backend,
             max_num_batched_tokens=v.max_num_batched_tokens,
             max_num_seqs=v.max_num_seqs,
             kv_cache_bytes=v.kv_cache_bytes,
         )
-    return HFEngine(
-        e.model,
-        dtype=e.dtype,
-        attn_impl=e.attn,
-        device=e.device,
-        compiled=e.compiled,
-        sdpa_backend=e.sdpa_backend,
     )
 
 

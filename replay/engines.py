@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from fpmon.engines.factory import EngineSpec, build
 from fpmon.errors import FpmonError
 from fpmon.setups import Setup
 
@@ -33,30 +34,29 @@ class Unverifiable(Exception):
         self.node_fault = node_fault
 
 
-def hf_factory(spec: str, setup: Setup, device: str) -> Any:
-    from fpmon.engines.hf import HFEngine
-
-    return HFEngine(
-        spec,
+def _spec(model: str, setup: Setup, device: str, kind: str) -> EngineSpec:
+    return EngineSpec(
+        model,
+        kind=kind,
         dtype=setup.dtype,
-        attn_impl=setup.attn_impl,
+        attn=setup.attn_impl,
         device=device,
         compiled=setup.compiled,
         sdpa_backend=setup.sdpa_backend,
     )
 
 
+def hf_factory(spec: str, setup: Setup, device: str) -> Any:
+    return build(_spec(spec, setup, device, "hf"))
+
+
 def reference_factory(spec: str, setup: Setup, device: str) -> Any:
     """The engine a record declares: HF, or vLLM for records whose schedule vLLM ran.
 
-    vLLM hosts one engine per process (FACTS.md) and changes the host's torch settings: a
+    vLLM hosts one engine per process (docs/VLLM.md) and changes the host's torch settings: a
     verifier of vLLM nodes runs its own daemon for them, apart from its HF daemon.
     """
-    if setup.engine == "vllm":
-        from fpmon.engines.vllm import VLLMEngine
-
-        return VLLMEngine(spec, dtype=setup.dtype, attn_impl=setup.attn_impl, device=device)
-    return hf_factory(spec, setup, device)
+    return build(_spec(spec, setup, device, "vllm" if setup.engine == "vllm" else "hf"))
 
 
 def device_class(setup: Setup) -> str:

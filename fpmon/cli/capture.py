@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fpmon.engines.factory import EngineSpec, build
 from fpmon.errors import FpmonError
 
 
@@ -75,28 +76,16 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def make_engine(args: argparse.Namespace, progress: Any = None) -> Any:
-    if args.engine == "vllm":
-        from fpmon.engines.vllm import VLLMEngine
-
-        return VLLMEngine(
-            args.model,
-            dtype=args.dtype,
-            attn_impl=args.attn,
-            device=args.device,
-            compiled=args.compile,
-            progress=progress,
-        )
-    from fpmon.engines.hf import HFEngine
-
-    return HFEngine(
+    spec = EngineSpec(
         args.model,
+        kind=args.engine,
         dtype=args.dtype,
-        attn_impl=args.attn,
+        attn=args.attn,
         device=args.device,
         compiled=args.compile,
         sdpa_backend=args.sdpa_backend,
-        progress=progress,
     )
+    return build(spec, progress)
 
 
 def run(args: argparse.Namespace) -> int:
