@@ -49,7 +49,7 @@ def run_agent(args: argparse.Namespace) -> int:
         args.json = False
         return run_stats(args)
     from fpmon.agents.config import load_config
-    from fpmon.agents.logs import setup_json_logging
+    from fpmon.logs import setup_json_logging
 
     setup_json_logging()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

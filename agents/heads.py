@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fpmon.agents.keys import public_bytes
 
+from fpmon.agents.keys import public_bytes
 from fpmon.chain import sign_head
 from fpmon.wire import Head
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fpmon.agents.config import check_private
 
+from fpmon.agents.config import check_private
 from fpmon.errors import FpmonError
 
 CURVE_NAME = "agent"  # agent.key (public) and agent.key_secret, as zmq.auth writes them

@@ -23,7 +23,6 @@ import zmq
 from fpmon.agents.config import AgentConfig
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.keys import load_signing_key, signing_public_hex
-from fpmon.agents.logs import fields
 from fpmon.agents.openings import answer_links, open_record
 from fpmon.agents.publisher import Publisher
 from fpmon.agents.redteam import RedTeam
@@ -36,6 +35,7 @@ from fpmon.agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.factory import EngineSpec, build
 from fpmon.errors import FpmonError
+from fpmon.logs import fields
 from fpmon.wire import (
     Limits,
     LinksRequest,

@@ -13,7 +13,6 @@ from fpmon.agents.heads import HeadSigner
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.republish import rebuild
 from fpmon.agents.store import RecordLog, StoreError
-
 from fpmon.wire import Link, LinksReply, LinksRequest, OpenReply, OpenRequest
 
 CORRUPT_BODY = "record body corrupted at rest (digest mismatch)"

@@ -21,11 +21,11 @@ from typing import Any
 
 import msgpack
 import zmq
+
 from fpmon.agents.heads import HeadSigner
-from fpmon.agents.logs import fields
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.telemetry import TelemetrySource
-
+from fpmon.logs import fields
 from fpmon.wire import Commit, encode
 
 log = logging.getLogger("fpmon.agent.publisher")

@@ -23,7 +23,6 @@ import logging
 from typing import Any
 
 from fpmon.agents.config import EngineConfig
-
 from fpmon.errors import FpmonError
 from fpmon.records import Record
 from fpmon.setups import ATTN_IMPLS, DTYPES

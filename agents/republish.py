@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
-from fpmon.agents.logs import fields
-from fpmon.agents.store import LoggedRow, RecordLog
 
+from fpmon.agents.store import LoggedRow, RecordLog
 from fpmon.canonical import digest as record_digest
+from fpmon.logs import fields
 from fpmon.wire import Commit
 
 log = logging.getLogger("fpmon.agent.republish")

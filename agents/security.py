@@ -12,10 +12,10 @@ from collections import Counter
 from typing import Any
 
 import zmq
-from fpmon.agents.config import SecurityConfig
-from fpmon.agents.keys import load_allowlist, load_curve_server
 from zmq.auth.thread import ThreadAuthenticator
 
+from fpmon.agents.config import SecurityConfig
+from fpmon.agents.keys import load_allowlist, load_curve_server
 from fpmon.errors import FpmonError
 
 log = logging.getLogger("fpmon.agent.security")

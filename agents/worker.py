@@ -17,17 +17,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import zmq
-from fpmon.agents.config import AgentConfig
-from fpmon.agents.logs import fields
-from fpmon.agents.redteam import RedTeam
-from fpmon.agents.store import RecordLog, StoreError, free_bytes
 
 from fpmon import canonical
+from fpmon.agents.config import AgentConfig
+from fpmon.agents.redteam import RedTeam
+from fpmon.agents.store import RecordLog, StoreError, free_bytes
 from fpmon.canonical import digest as sha256
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
 from fpmon.engines.batching import filler_ids
 from fpmon.errors import FpmonError
+from fpmon.logs import fields
 from fpmon.records import Record
 from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import msgpack
 import zmq
+
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.agents.telemetry import TelemetrySource

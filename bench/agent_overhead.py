@@ -22,6 +22,7 @@ import time
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fpmon.agents.config import AgentConfig, EngineConfig
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.node import probe_spec
@@ -29,7 +30,6 @@ from fpmon.agents.publisher import Publisher
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog
 from fpmon.agents.worker import Job, Worker
-
 from fpmon.engines.base import BatchRequest
 from fpmon.wire import SubmitRequest
 

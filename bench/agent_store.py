@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 from fpmon.agents.store import RecordLog
-
 from fpmon.canonical import digest
 from fpmon.records import Record
 from fpmon.setups import Setup

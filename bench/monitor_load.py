@@ -22,7 +22,6 @@ from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp, tune_gc
 from fpmon.monitor.config import MonitorConfig
 from fpmon.monitor.model import FleetModel
-
 from fpmon.wire import decode, encode
 
 NODES = 1000

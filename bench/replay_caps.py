@@ -21,13 +21,13 @@ import time
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 import torch
+
+from fpmon.engines.hf import HFEngine
 from fpmon.replay.calibration import Calibration
 from fpmon.replay.engines import EngineCache
 from fpmon.replay.fleet import ProverNode
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.replay.limits import Caps
-
-from fpmon.engines.hf import HFEngine
 
 
 def main() -> int:

@@ -15,10 +15,10 @@ import time
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fpmon.replay.intake import Intake
-from fpmon.replay.sampling import Sampler
 
 from fpmon.chain import GENESIS, next_chain, sign_head
+from fpmon.replay.intake import Intake
+from fpmon.replay.sampling import Sampler
 from fpmon.setups import Setup
 from fpmon.wire import Commit, Head, Limits, decode, encode
 

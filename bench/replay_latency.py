@@ -20,11 +20,10 @@ from pathlib import Path
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+from fpmon.engines.hf import HFEngine
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
-
-from fpmon.engines.hf import HFEngine
 
 TARGET_P50 = 2.0
 

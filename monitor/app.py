@@ -8,6 +8,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
 
+from textual import on
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.message import Message
+from textual.screen import Screen
+
+from fpmon import themes
+from fpmon.errors import FpmonError
 from fpmon.monitor.config import MonitorConfig
 from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
 from fpmon.monitor.model import FleetModel, VerdictEntry
@@ -18,14 +26,6 @@ from fpmon.monitor.screens.fleet import FleetScreen
 from fpmon.monitor.screens.modals import ColumnsScreen, HelpScreen
 from fpmon.monitor.screens.verdicts import VerdictsScreen
 from fpmon.monitor.widgets.live_table import LiveTable
-from textual import on
-from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingType
-from textual.message import Message
-from textual.screen import Screen
-
-from fpmon import themes
-from fpmon.errors import FpmonError
 from fpmon.wire import Message as WireMessage
 from fpmon.wire import Verdict
 

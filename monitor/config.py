@@ -23,9 +23,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from fpmon.monitor.model import Limits
-
 from fpmon.errors import FpmonError
+from fpmon.monitor.model import Limits
 
 _ENDPOINT = re.compile(r"^(tcp://[^\s:]+:\d{1,5}|ipc://\S+|inproc://\S+)$")
 SECTIONS = ("monitor", "curve", "keymap", "limits")

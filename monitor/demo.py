@@ -33,10 +33,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fpmon.monitor.config import MonitorConfig
 
 from fpmon import tomlw
 from fpmon.errors import FpmonError
+from fpmon.monitor.config import MonitorConfig
 from fpmon.progress import Progress
 from fpmon.setups import Setup
 
@@ -304,7 +304,6 @@ def summary(model, duration_s: float) -> dict[str, Any]:
 def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None]) -> dict[str, Any]:
     from fpmon.monitor.feed import EndpointState, Feed, Inbox, Rejected
     from fpmon.monitor.model import FleetModel
-
     from fpmon.wire import Message
 
     cfg = fleet.monitor_config()

@@ -25,10 +25,10 @@ from typing import Any
 
 import msgpack
 import zmq
-from fpmon.monitor.config import CurveConfig
 from zmq.utils.monitor import recv_monitor_message
 
 from fpmon.errors import FpmonError
+from fpmon.monitor.config import CurveConfig
 from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
 
 log = logging.getLogger(__name__)

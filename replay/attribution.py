@@ -14,13 +14,12 @@ import itertools
 import time
 from typing import Any
 
-from fpmon.replay.engines import EngineCache, Unverifiable
-from fpmon.replay.hints import field_order, hidden_dtype
-from fpmon.replay.scoring import first_difference, score
-
 from fpmon.compare import Comparison, compare_records
 from fpmon.errors import FpmonError, OverBudget
 from fpmon.records import Record
+from fpmon.replay.engines import EngineCache, Unverifiable
+from fpmon.replay.hints import field_order, hidden_dtype
+from fpmon.replay.scoring import first_difference, score
 from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
 from fpmon.tensors import FLOAT_DTYPES, Blob

@@ -17,7 +17,10 @@ from typing import Any
 import msgspec
 
 from fpmon.errors import FpmonError
+from fpmon.logs import fields, setup_json_logging
 from fpmon.wire import Verdict
+
+log = logging.getLogger("fpmon.replay")
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -93,8 +96,8 @@ def run_daemon(args: argparse.Namespace) -> int:
     from fpmon.replay import config
     from fpmon.replay.daemon import ReplayDaemon
 
+    setup_json_logging(args.log_level.upper())
     cfg = config.load(_need_config(args, "replay"))
-    logging.getLogger("fpmon").setLevel(args.log_level.upper())
     threads = cfg.threads or (1 if cfg.device == "cpu" else 0)
     if threads:
         # The prover's CPU agents run one thread each; replay the same way, so time compares
@@ -105,12 +108,14 @@ def run_daemon(args: argparse.Namespace) -> int:
     daemon = ReplayDaemon(cfg)
     _on_signals(daemon.stop)
     daemon.start()
-    print(
-        f"fpmon replay: verifying {len(cfg.nodes)} node(s); verdicts on "
-        f"{daemon.endpoints.get('publish', cfg.hub_xsub)}, state on "
-        f"{daemon.endpoints['state']}, store {cfg.store}",
-        file=sys.stderr,
-        flush=True,
+    log.info(
+        "replay daemon verifying",
+        extra=fields(
+            nodes=len(cfg.nodes),
+            verdicts=daemon.endpoints.get("publish", cfg.hub_xsub),
+            state=daemon.endpoints["state"],
+            store=str(cfg.store),
+        ),
     )
     daemon.run()
     return 0
@@ -165,9 +170,8 @@ def run_verdicts(args: argparse.Namespace) -> int:
 
 
 def run_interference_cmd(args: argparse.Namespace) -> int:
-    from fpmon.replay.interference import KINDS, run_interference
-
     from fpmon.records import load_fingerprint
+    from fpmon.replay.interference import KINDS, run_interference
 
     kinds = tuple(k for k in args.kinds.split(",") if k)
     if not kinds or any(k not in KINDS for k in kinds):
@@ -204,15 +208,12 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
 def run_hub(args: argparse.Namespace) -> int:
     from fpmon.replay.hub import Hub, load_config
 
+    setup_json_logging()
     hub = Hub(load_config(_need_config(args, "hub")))
     stop = threading.Event()
     _on_signals(stop.set)
     hub.start()
-    print(
-        f"fpmon hub: publishers -> {hub.endpoints['xsub']}, subscribers -> {hub.endpoints['xpub']}",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info("hub forwarding", extra=fields(**hub.endpoints))
     while not stop.wait(0.5):
         pass
     hub.stop()

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fpmon.replay.limits import Caps
-
 from fpmon.errors import FpmonError
+from fpmon.replay.limits import Caps
 
 ATTRIBUTION_FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")
 # Sections whose keys are checked: a misspelt cap or grace would otherwise silently fall back

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import zmq
+
 from fpmon.replay import calibration as calibration_mod
 from fpmon.replay.chains import Break
 from fpmon.replay.config import ReplayConfig
@@ -33,7 +34,6 @@ from fpmon.replay.summary import VERIFIED, node_summaries
 from fpmon.replay.timing import Finding, TimingModel
 from fpmon.replay.watch import TICK_S, Watch
 from fpmon.replay.worker import ReplayWorker
-
 from fpmon.wire import (
     ALERT_KINDS,
     Alert,

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-from fpmon.replay.config import read_toml
 
 from fpmon.errors import FpmonError
+from fpmon.replay.config import read_toml
 
 log = logging.getLogger("fpmon.hub")
 

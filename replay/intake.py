@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
 from fpmon.replay.sampling import Sampler
-
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
 

@@ -15,10 +15,9 @@ import statistics
 from contextlib import AbstractContextManager
 from typing import Any
 
-from fpmon.replay.scoring import score
-
 from fpmon.compare import compare_records
 from fpmon.records import Record
+from fpmon.replay.scoring import score
 from fpmon.reproduce import replay_record
 from fpmon.sidework import SideProcess, SideWork, duty_of
 

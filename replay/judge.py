@@ -13,15 +13,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+
+from fpmon.compare import Comparison, compare_records, greedy_violations
+from fpmon.errors import FpmonError, OverBudget
+from fpmon.records import TOPK_IDS, Record
 from fpmon.replay.attribution import BUDGET_SPENT, attribute
 from fpmon.replay.calibration import Band, Calibration
 from fpmon.replay.engines import EngineCache, Unverifiable, device_class
 from fpmon.replay.limits import Caps, over_commit, over_record
 from fpmon.replay.scoring import first_difference, probe_evidence, score
-
-from fpmon.compare import Comparison, compare_records, greedy_violations
-from fpmon.errors import FpmonError, OverBudget
-from fpmon.records import TOPK_IDS, Record
 from fpmon.reproduce import replay_record
 from fpmon.wire import Candidate, Commit, Evidence, Verdict
 

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fpmon.replay.chains import ChainChecker, Result
-
 from fpmon.wire import LinksReply, LinksRequest
 from fpmon.wire.messages import MAX_LINKS
 

@@ -7,7 +7,6 @@ from collections import Counter
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
-
 from fpmon.wire import NodeSummary
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics

@@ -11,7 +11,6 @@ from typing import Any
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.intake import Intake
 from fpmon.replay.timing import TimingModel, gpu_busy_s
-
 from fpmon.wire import Telemetry
 
 TICK_S = 1.0

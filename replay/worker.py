@@ -14,7 +14,6 @@ import threading
 import traceback
 
 from fpmon.replay.judge import Judge, Judgement
-
 from fpmon.wire import Commit, Verdict
 
 log = logging.getLogger("fpmon.replay.worker")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fpmon.monitor.screens.base import LiveScreen
-from fpmon.monitor.widgets.tables import AlertTable
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header
+
+from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.widgets.tables import AlertTable
 
 
 class AlertsScreen(LiveScreen):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fpmon.monitor.widgets.live_table import LiveTable
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 from textual.widgets import Input, Static
+
+from fpmon.monitor.widgets.live_table import LiveTable
 
 
 class LiveScreen(Screen):

@@ -7,8 +7,6 @@ import math
 import time
 from typing import Any, ClassVar
 
-from fpmon.monitor.model import VerdictEntry, evidence_layers
-from fpmon.monitor.widgets.tables import status_text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -16,6 +14,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from fpmon.monitor.model import VerdictEntry, evidence_layers
+from fpmon.monitor.widgets.tables import status_text
 from fpmon.setups import NUMERIC_FIELDS
 from fpmon.wire import Candidate
 

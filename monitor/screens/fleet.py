@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fpmon.monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
-from fpmon.monitor.screens.base import LiveScreen
-from fpmon.monitor.widgets.tables import FleetTable
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline
+
+from fpmon.monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
+from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.widgets.tables import FleetTable
 
 
 class FleetScreen(LiveScreen):

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fpmon.monitor.widgets.live_table import LiveTable
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import DataTable, SelectionList, Static
+
+from fpmon.monitor.widgets.live_table import LiveTable
 
 
 class HelpScreen(ModalScreen):

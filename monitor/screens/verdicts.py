@@ -8,14 +8,15 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
-from fpmon.monitor.format import jsonable
-from fpmon.monitor.model import VerdictEntry
-from fpmon.monitor.screens.base import LiveScreen
-from fpmon.monitor.widgets.tables import VerdictTable
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Footer, Header
+
+from fpmon.monitor.format import jsonable
+from fpmon.monitor.model import VerdictEntry
+from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.widgets.tables import VerdictTable
 
 WINDOWS = (None, 60.0, 300.0, 900.0, 3600.0)  # the time filter cycles through these
 MAX_ROWS = 2000  # rows painted; the model keeps its own bounded feed for catch-up and export

@@ -11,9 +11,9 @@ from collections import Counter
 import msgpack
 import pytest
 import zmq
+
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
-
 from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 LIMIT = 64 * 1024

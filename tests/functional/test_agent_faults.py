@@ -16,11 +16,11 @@ from typing import Any
 
 import msgpack
 import pytest
+
+from fpmon import canonical
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.agents.store import RecordLog
-
-from fpmon import canonical
 from tests.functional.test_agent_stream import (
     ONE_THREAD,
     RawSubscriber,

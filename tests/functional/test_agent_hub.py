@@ -5,9 +5,9 @@ from __future__ import annotations
 import threading
 
 import zmq
+
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
-
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain
 
 

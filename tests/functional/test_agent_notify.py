@@ -6,7 +6,6 @@ import socket
 import time
 
 from fpmon.agents.spawn import AgentProcess, write_config
-
 from tests.functional.test_agent_stream import ONE_THREAD
 
 

@@ -7,7 +7,6 @@ import hashlib
 
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
-
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
 from tests.conftest import tiny_engine

@@ -16,6 +16,7 @@ import msgpack
 import pytest
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
 

@@ -10,10 +10,10 @@ import threading
 
 import pytest
 import zmq
+
 from fpmon.monitor import synth
 from fpmon.monitor.app import FeedReady, MonitorApp, NodeAppeared, NodeFlagged
 from fpmon.monitor.config import MonitorConfig
-
 from fpmon.wire import StateReply, decode, encode
 
 SIZE = (170, 40)
@@ -214,7 +214,6 @@ def test_unreachable_endpoint_shows_lost_not_a_traceback():
 def test_playback_of_a_recorded_feed_with_seek(tmp_path):
     """Record (raw frames, as the feed worker does), then review it in the app with seek."""
     from fpmon.monitor.feed import Recorder
-
     from fpmon.wire import encode
 
     rec = Recorder(tmp_path / "incident.fprec")

@@ -15,6 +15,7 @@ import sys
 import time
 
 import pytest
+
 from fpmon.monitor.app import MonitorApp, NodeFlagged
 from fpmon.monitor.demo import NODES, Fleet
 

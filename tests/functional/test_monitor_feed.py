@@ -9,10 +9,10 @@ import sys
 import time
 
 import pytest
+
 from fpmon.monitor import synth
 from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
 from fpmon.monitor.model import FleetModel
-
 from fpmon.wire import StateReply, encode
 from tests.functional.test_monitor_app import StateServer
 
@@ -65,9 +65,8 @@ def test_feed_decodes_counts_rejects_and_records(tmp_path):
 
 
 def test_recording_must_be_a_recording(tmp_path):
-    from fpmon.monitor.feed import read_recording
-
     from fpmon.errors import FpmonError
+    from fpmon.monitor.feed import read_recording
 
     bad = tmp_path / "x.bin"
     bad.write_bytes(b"hello")
@@ -124,6 +123,7 @@ def test_feed_over_curve(tmp_path):
     messages arrive encrypted; a client without the server's key gets nothing."""
     import zmq
     import zmq.auth
+
     from fpmon.monitor.config import parse_config
 
     server_pub, server_sec = zmq.curve_keypair()

@@ -7,11 +7,11 @@ pictures depend on the code only. Update after an intended change: `pytest --sna
 from __future__ import annotations
 
 import msgspec
+
 from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp
 from fpmon.monitor.config import MonitorConfig
 from fpmon.monitor.model import FleetModel
-
 from fpmon.wire import decode, encode
 
 SIZE = (150, 32)

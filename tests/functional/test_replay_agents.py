@@ -10,12 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from fpmon.agents.client import submit
 from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import wait_verdicts
-
 from tests.conftest import tiny_engine
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -98,6 +98,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
     import shutil
 
     import zmq.auth
+
     from fpmon.agents.keys import keygen
 
     keygen(tmp_path / "keys")

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import zmq
+
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
 from fpmon.replay.hub import Hub, HubConfig
 from fpmon.replay.store import Store
-
 from fpmon.wire import Commit, GpuSample, StateRequest, decode, encode
 from tests.conftest import tiny_engine
 

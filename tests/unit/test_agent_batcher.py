@@ -7,7 +7,6 @@ import threading
 import time
 
 from fpmon.agents.worker import Batcher, Job
-
 from fpmon.wire import SubmitRequest
 
 

@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 
 import pytest
+
 from fpmon.agents.config import load_config
 from fpmon.agents.keys import keygen, load_signing_key
 from fpmon.agents.redteam import RedTeam
-
 from fpmon.errors import FpmonError
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "agent.example.toml"

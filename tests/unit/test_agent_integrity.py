@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from fpmon.agents.openings import CORRUPT_BODY, answer
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import CorruptLog, RecordLog, StoreError
-
 from fpmon.wire import OpenRequest
 
 

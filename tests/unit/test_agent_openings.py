@@ -8,7 +8,6 @@ import time
 from fpmon.agents.openings import answer
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog
-
 from fpmon.wire import OpenRequest
 
 

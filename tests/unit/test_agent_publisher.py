@@ -7,9 +7,9 @@ import time
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.publisher import Publisher, commit_frames
-
 from fpmon.chain import GENESIS, next_chain, verify_head
 from fpmon.setups import Setup
 from fpmon.wire import Commit, Head, decode, encode

@@ -6,7 +6,6 @@ import time
 
 from fpmon.agents.config import EngineConfig
 from fpmon.agents.redteam import RedTeam
-
 from fpmon.capture import capture_prompts
 from fpmon.engines.base import ProbeSpec
 from fpmon.records import Record

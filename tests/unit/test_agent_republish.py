@@ -6,10 +6,10 @@ import sqlite3
 import time
 
 import msgspec
-from fpmon.agents.republish import logged_tail
-from fpmon.agents.store import RecordLog
 
 from fpmon import canonical
+from fpmon.agents.republish import logged_tail
+from fpmon.agents.store import RecordLog
 from fpmon.records import Record
 from fpmon.setups import Setup
 from fpmon.tensors import Blob

@@ -6,8 +6,8 @@ import hashlib
 import os
 
 import pytest
-from fpmon.agents.store import RecordLog, StoreError
 
+from fpmon.agents.store import RecordLog, StoreError
 from fpmon.chain import GENESIS
 
 

@@ -7,11 +7,11 @@ import time
 
 import pytest
 import zmq
+
 from fpmon.agents.config import AgentConfig
 from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog
 from fpmon.agents.worker import DISK_CHECK_EVERY_S, Worker
-
 from fpmon.engines.base import ProbeSpec
 
 NO_DISK_IS_THIS_BIG = 1 << 62

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from fpmon.monitor.config import parse_config
 
 from fpmon import themes
 from fpmon.errors import FpmonError
+from fpmon.monitor.config import parse_config
 
 
 def test_good_config():

@@ -7,9 +7,9 @@ import sys
 import msgpack
 import msgspec
 import pytest
+
 from fpmon.monitor import synth
 from fpmon.monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
-
 from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
 
 

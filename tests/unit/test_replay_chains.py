@@ -8,9 +8,9 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fpmon.replay.chains import DUPLICATE, HELD, SPOOFED, ChainChecker
 
 from fpmon.chain import GENESIS, next_chain, sign_head
+from fpmon.replay.chains import DUPLICATE, HELD, SPOOFED, ChainChecker
 from fpmon.wire import Commit, Head, Link, LinksReply
 
 KEY = Ed25519PrivateKey.generate()

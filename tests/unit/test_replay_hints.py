@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from fpmon.replay.fleet import ProverNode
-from fpmon.replay.hints import field_order, hidden_dtype
 
 from fpmon.compare import compare_records
 from fpmon.records import Record
+from fpmon.replay.fleet import ProverNode
+from fpmon.replay.hints import field_order, hidden_dtype
 from fpmon.reproduce import replay_record
 from tests.conftest import tiny_engine
 

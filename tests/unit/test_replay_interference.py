@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from fpmon.replay.fleet import ProverNode
 from fpmon.replay.interference import explain_slowdown, run_interference
-
 from tests.conftest import tiny_engine
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import zmq
-from fpmon.replay.openings import Opener
 
 from fpmon.canonical import digest
+from fpmon.replay.openings import Opener
 from fpmon.wire import Commit, Limits, OpenReply, OpenRequest, decode, encode
 
 RECORD = b"record bytes as committed"

@@ -7,10 +7,10 @@ import os
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from fpmon.replay.chains import ChainChecker
-from fpmon.replay.repair import SETTLE_S, Repairer
 
 from fpmon.chain import GENESIS, next_chain, sign_head
+from fpmon.replay.chains import ChainChecker
+from fpmon.replay.repair import SETTLE_S, Repairer
 from fpmon.wire import Commit, Head, Link, LinksReply, LinksRequest
 
 KEY = Ed25519PrivateKey.generate()

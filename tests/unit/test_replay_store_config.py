@@ -6,12 +6,12 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from fpmon.errors import FpmonError
 from fpmon.replay import config
 from fpmon.replay.cli import parse_since
 from fpmon.replay.limits import Caps
 from fpmon.replay.store import Store
-
-from fpmon.errors import FpmonError
 from fpmon.wire import Alert, Commit, Verdict
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fpmon.replay.timing import TimingModel, gpu_busy_s
-
 from fpmon.wire import GpuSample, Telemetry
 
 

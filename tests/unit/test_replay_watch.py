@@ -6,13 +6,12 @@ import os
 import time
 from pathlib import Path
 
+from fpmon.chain import GENESIS, next_chain
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.intake import MAX_CLOCK_AHEAD_S, Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
 from fpmon.replay.watch import Watch
-
-from fpmon.chain import GENESIS, next_chain
 from fpmon.wire import Commit, Limits, encode
 
 

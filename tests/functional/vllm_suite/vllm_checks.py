@@ -241,7 +241,6 @@ def test_replay_daemon_judges_vllm_records(engine, loaded):
     from fpmon.replay.calibration import Calibration
     from fpmon.replay.engines import EngineCache
     from fpmon.replay.judge import Judge, JudgeOptions
-
     from fpmon.wire import Commit
 
     def session_engine(spec, setup, device):

@@ -26,7 +26,8 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
-def setup_json_logging(level: int = logging.INFO) -> None:
+def setup_json_logging(level: int | str = logging.INFO) -> None:
+    """Every daemon (agent, replay, hub) logs this way: one JSON object a line on stderr."""
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
