@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.redteam import RedTeam
@@ -72,12 +73,15 @@ def answer_links(store: RecordLog, req: LinksRequest, node: str, signer: HeadSig
     a crash, a flood): answering lets it repair the hole instead of finding a gap. A purged or
     damaged body leaves its link without a commitment: the chain still stands.
     """
-    base = {"node": node, "t": time.time(), "nonce": req.nonce, "first": req.first}
+
+    def reply(**kw: Any) -> LinksReply:
+        return LinksReply(node=node, t=time.time(), nonce=req.nonce, first=req.first, **kw)
+
     try:
         rows = store.rows(req.first, req.count)
         log_head = store.head_of_disk()
     except StoreError as e:
-        return LinksReply(**base, status="error", reason=f"record log unreadable: {e}"[:1000])
+        return reply(status="error", reason=f"record log unreadable: {e}"[:1000])
     links = [
         Link(
             seq=r.seq,
@@ -89,6 +93,6 @@ def answer_links(store: RecordLog, req: LinksRequest, node: str, signer: HeadSig
     ]
     if not links:
         why = f"no record from seq {req.first} on this node (head is {log_head})"
-        return LinksReply(**base, status="unknown", log_head=log_head, reason=why)
+        return reply(status="unknown", log_head=log_head, reason=why)
     head = signer.head(links[-1].seq, links[-1].chain)
-    return LinksReply(**base, status="ok", links=links, head=head, log_head=log_head)
+    return reply(status="ok", links=links, head=head, log_head=log_head)

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from fpmon.canonical import digest as record_digest
 from fpmon.chain import GENESIS, next_chain
@@ -199,7 +200,7 @@ class RecordLog:
         self.head_seq, self.head_chain = seq, chain
         return out
 
-    def get(self, seq: int) -> tuple[str, bytes | None]:
+    def get(self, seq: int) -> tuple[Literal["ok", "purged", "unknown", "corrupt"], bytes | None]:
         """("ok", bytes) exactly as committed, ("purged", None), ("unknown", None), or
         ("corrupt", None) when the stored body no longer hashes to its committed digest."""
         if not 0 <= seq <= MAX_SEQ:

@@ -1,8 +1,8 @@
 """Which setup field to try first when attributing a mismatch, from what the evidence shows.
 
 Ordering only: every candidate is still tried until one reproduces the record bit-exactly, so
-a wrong hint costs replays, never a wrong attribution. The physics behind each hint (docs/ENVIRONMENT.md,
-docs/CAPTURE.md):
+a wrong hint costs replays, never a wrong attribution. The physics behind each hint
+(docs/ENVIRONMENT.md, docs/CAPTURE.md):
 - float32 probes whose low 16 (13) mantissa bits are all zero were computed in bfloat16
   (float16) and cast up: a node hiding its dtype;
 - the prefill position (the last prompt token) identical while decode positions differ is what

@@ -73,8 +73,7 @@ class Intake:
         node, and the node's pinned Ed25519 head key binds the commitments to it.
         """
         if via is not None:
-            st = self.stats[via]
-            st.window_msgs += 1
+            self.stats[via].window_msgs += 1
         if user_id is not None:
             owner = self.by_curve_key.get(user_id)
             if owner is None or (via is not None and owner != via):
@@ -108,7 +107,7 @@ class Intake:
             self.apply(msg.node, res)
         elif type(msg) is Head:
             self.apply(msg.node, self.chains.on_head(msg))
-        else:
+        elif isinstance(msg, Telemetry):
             st.last_telemetry = msg
             st.last_telemetry_t = time.time()
             self.telemetry.append(msg)
@@ -129,8 +128,8 @@ class Intake:
             st.spoofed += res.spoofed
             st.rejects["spoofed"] += res.spoofed
             st.window_rejects += res.spoofed
-        for brk, c in res.breaks:
-            self.breaks.append((brk, c))
+        for brk, broken in res.breaks:
+            self.breaks.append((brk, broken))
             self.sampler.suspect(node)
 
     def drain(self) -> tuple[list[tuple[Break, Commit | None]], list[Commit], list[Telemetry]]:

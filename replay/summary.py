@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import cast
 
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
 from fpmon.wire import NodeSummary
+from fpmon.wire.messages import Status
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
 
@@ -28,7 +30,7 @@ def node_summaries(
             sampled=st.sampled,
             verified=verified,
             coverage=verified / st.commits if st.commits else 0.0,
-            verdicts=c,
+            verdicts=cast(dict[Status, int], c),  # the store holds only statuses it was given
             last_verdict_t=last.get(node, 0.0),
             chain_head_seq=ch.seq,
             signed_head_seq=ch.head_seq,

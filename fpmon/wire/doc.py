@@ -125,10 +125,10 @@ def render() -> str:
             out.append(doc + "\n")
         out += _table(cls)
     out.append("\n## Parts\n")
-    for cls in PARTS:
-        out.append(f"\n### {cls.__name__}\n")
-        out.append(inspect.cleandoc(cls.__doc__ or "") + "\n")
-        out += _table(cls)
+    for part in PARTS:
+        out.append(f"\n### {part.__name__}\n")
+        out.append(inspect.cleandoc(part.__doc__ or "") + "\n")
+        out += _table(part)
     return "\n".join(out) + "\n"
 
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal, get_args
 import msgspec
 from msgspec import Meta, Struct, field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 # --- bounded building blocks ---------------------------------------------------------------
 # SQLite, struct.pack(">Q") and every counter downstream hold 64-bit signed integers.
@@ -120,7 +120,7 @@ class Part(Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_d
         return out
 
 
-class ProbeEvidence(Part):
+class ProbeEvidence(Part, frozen=True):
     """One probe's distance between the opened record and the verifier's replay."""
 
     probe: Key
@@ -135,7 +135,7 @@ class ProbeEvidence(Part):
     band: Number | None = None  # the calibrated noise limit for this probe, when cross-device
 
 
-class Evidence(Part):
+class Evidence(Part, frozen=True):
     """Why a verdict says what it says; every field optional, as each status fills some."""
 
     mode: Literal["", "exact", "band"] = ""
@@ -150,7 +150,7 @@ class Evidence(Part):
     commit_t: UnixTime | None = None  # when the node committed it (latency figures)
 
 
-class Candidate(Part):
+class Candidate(Part, frozen=True):
     """One setup the verifier tried to explain a mismatch (replay/attribution.py)."""
 
     field: Key  # the setup field(s) changed: "dtype", or "batch_size+dtype" for a pair
@@ -166,7 +166,7 @@ class Candidate(Part):
         return self.field.split("+")
 
 
-class GpuSample(Part):
+class GpuSample(Part, frozen=True):
     """One GPU's figures at one second. A figure NVML could not read is absent (None), never 0."""
 
     index: Annotated[int, Meta(ge=0, le=1024)]
@@ -185,7 +185,7 @@ class GpuSample(Part):
     errors: Annotated[dict[Key, Text], Meta(max_length=64)] = {}
 
 
-class HostSample(Part):
+class HostSample(Part, frozen=True):
     """The host's CPU and memory, from /proc; the only figures a node without NVIDIA GPUs has."""
 
     cpus: Count = 0
@@ -288,7 +288,7 @@ class OpenReply(Message, frozen=True):
 MAX_LINKS = 1024  # per links reply: ~0.5 MB of commits, well inside the frame limit
 
 
-class Link(Part):
+class Link(Part, frozen=True):
     """One position of a node's chain, from its own log; `commit` rebuilt from the kept record
     (None once retention purged the body: the link still proves the chain)."""
 
@@ -347,7 +347,7 @@ class SubmitReply(Message, frozen=True):
     reason: Text = ""
 
 
-class NodeSummary(Part):
+class NodeSummary(Part, frozen=True):
     """One node as the verifier sees it, in a `StateReply` (replay/summary.py)."""
 
     commits: Count = 0
