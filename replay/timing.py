@@ -3,8 +3,8 @@ the work the declared tokens explain.
 
 Hidden work that leaves numerics untouched still competes for the GPU, but only where the
 declared work keeps the GPU busy (docs/ENVIRONMENT.md: a launch-bound batch-1 decode hid a
-second process at ~500 TFLOP/s within its own run-to-run spread). So each alert states the ratio, the jitter
-it was judged against and how many samples; a single record never raises one.
+second process at ~500 TFLOP/s within its own run-to-run spread). So each alert states the
+ratio, the jitter it was judged against and how many samples; a single record never raises one.
 """
 
 from __future__ import annotations

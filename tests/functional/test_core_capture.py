@@ -55,8 +55,8 @@ def test_attention_change_is_detected_after_layer_0() -> None:
 
 def test_float32_decode_sees_batch_size_but_bfloat16_does_not() -> None:
     # Measured on this CPU; if torch changes this, the demo's choices must follow. An earlier
-    # measurement said float32 *prefill* did not see batch size; with this 3-token prompt it does (the
-    # GEMM's row count changes with the batch), so only decode is asserted here.
+    # measurement said float32 *prefill* did not see batch size; with this 3-token prompt it
+    # does (the GEMM's row count changes with the batch), so only decode is asserted here.
     f1, f4 = _capture("float32", bs=1), _capture("float32", bs=4, slot=2)
     c = compare_records(f1, f4)
     assert not c.identical
