@@ -9,8 +9,9 @@ and the dashboard (this process), SUB on the hub's XPUB plus a StateRequest to t
 
 Honest physics (docs/CAPTURE.md, docs/ENVIRONMENT.md): on this CPU bf16/fp16 activations do
 not move with batch size, float32 decode does; attention and dtype changes show after layer 0.
-So the batch cheat declares float32, the attention cheat bf16 sdpa (runs eager), the dtype cheat declares
-float32 (runs bf16), and the tamperer computes honestly but alters opened records.
+So the batch cheat declares float32, the attention cheat bf16 sdpa (runs eager), the dtype
+cheat declares float32 (runs bf16), and the tamperer computes honestly but alters opened
+records.
 """
 
 from __future__ import annotations
