@@ -24,9 +24,16 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
+from fpmon.wire import Limits
 from replay.config import read_toml
 
 log = logging.getLogger("fpmon.hub")
+
+# Subscribers (the daemon, monitors) set ZMQ_MAXMSGSIZE to the wire limit plus this much, and
+# drop the whole connection on a bigger frame, never to reconnect. The hub must refuse such a
+# frame first, at the publisher's connection: its limit is never above theirs.
+FRAME_SLACK = 4096
+MAX_MESSAGE_BYTES = Limits().max_bytes + FRAME_SLACK
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class HubConfig:
     curve_secret_file: Path | None = None  # the hub's zmq.auth certificate (.key_secret)
     publishers_dir: Path | None = None  # allowlisted Curve public keys of publishers
     subscribers_dir: Path | None = None  # allowlisted Curve public keys of subscribers
+    max_message_bytes: int = MAX_MESSAGE_BYTES  # ZMQ_MAXMSGSIZE of both sockets
 
 
 def load_config(path: str | Path) -> HubConfig:
@@ -51,6 +59,7 @@ def load_config(path: str | Path) -> HubConfig:
         curve_secret_file=opt("secret_file"),
         publishers_dir=opt("publishers_dir"),
         subscribers_dir=opt("subscribers_dir"),
+        max_message_bytes=int(h.get("max_message_bytes", MAX_MESSAGE_BYTES)),
     )
     if cfg.curve_secret_file and not (cfg.publishers_dir and cfg.subscribers_dir):
         raise FpmonError(f"{p}: [curve] needs publishers_dir and subscribers_dir allowlists")
@@ -70,6 +79,7 @@ class Hub:
         self.xpub = self.ctx.socket(zmq.XPUB)
         for s in (self.xsub, self.xpub):
             s.linger = 0
+            s.maxmsgsize = cfg.max_message_bytes
         if cfg.curve_secret_file:
             self._curve()
         self.xsub.bind(_bindable(cfg.xsub))
