@@ -117,6 +117,7 @@ class MonitorApp(App):
                 curve=config.curve,
                 record=config.record,
                 state_timeout_s=config.state_timeout_s,
+                deaf_after_s=config.deaf_after_s,
             )
         self.sub_title = self._subtitle()
 
@@ -160,6 +161,12 @@ class MonitorApp(App):
                     self.notify(
                         f"{item.endpoint} is unreachable; retrying by itself",
                         severity="warning",
+                    )
+                elif item.state == "deaf" and model.endpoints.get(item.endpoint) != "deaf":
+                    self.notify(
+                        f"heard nothing from {item.endpoint} for "
+                        f"{self.config.deaf_after_s:g} s; resubscribed",
+                        severity="error",
                     )
                 model.set_endpoint(item.endpoint, item.state)
             elif isinstance(item, Rejected):

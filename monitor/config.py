@@ -46,6 +46,7 @@ class MonitorConfig:
     record: str = ""
     refresh_s: float = 0.5
     state_timeout_s: float = 2.0
+    deaf_after_s: float = 10.0  # nothing heard this long on the SUB: show `deaf`, resubscribe
     keymap: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     curve: CurveConfig | None = None
@@ -83,7 +84,8 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
         )
     cfg = MonitorConfig()
     mon = _section(raw, "monitor", where)
-    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s"}
+    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s",
+             "deaf_after_s"}  # fmt: skip
     _no_unknown(mon, known, f"{where} [monitor]")
     eps = mon.get("endpoints", [])
     if isinstance(eps, str):
@@ -98,7 +100,7 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
             if not isinstance(mon[name], typ):
                 raise FpmonError(f"{where} [monitor] {name}: expected a {typ.__name__}")
             setattr(cfg, name, mon[name])
-    for name in ("refresh_s", "state_timeout_s"):
+    for name in ("refresh_s", "state_timeout_s", "deaf_after_s"):
         if name in mon:
             setattr(cfg, name, _positive(mon[name], f"{where} [monitor] {name}"))
     km = _section(raw, "keymap", where)

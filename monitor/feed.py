@@ -4,7 +4,9 @@
 a DEALER to the replay daemon's `state` ROUTER for a snapshot at start (zguide Clone pattern:
 subscribe first, then ask for state, so nothing falls between the two; the model drops
 verdicts it already has), and a socket monitor so an endpoint that goes away shows as `lost`
-and comes back by itself (ZeroMQ reconnects; we only report). Frames are decoded with
+and comes back by itself (ZeroMQ reconnects; we only report). A connection libzmq dropped for a
+protocol error never comes back and says nothing: a SUB silent for `deaf_after_s` shows as
+`deaf` and is made anew (`fpmon.deafness`). Frames are decoded with
 `fpmon.wire.decode` under hard limits; rejects are counted by reason.
 
 Decoded messages go into a bounded inbox; `notify()` is called once per burst, so the UI
@@ -27,6 +29,7 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from fpmon.deafness import SubWatchdog
 from fpmon.errors import FpmonError
 from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
 from monitor.config import CurveConfig
@@ -35,13 +38,14 @@ log = logging.getLogger(__name__)
 
 TOPICS = ("commit", "head", "telemetry", "verdict", "alert")
 STATE_TOPICS = ("state",)
+MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 RECORD_MAGIC = b"fpmon-feed-1\n"
 
 
 @dataclass(frozen=True)
 class EndpointState:
     endpoint: str
-    state: str  # connecting, live, lost
+    state: str  # connecting, live, lost, deaf (connected, but nothing heard: resubscribed)
 
 
 @dataclass(frozen=True)
@@ -160,6 +164,7 @@ class Feed(_Runner):
         record: str = "",
         state_timeout_s: float = 2.0,
         burst_s: float = 0.02,
+        deaf_after_s: float = 10.0,
     ) -> None:
         self.inbox = inbox
         self.endpoints = list(endpoints)
@@ -169,6 +174,8 @@ class Feed(_Runner):
         self.recorder = Recorder(record) if record else None
         self.state_timeout_s = state_timeout_s
         self.burst_s = burst_s
+        self.deaf_after_s = deaf_after_s  # publishers are periodic (~1 s): silence is a fault
+        self._ep_state: dict[str, str] = {}
         self.stopping = threading.Event()
         self.got_state = threading.Event()
         self.ctx = zmq.Context()
@@ -188,23 +195,66 @@ class Feed(_Runner):
         s.send_multipart(encode(StateRequest(node=f"monitor-{os.getpid()}", t=time.time())))
         return s
 
-    def run(self) -> None:
+    def _make_sub(self) -> zmq.Socket:
         sub = self.ctx.socket(zmq.SUB)
         self._secure(sub)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.RECONNECT_IVL, 200)
         sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        mon = sub.get_monitor_socket(
-            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
-        )
         for t in TOPICS:
             sub.setsockopt(zmq.SUBSCRIBE, t.encode())
         for ep in self.endpoints:
-            self.inbox.put(EndpointState(ep, "connecting"))
             sub.connect(ep)
+        return sub
+
+    def _watch_sub(self, poller: zmq.Poller) -> None:
+        """The SUB, its socket monitor, and the watchdog that remakes both when deaf."""
+
+        def replaced(old: zmq.Socket, new: zmq.Socket) -> None:
+            poller.unregister(old)
+            poller.unregister(self._mon)
+            old.disable_monitor()
+            self._mon.close(0)
+            self._mon = new.get_monitor_socket(MONITOR_EVENTS)
+            poller.register(new, zmq.POLLIN)
+            poller.register(self._mon, zmq.POLLIN)
+
+        self.watchdog = SubWatchdog(self._make_sub, self.deaf_after_s, replaced)
+        self._mon = self.watchdog.sock.get_monitor_socket(MONITOR_EVENTS)
+        poller.register(self.watchdog.sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
+
+    def _endpoint(self, ep: str, state: str) -> None:
+        if self._ep_state.get(ep) != state:
+            self._ep_state[ep] = state
+            self.inbox.put(EndpointState(ep, state))
+
+    def _sub_events(self, events: dict[Any, int]) -> int:
+        """Socket-monitor events, the SUB's messages, deafness: how many inbox items."""
+        n = 0
+        watch = self.watchdog
+        if self._mon in events:
+            self._monitor_events(self._mon)
+            n += 1
+        if watch.sock in events:
+            watch.heard()
+            n += self._drain(watch.sock, TOPICS)
+            for ep, state in list(self._ep_state.items()):
+                if state == "deaf":  # heard again on the new socket
+                    self._endpoint(ep, "live")
+        silent = watch.check()
+        if silent is not None:
+            log.warning("heard nothing for %.0f s on %s: resubscribed", silent, self.endpoints)
+            for ep in self.endpoints:
+                self._endpoint(ep, "deaf")
+            n += 1
+        return n
+
+    def run(self) -> None:
+        for ep in self.endpoints:
+            self._endpoint(ep, "connecting")
         poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        poller.register(mon, zmq.POLLIN)
+        self._watch_sub(poller)
         state_sock = None
         state_deadline = 0.0
         if self.state_endpoint:
@@ -216,12 +266,7 @@ class Feed(_Runner):
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(100))
-                n = 0
-                if mon in events:
-                    self._monitor_events(mon)
-                    n += 1
-                if sub in events:
-                    n += self._drain(sub, TOPICS)
+                n = self._sub_events(events)
                 if state_sock is not None and state_sock in events:
                     if self._drain(state_sock, STATE_TOPICS, once=True):
                         self.got_state.set()
@@ -242,8 +287,8 @@ class Feed(_Runner):
                 if n:
                     self.inbox.notify()
         finally:
-            sub.disable_monitor()
-            for s in (mon, sub, state_sock):
+            self.watchdog.sock.disable_monitor()
+            for s in (self._mon, self.watchdog.sock, state_sock):
                 if s is not None:
                     s.close(0)
             self.ctx.term()
@@ -282,9 +327,11 @@ class Feed(_Runner):
             ep = ep.decode() if isinstance(ep, bytes) else str(ep)
             kind = ev["event"]
             if kind == zmq.EVENT_CONNECTED:
-                self.inbox.put(EndpointState(ep, "live"))
+                # Connected is not heard: a deaf endpoint stays deaf until a message arrives.
+                if self._ep_state.get(ep) != "deaf":
+                    self._endpoint(ep, "live")
             else:  # disconnected, or refused and retrying: ZeroMQ keeps trying by itself
-                self.inbox.put(EndpointState(ep, "lost"))
+                self._endpoint(ep, "lost")
 
 
 class Player(_Runner):

@@ -66,6 +66,7 @@ class ReplayConfig:
     flood_msgs_per_s: float = 20_000.0
     flood_rejects_per_min: int = 100
     head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
+    deaf_after_s: float = 10.0  # a SUB that hears nothing this long: alert, resubscribe; 0 off
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
 
 
@@ -207,6 +208,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         flood_msgs_per_s=float(lim.get("flood_msgs_per_s", 20_000.0)),
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),
         head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
+        deaf_after_s=float(lim.get("deaf_after_s", 10.0)),
         curve_secret_file=(base / str(secret)) if secret else None,
     )
 

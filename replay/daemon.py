@@ -14,10 +14,12 @@ import queue
 import threading
 import time
 from collections import Counter
+from functools import partial
 from typing import Any
 
 import zmq
 
+from fpmon.deafness import SubWatchdog
 from fpmon.wire import (
     ALERT_KINDS,
     Alert,
@@ -52,6 +54,7 @@ SEVERITY = {
     "mismatch": "critical",
     "unopened": "warning",
     "unverifiable": "info",
+    "deaf": "critical",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
 
@@ -140,20 +143,13 @@ class ReplayDaemon:
         ctx, cfg = self.ctx, self.cfg
         curve = self._curve()
         self.subs: dict[zmq.Socket[Any], str | None] = {}
+        self.watchdogs: dict[str | None, SubWatchdog] = {}
         targets = [(None, cfg.hub)] if cfg.hub else [(n.name, n.publish) for n in cfg.nodes]
         for node, ep in targets:
-            s = ctx.socket(zmq.SUB)
-            s.linger = 0
-            s.rcvhwm = 200_000
-            s.maxmsgsize = self.limits.max_bytes + 4096
-            if node in curve:
-                # Our SUB is a Curve client pinning this node's (or the hub's) server key:
-                # whatever arrives on it was sent by the holder of that key.
-                curve_client(s, curve[node])
-            for topic in SUBSCRIBE:
-                s.subscribe(topic)
-            s.connect(ep)
-            self.subs[s] = node
+            make = partial(self._make_sub, ep, curve.get(node))
+            w = SubWatchdog(make, cfg.deaf_after_s, self._resubscribed)
+            self.watchdogs[node] = w
+            self.subs[w.sock] = node
         self.opener = Opener(
             ctx,
             {n.name: n.openings for n in cfg.nodes},
@@ -186,6 +182,25 @@ class ReplayDaemon:
         self.worker.start()
         self._started = True
         log.info("replay daemon up: %s", self.endpoints)
+
+    def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> zmq.Socket[Any]:
+        s = self.ctx.socket(zmq.SUB)
+        s.linger = 0
+        s.rcvhwm = 200_000
+        s.maxmsgsize = self.limits.max_bytes + 4096
+        if curve is not None:
+            # Our SUB is a Curve client pinning this node's (or the hub's) server key:
+            # whatever arrives on it was sent by the holder of that key.
+            curve_client(s, curve)
+        for topic in SUBSCRIBE:
+            s.subscribe(topic)
+        s.connect(ep)
+        return s
+
+    def _resubscribed(self, old: zmq.Socket[Any], new: zmq.Socket[Any]) -> None:
+        self.poller.unregister(old)
+        self.poller.register(new, zmq.POLLIN)
+        self.subs[new] = self.subs.pop(old)
 
     def _restore(self) -> None:
         for node, (seq, chain) in self.store.chains().items():
@@ -237,6 +252,7 @@ class ReplayDaemon:
 
     def _drain_sub(self, sock: zmq.Socket[Any], via: str | None) -> None:
         handle = self.intake.handle
+        self.watchdogs[via].heard()  # readable: the connection delivers (garbage counts too)
         for _ in range(5000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -406,6 +422,7 @@ class ReplayDaemon:
                 details={"shed": n},
             )
         self._shed_window.clear()
+        self._check_deaf()
         for r in self.watch.check(now):
             self.alert(
                 r.kind,
@@ -428,6 +445,24 @@ class ReplayDaemon:
             rejects.update(st.rejects)
         for reason, n in rejects.items():
             self._report(self.metrics.rejects, reason, n)
+
+    def _check_deaf(self) -> None:
+        """A SUB silent for `deaf_after_s` is recreated; the blindness itself is an alert."""
+        for via, w in self.watchdogs.items():
+            silent = w.check()
+            if silent is None:
+                continue
+            who = via or self.cfg.name
+            source = f"node {via}" if via else f"the hub {self.cfg.hub}"
+            self.alert(
+                "deaf",
+                who,
+                f"heard nothing from {source} for {silent:.0f} s: subscription recreated "
+                "(a dead connection, or every publisher down)",
+                alert_id=f"deaf:{who}:{time.time():.0f}",
+                details={"silent_s": round(silent, 1), "resubscribed": w.recreated},
+                severity="critical" if via is None else "warning",
+            )
 
     def _report(self, counter: Any, label: str, total: int) -> None:
         """Advance a labelled Prometheus counter to a running total kept elsewhere."""

@@ -36,6 +36,7 @@ ALERT_KINDS = (
     "flood",
     "unverifiable",
     "shed",
+    "deaf",
 )
 
 
