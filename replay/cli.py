@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
     i.add_argument("--repeats", type=int, default=5, help="timed replays per condition")
     i.add_argument("--out", help="write the profile JSON here ([timing] interference_profile)")
     i.set_defaults(func=run_interference_cmd)
-    h = sub.add_parser("hub", help="XSUB/XPUB forwarder (zmq.proxy) for large fleets")
+    h = sub.add_parser("hub", help="XSUB/XPUB forwarder binding Curve keys to node names")
     _config_arg(h, "hub config (TOML), see deploy/hub.example.toml")
     h.set_defaults(func=run_hub)
 

@@ -317,6 +317,7 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
             curve_secret_file=tmp_path / "hub.key_secret",
             publishers_dir=tmp_path / "pubs",
             subscribers_dir=tmp_path / "subs",
+            verifiers=("daemon",),
         )
     )
     hub.start()
