@@ -4,6 +4,8 @@
 [monitor]
 endpoints = ["tcp://127.0.0.1:7791"]  # hub XPUB, or each agent's and the replay daemon's PUB
 state = "tcp://127.0.0.1:7782"         # replay daemon's state ROUTER (Clone snapshot)
+verifier_key = "<64 hex>"              # the replay daemon's Ed25519 public key: verdicts,
+                                       # alerts and state replies it did not sign are dropped
 theme = "fpmon-dark"
 inspector = false                      # read-only: no acknowledge, no export
 record = ""                            # record the received feed to this file
@@ -47,6 +49,7 @@ class MonitorConfig:
     refresh_s: float = 0.5
     state_timeout_s: float = 2.0
     deaf_after_s: float = 10.0  # nothing heard this long on the SUB: show `deaf`, resubscribe
+    verifier_key: bytes | None = None  # Ed25519 public key the verifier signs with
     keymap: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     curve: CurveConfig | None = None
@@ -85,7 +88,7 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     cfg = MonitorConfig()
     mon = _section(raw, "monitor", where)
     known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s",
-             "deaf_after_s"}  # fmt: skip
+             "deaf_after_s", "verifier_key"}  # fmt: skip
     _no_unknown(mon, known, f"{where} [monitor]")
     eps = mon.get("endpoints", [])
     if isinstance(eps, str):
@@ -103,6 +106,8 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     for name in ("refresh_s", "state_timeout_s", "deaf_after_s"):
         if name in mon:
             setattr(cfg, name, _positive(mon[name], f"{where} [monitor] {name}"))
+    if "verifier_key" in mon:
+        cfg.verifier_key = verifier_key(mon["verifier_key"], f"{where} [monitor] verifier_key")
     km = _section(raw, "keymap", where)
     for k, v in km.items():
         if not isinstance(v, str) or not v.strip():
@@ -117,6 +122,20 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     if curve:
         cfg.curve = _curve(curve, f"{where} [curve]")
     return cfg
+
+
+def verifier_key(v: Any, where: str) -> bytes:
+    """The replay daemon's Ed25519 public key: 64 hex digits (its `verifier-signing.key.pub`)."""
+    try:
+        raw = bytes.fromhex(v) if isinstance(v, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise FpmonError(
+            f"{where}: expected the verifier's Ed25519 public key as 64 hex digits "
+            "(the replay daemon's verifier-signing.key.pub)"
+        )
+    return raw
 
 
 def _section(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -29,9 +29,10 @@ import msgpack
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from fpmon import signing
 from fpmon.deafness import SubWatchdog
 from fpmon.errors import FpmonError
-from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
+from fpmon.wire import Limits, Message, StateReply, StateRequest, WireError, decode, encode
 from monitor.config import CurveConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,40 @@ class Position:
     at: float
     length: float
     paused: bool
+
+
+class Authenticator:
+    """Passes on only what the verifier signed: verdicts, alerts, state replies and the verdicts
+    and alerts inside those. Anyone who can publish could otherwise flag an honest node."""
+
+    def __init__(self, verifier_key: bytes) -> None:
+        self.key = signing.public_key(verifier_key)
+
+    def admit(self, msg: Message) -> tuple[Message | None, list[str]]:
+        """The message to pass on (None: drop it) and why each dropped part was dropped."""
+        if msg.TOPIC not in signing.SIGNED_TOPICS:
+            return msg, []
+        why = signing.check(self.key, msg)
+        if why is not None:
+            return None, [why]
+        if isinstance(msg, StateReply):
+            return self._entries(msg)
+        return msg, []
+
+    def _entries(self, reply: StateReply) -> tuple[Message, list[str]]:
+        # Each entry carries its own signature from when it was published; the reply's own
+        # signature covers the node summaries as well.
+        reasons: list[str] = []
+        kept: dict[str, list[dict[str, Any]]] = {}
+        for name, topic in (("verdicts", "verdict"), ("alerts", "alert")):
+            kept[name] = []
+            for m in getattr(reply, name):
+                why = signing.check_map(self.key, topic, m)
+                if why is None:
+                    kept[name].append(m)
+                else:
+                    reasons.append(why)
+        return type(reply)(**{**reply.to_map(), **kept}), reasons
 
 
 class Inbox:
@@ -165,6 +200,7 @@ class Feed(_Runner):
         state_timeout_s: float = 2.0,
         burst_s: float = 0.02,
         deaf_after_s: float = 10.0,
+        verifier_key: bytes | None = None,
     ) -> None:
         self.inbox = inbox
         self.endpoints = list(endpoints)
@@ -175,6 +211,8 @@ class Feed(_Runner):
         self.state_timeout_s = state_timeout_s
         self.burst_s = burst_s
         self.deaf_after_s = deaf_after_s  # publishers are periodic (~1 s): silence is a fault
+        # Without the verifier's key nothing is authenticated (the app says so).
+        self.auth = Authenticator(verifier_key) if verifier_key else None
         self._ep_state: dict[str, str] = {}
         self.stopping = threading.Event()
         self.got_state = threading.Event()
@@ -309,6 +347,12 @@ class Feed(_Runner):
             except WireError as e:
                 self.inbox.put(Rejected(e.reason))
                 continue
+            if self.auth is not None:
+                msg, reasons = self.auth.admit(msg)
+                for why in reasons:
+                    self.inbox.put(Rejected(why))
+                if msg is None:
+                    continue
             if self.recorder:
                 self.recorder.write(frames)
             self.inbox.put(msg)
@@ -338,8 +382,10 @@ class Player(_Runner):
     """Plays a recording back into an inbox at its own pace (x `speed`), with pause and seek."""
 
     def __init__(self, inbox: Inbox, path: str | Path, speed: float = 1.0,
-                 limits: Limits | None = None) -> None:  # fmt: skip
+                 limits: Limits | None = None, verifier_key: bytes | None = None,
+                 ) -> None:  # fmt: skip
         self.inbox = inbox
+        self.auth = Authenticator(verifier_key) if verifier_key else None
         self.frames = read_recording(path)
         self.t0 = self.frames[0][0] if self.frames else 0.0
         self.length = (self.frames[-1][0] - self.t0) if self.frames else 0.0
@@ -372,9 +418,16 @@ class Player(_Runner):
 
     def _emit(self, frames: list[bytes]) -> None:
         try:
-            self.inbox.put(decode(frames, self.limits, expect=TOPICS + STATE_TOPICS))
+            msg: Message | None = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
         except WireError as e:
             self.inbox.put(Rejected(e.reason))
+            return
+        if self.auth is not None:
+            msg, reasons = self.auth.admit(msg)
+            for why in reasons:
+                self.inbox.put(Rejected(why))
+        if msg is not None:
+            self.inbox.put(msg)
 
     def run(self) -> None:
         last = time.monotonic()
@@ -405,9 +458,11 @@ class Player(_Runner):
 
 def state_snapshot(
     endpoint: str, timeout_s: float = 2.0, curve: CurveConfig | None = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, verifier_key: bytes | None = None,
 ) -> StateReply:  # fmt: skip
-    """One StateRequest -> StateReply round trip (for `fpmon snapshot`); FpmonError if none."""
+    """One StateRequest -> StateReply round trip (for `fpmon snapshot`); FpmonError if none.
+    With the verifier's key, a reply it did not sign is an error; unsigned entries are left
+    out and reported on the log."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     try:
@@ -427,6 +482,16 @@ def state_snapshot(
             msg = decode(s.recv_multipart(), limits or Limits(), expect=STATE_TOPICS)
         except WireError as e:
             raise FpmonError(f"{endpoint} answered with a bad state frame: {e}") from None
+        if verifier_key:
+            checked, reasons = Authenticator(verifier_key).admit(msg)
+            if checked is None:
+                raise FpmonError(
+                    f"{endpoint}: state reply rejected ({reasons[0]}): not signed with the "
+                    "[monitor] verifier_key"
+                )
+            if reasons:
+                log.warning("left out %d state entries: %s", len(reasons), sorted(set(reasons)))
+            msg = checked
         assert isinstance(msg, StateReply)
         return msg
     finally:

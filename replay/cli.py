@@ -105,7 +105,8 @@ def run_daemon(args: argparse.Namespace) -> int:
     print(
         f"fpmon replay: verifying {len(cfg.nodes)} node(s); verdicts on "
         f"{daemon.endpoints.get('publish', cfg.hub_xsub)}, state on "
-        f"{daemon.endpoints['state']}, store {cfg.store}",
+        f"{daemon.endpoints['state']}, store {cfg.store}; verdicts signed by "
+        f"{daemon.verifier_public.hex()} (monitors' [monitor] verifier_key)",
         file=sys.stderr,
         flush=True,
     )

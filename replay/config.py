@@ -68,6 +68,13 @@ class ReplayConfig:
     head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
     deaf_after_s: float = 10.0  # a SUB that hears nothing this long: alert, resubscribe; 0 off
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
+    # Ed25519 key we sign verdicts, alerts and state replies with (PEM, 0600); made on first
+    # start, public half as hex beside it (`.pub`). None: verifier-signing.key by the store.
+    signing_key_file: Path | None = None
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.store.with_name("verifier-signing.key")
 
 
 def _err(path: Path, what: str) -> FpmonError:
@@ -171,6 +178,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         raise _err(path, "[sampling] rate and suspect_rate are fractions from 0 to 1")
     cal = r.get("calibration")
     secret = r.get("curve_secret_file")
+    signing = r.get("signing_key_file")
     return ReplayConfig(
         nodes=nodes,
         store=base / str(r.get("store", "replay.sqlite")),
@@ -210,6 +218,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
         deaf_after_s=float(lim.get("deaf_after_s", 10.0)),
         curve_secret_file=(base / str(secret)) if secret else None,
+        signing_key_file=(base / str(signing)) if signing else None,
     )
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq
 
+from fpmon import signing
 from fpmon.deafness import SubWatchdog
 from fpmon.wire import (
     ALERT_KINDS,
@@ -84,6 +85,9 @@ class ReplayDaemon:
     def __init__(self, cfg: ReplayConfig, engine_factory: Factory = reference_factory) -> None:
         self.cfg = cfg
         self.limits = Limits(max_bytes=cfg.max_message_bytes)
+        # Monitors pin this key: a verdict or alert it did not sign is dropped there.
+        self.signing_key = signing.load_or_create_key(cfg.signing_key_path)
+        self.verifier_public = signing.public_bytes(self.signing_key)
         self.store = Store(cfg.store)
         self.sampler = Sampler(cfg.sampling_key, cfg.rate, cfg.suspect_rate, cfg.suspect_window_s)
         self.intake = Intake(
@@ -333,7 +337,7 @@ class ReplayDaemon:
         changes: dict[str, Any] = {"t": v.t or time.time()}
         if commit_t is not None:  # kept with the verdict: commit-to-verdict latency, afterwards
             changes["evidence"] = {**v.evidence, "commit_t": commit_t}
-        v = dataclasses.replace(v, **changes)
+        v = signing.sign(self.signing_key, dataclasses.replace(v, **changes))
         if not self.store.add_verdict(v):
             # Already judged (work redone after a restart): never written twice. A chain break
             # found later for a judged seq (a bad head) is still a finding: alert it.
@@ -384,6 +388,7 @@ class ReplayDaemon:
             seq=seq,
             details=details or {},
         )
+        a = signing.sign(self.signing_key, a)
         if self.store.add_alert(a):
             self.pub.send_multipart(encode(a))
             self.metrics.alerts.labels(kind).inc()
@@ -477,7 +482,7 @@ class ReplayDaemon:
         return node_summaries(self.intake, self.store, self.sampler, self.shed)
 
     def state_reply(self, since: int = 0) -> StateReply:
-        return StateReply(
+        reply = StateReply(
             node=self.cfg.name,
             t=time.time(),
             nodes=self.summary(),
@@ -485,6 +490,7 @@ class ReplayDaemon:
             alerts=self.store.alerts(since_sid=since, limit=100),
             stream_seq=self.store.sid,
         )
+        return signing.sign(self.signing_key, reply)
 
     def _answer_state(self) -> None:
         for _ in range(64):

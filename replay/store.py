@@ -35,8 +35,17 @@ CREATE TABLE IF NOT EXISTS counters (
 
 
 def _json(m: dict[str, Any]) -> str:
-    # Verdict evidence holds no bytes; alerts' details are maps of plain values.
+    # Verdict evidence holds no bytes; alerts' details are maps of plain values. The only bytes
+    # are `sig`, stored as hex and given back as bytes by `_body`.
     return json.dumps(m, separators=(",", ":"), default=lambda b: b.hex())
+
+
+def _body(text: str) -> dict[str, Any]:
+    """A stored verdict/alert map as it was signed (the signature covers every field)."""
+    m = json.loads(text)
+    if isinstance(m.get("sig"), str):
+        m["sig"] = bytes.fromhex(m["sig"])
+    return dict(m)
 
 
 class Store:
@@ -91,13 +100,13 @@ class Store:
             args.append(node)
         q += " ORDER BY sid DESC LIMIT ?"
         args.append(limit)
-        return [json.loads(r[0]) for r in reversed(self.db.execute(q, args).fetchall())]
+        return [_body(r[0]) for r in reversed(self.db.execute(q, args).fetchall())]
 
     def alerts(self, since_sid: int = 0, limit: int = 200) -> list[dict[str, Any]]:
         rows = self.db.execute(
             "SELECT body FROM alerts WHERE sid > ? ORDER BY sid DESC LIMIT ?", (since_sid, limit)
         ).fetchall()
-        return [json.loads(r[0]) for r in reversed(rows)]
+        return [_body(r[0]) for r in reversed(rows)]
 
     def verdict_counts(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}

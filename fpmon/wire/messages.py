@@ -230,6 +230,7 @@ class Verdict(Message):
     reference: str = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"
     cross_gpu: bool = False
     reason: str = ""
+    sig: bytes = b""  # the verifier's Ed25519 signature (fpmon/signing.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -241,6 +242,7 @@ class Alert(Message):
     message: str
     seq: int = -1
     details: dict[str, Any] = field(default_factory=dict)
+    sig: bytes = b""  # the verifier's Ed25519 signature (fpmon/signing.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -323,6 +325,7 @@ class StateReply(Message):
     verdicts: list[dict[str, Any]] = field(default_factory=list)
     alerts: list[dict[str, Any]] = field(default_factory=list)
     stream_seq: int = 0
+    sig: bytes = b""  # the verifier's Ed25519 signature (fpmon/signing.py)
 
 
 MESSAGE_TYPES.update({StateRequest.TOPIC: StateRequest, StateReply.TOPIC: StateReply})
