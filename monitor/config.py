@@ -11,6 +11,7 @@ inspector = false                      # read-only: no acknowledge, no export
 record = ""                            # record the received feed to this file
 [curve]                                # outside loopback (see docs/MONITOR.md)
 server_key = "<z85 public key of the hub / daemon>"
+state_server_key = "<z85 public key of the replay daemon>"  # when server_key is the hub's
 client_keys = "keys/monitor.key_secret"
 [keymap]
 fleet = "f"                            # binding id -> key(s), comma separated
@@ -37,6 +38,13 @@ class CurveConfig:
     server_key: bytes  # z85 public key of the server the monitor connects to
     public: bytes
     secret: bytes
+    # The replay daemon's own Curve key, for its state endpoint when the SUB goes to a hub
+    # (a different server); None: `server_key`.
+    state_server_key: bytes | None = None
+
+    @property
+    def state_key(self) -> bytes:
+        return self.state_server_key or self.server_key
 
 
 @dataclass
@@ -164,16 +172,12 @@ def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
     import zmq
     import zmq.auth
 
-    _no_unknown(sec, {"server_key", "client_keys"}, where)
+    _no_unknown(sec, {"server_key", "state_server_key", "client_keys"}, where)
     if not zmq.has("curve"):
         raise FpmonError(f"{where}: this libzmq was built without CURVE; install pyzmq wheels")
-    server = sec.get("server_key", "")
-    if not isinstance(server, str) or len(server) != 40:
-        raise FpmonError(f"{where} server_key: expected a 40-character Z85 public key")
-    try:
-        zmq.utils.z85.decode(server.encode())
-    except (ValueError, KeyError):
-        raise FpmonError(f"{where} server_key: not valid Z85") from None
+    server = _z85_key(sec.get("server_key", ""), f"{where} server_key")
+    state = sec.get("state_server_key")
+    state_key = _z85_key(state, f"{where} state_server_key") if state is not None else None
     path = Path(str(sec.get("client_keys", "")))
     if not path.is_file():
         raise FpmonError(
@@ -185,4 +189,16 @@ def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
         raise FpmonError(f"{where} client_keys: {path} is not a ZeroMQ certificate: {e}") from None
     if not secret:
         raise FpmonError(f"{where} client_keys: {path} holds no secret key (use the .key_secret)")
-    return CurveConfig(server_key=server.encode(), public=public, secret=secret)
+    return CurveConfig(server_key=server, public=public, secret=secret, state_server_key=state_key)
+
+
+def _z85_key(v: Any, where: str) -> bytes:
+    import zmq
+
+    if not isinstance(v, str) or len(v) != 40:
+        raise FpmonError(f"{where}: expected a 40-character Z85 public key")
+    try:
+        zmq.utils.z85.decode(v.encode())
+    except (ValueError, KeyError):
+        raise FpmonError(f"{where}: not valid Z85") from None
+    return v.encode()

@@ -218,17 +218,17 @@ class Feed(_Runner):
         self.got_state = threading.Event()
         self.ctx = zmq.Context()
 
-    def _secure(self, sock: zmq.Socket) -> None:
+    def _secure(self, sock: zmq.Socket, server_key: bytes | None = None) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes + 4096)
         if self.curve is not None:
-            sock.curve_serverkey = self.curve.server_key
+            sock.curve_serverkey = server_key or self.curve.server_key
             sock.curve_publickey = self.curve.public
             sock.curve_secretkey = self.curve.secret
 
     def _state_socket(self) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
-        self._secure(s)
+        self._secure(s, self.curve.state_key if self.curve else None)
         s.connect(self.state_endpoint)
         s.send_multipart(encode(StateRequest(node=f"monitor-{os.getpid()}", t=time.time())))
         return s
@@ -469,7 +469,7 @@ def state_snapshot(
         s.setsockopt(zmq.LINGER, 0)
         if curve is not None:
             s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (
-                curve.server_key, curve.public, curve.secret,
+                curve.state_key, curve.public, curve.secret,
             )  # fmt: skip
         s.connect(endpoint)
         s.send_multipart(encode(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time())))

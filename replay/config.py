@@ -67,6 +67,9 @@ class ReplayConfig:
     flood_rejects_per_min: int = 100
     head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
     deaf_after_s: float = 10.0  # a SUB that hears nothing this long: alert, resubscribe; 0 off
+    state_rate_per_s: float = 2.0  # StateRequests answered per peer per second (token bucket)
+    state_burst: float = 5.0  # ... and in a burst; all peers together get 10x both
+    state_clients_dir: Path | None = None  # Curve keys of monitors allowed to ask for state
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
     # Ed25519 key we sign verdicts, alerts and state replies with (PEM, 0600); made on first
     # start, public half as hex beside it (`.pub`). None: verifier-signing.key by the store.
@@ -179,6 +182,13 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
     cal = r.get("calibration")
     secret = r.get("curve_secret_file")
     signing = r.get("signing_key_file")
+    clients = r.get("state_clients_dir")
+    if secret and not clients:
+        raise _err(
+            path,
+            "[replay] curve_secret_file is set but state_clients_dir is not: with Curve the "
+            "state endpoint answers only the monitor keys (*.key) in that folder",
+        )
     return ReplayConfig(
         nodes=nodes,
         store=base / str(r.get("store", "replay.sqlite")),
@@ -217,6 +227,9 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),
         head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
         deaf_after_s=float(lim.get("deaf_after_s", 10.0)),
+        state_rate_per_s=float(lim.get("state_rate_per_s", 2.0)),
+        state_burst=float(lim.get("state_burst", 5.0)),
+        state_clients_dir=(base / str(clients)) if clients else None,
         curve_secret_file=(base / str(secret)) if secret else None,
         signing_key_file=(base / str(signing)) if signing else None,
     )

@@ -15,6 +15,7 @@ import threading
 import time
 from collections import Counter
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -28,8 +29,6 @@ from fpmon.wire import (
     Limits,
     StateReply,
     Verdict,
-    WireError,
-    decode,
     encode,
 )
 from replay import calibration as calibration_mod
@@ -41,6 +40,7 @@ from replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from replay.metrics import Metrics
 from replay.openings import Opener, Outcome, curve_client
 from replay.sampling import Sampler
+from replay.state import StateServer
 from replay.store import Store
 from replay.summary import VERIFIED, node_summaries
 from replay.timing import Finding, TimingModel
@@ -172,11 +172,18 @@ class ReplayDaemon:
         else:
             self.pub.bind(_bindable(cfg.publish))
             self.endpoints["publish"] = self.pub.last_endpoint.decode()
-        self.state_sock = ctx.socket(zmq.ROUTER)
-        self.state_sock.linger = 0
-        self.state_sock.maxmsgsize = 64 * 1024
-        self.state_sock.bind(_bindable(cfg.state))
-        self.endpoints["state"] = self.state_sock.last_endpoint.decode()
+        self.state = StateServer(
+            ctx,
+            cfg.state,
+            self.state_reply,
+            lambda: self.store.sid,
+            self.state_rejects,
+            rate_per_s=cfg.state_rate_per_s,
+            burst=cfg.state_burst,
+            curve=self._state_curve(),
+        )
+        self.state_sock = self.state.sock
+        self.endpoints["state"] = self.state.endpoint
         self.poller = zmq.Poller()
         for s in [*self.subs, *self.opener.sockets.values(), self.state_sock]:
             self.poller.register(s, zmq.POLLIN)
@@ -186,6 +193,15 @@ class ReplayDaemon:
         self.worker.start()
         self._started = True
         log.info("replay daemon up: %s", self.endpoints)
+
+    def _state_curve(self) -> tuple[bytes, bytes, Path] | None:
+        if self.cfg.curve_secret_file is None or self.cfg.state_clients_dir is None:
+            return None
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        assert secret is not None  # _curve() has refused a certificate without one
+        return public, secret, self.cfg.state_clients_dir
 
     def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> zmq.Socket[Any]:
         s = self.ctx.socket(zmq.SUB)
@@ -244,7 +260,7 @@ class ReplayDaemon:
             if sock in self.subs:
                 self._drain_sub(sock, self.subs[sock])
             elif sock is self.state_sock:
-                self._answer_state()
+                self.state.answer()
             else:
                 outcomes += self.opener.on_readable(sock)
         outcomes += self.opener.tick()
@@ -492,24 +508,6 @@ class ReplayDaemon:
         )
         return signing.sign(self.signing_key, reply)
 
-    def _answer_state(self) -> None:
-        for _ in range(64):
-            try:
-                frames = self.state_sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident, rest = frames[:1], frames[1:]
-            delim = []
-            if rest and rest[0] == b"":
-                delim, rest = [b""], rest[1:]
-            try:
-                req = decode(rest, Limits(max_bytes=64 * 1024), expect=("state?",))
-            except WireError as e:
-                self.state_rejects[e.reason] += 1
-                continue
-            reply = self.state_reply(getattr(req, "since_verdicts", 0))
-            self.state_sock.send_multipart(ident + delim + encode(reply))
-
     # --- shutdown -------------------------------------------------------------------------
     def stop(self) -> None:
         self.stop_event.set()
@@ -525,5 +523,6 @@ class ReplayDaemon:
             self.worker.stop()
             self.worker.join(timeout=30)
             self.opener.close()
+            self.state.close()
             self.ctx.destroy(linger=0)
             self.store.close()
