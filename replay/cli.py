@@ -71,6 +71,7 @@ def register(sub: Any) -> None:
     i.set_defaults(func=run_interference_cmd)
     h = sub.add_parser("hub", help="XSUB/XPUB forwarder binding Curve keys to node names")
     _config_arg(h, "hub config (TOML), see deploy/hub.example.toml")
+    h.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     h.set_defaults(func=run_hub)
 
 
@@ -197,6 +198,8 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
 def run_hub(args: argparse.Namespace) -> int:
     from replay.hub import Hub, load_config
 
+    # Drop counts go to the log every log_every_s: INFO by default, or nobody sees them.
+    logging.getLogger("fpmon").setLevel(args.log_level.upper())
     hub = Hub(load_config(_need_config(args, "hub")))
     stop = threading.Event()
     _on_signals(stop.set)

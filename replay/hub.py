@@ -311,9 +311,10 @@ class Hub:
                 continue
             self.xsub.send(msg, copy=False)
 
-    def _log_counts(self, last: dict[str, Any]) -> dict[str, Any]:
+    def _log_counts(self, last: dict[str, Any], final: bool = False) -> dict[str, Any]:
+        """Totals on the log when drops changed since `last` (and once at the end)."""
         now = self.stats()
-        if now["dropped"] != last.get("dropped"):
+        if final or now["dropped"] != last.get("dropped", {}):
             log.info("hub: forwarded %d, dropped %s", now["forwarded"], now["dropped"])
         return now
 
@@ -340,7 +341,7 @@ class Hub:
         except zmq.ContextTerminated:
             pass
         finally:
-            self._log_counts(logged)
+            self._log_counts(logged, final=True)
             ctl.close(linger=0)
 
     def start(self) -> None:
