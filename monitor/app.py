@@ -108,7 +108,7 @@ class MonitorApp(App):
             check_keymap(config.keymap)
             self.set_keymap(config.keymap)
         if play:
-            self.source = Player(self.inbox, play)
+            self.source = Player(self.inbox, play, verifier_key=config.verifier_key)
         elif start_feed and (config.endpoints or config.state):
             self.source = Feed(
                 self.inbox,
@@ -117,12 +117,20 @@ class MonitorApp(App):
                 curve=config.curve,
                 record=config.record,
                 state_timeout_s=config.state_timeout_s,
+                deaf_after_s=config.deaf_after_s,
+                verifier_key=config.verifier_key,
             )
         self.sub_title = self._subtitle()
 
     # -- lifecycle -----------------------------------------------------------------------
     def on_mount(self) -> None:
         self._palette()
+        if self.source is not None and self.config.verifier_key is None:
+            self.notify(
+                "no [monitor] verifier_key: verdicts and alerts are shown unauthenticated",
+                severity="warning",
+                timeout=30,
+            )
         if self.source is not None:
             self.run_worker(self.source.run, name="feed", thread=True, exit_on_error=False)
         self.set_interval(self.config.refresh_s, self.repaint)
@@ -160,6 +168,12 @@ class MonitorApp(App):
                     self.notify(
                         f"{item.endpoint} is unreachable; retrying by itself",
                         severity="warning",
+                    )
+                elif item.state == "deaf" and model.endpoints.get(item.endpoint) != "deaf":
+                    self.notify(
+                        f"heard nothing from {item.endpoint} for "
+                        f"{self.config.deaf_after_s:g} s; resubscribed",
+                        severity="error",
                     )
                 model.set_endpoint(item.endpoint, item.state)
             elif isinstance(item, Rejected):

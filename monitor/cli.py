@@ -93,7 +93,9 @@ def run_snapshot(args: argparse.Namespace) -> int:
     if not endpoint:
         raise FpmonError("no state endpoint: give --state tcp://HOST:PORT or [monitor] state")
     model = FleetModel(cfg.limits)
-    model.apply_state(state_snapshot(endpoint, args.timeout, cfg.curve))
+    model.apply_state(
+        state_snapshot(endpoint, args.timeout, cfg.curve, verifier_key=cfg.verifier_key)
+    )
     model.tick()
     data = model.to_json()
     if args.json:

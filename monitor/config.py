@@ -4,11 +4,14 @@
 [monitor]
 endpoints = ["tcp://127.0.0.1:7791"]  # hub XPUB, or each agent's and the replay daemon's PUB
 state = "tcp://127.0.0.1:7782"         # replay daemon's state ROUTER (Clone snapshot)
+verifier_key = "<64 hex>"              # the replay daemon's Ed25519 public key: verdicts,
+                                       # alerts and state replies it did not sign are dropped
 theme = "fpmon-dark"
 inspector = false                      # read-only: no acknowledge, no export
 record = ""                            # record the received feed to this file
 [curve]                                # outside loopback (see docs/MONITOR.md)
 server_key = "<z85 public key of the hub / daemon>"
+state_server_key = "<z85 public key of the replay daemon>"  # when server_key is the hub's
 client_keys = "keys/monitor.key_secret"
 [keymap]
 fleet = "f"                            # binding id -> key(s), comma separated
@@ -35,6 +38,13 @@ class CurveConfig:
     server_key: bytes  # z85 public key of the server the monitor connects to
     public: bytes
     secret: bytes
+    # The replay daemon's own Curve key, for its state endpoint when the SUB goes to a hub
+    # (a different server); None: `server_key`.
+    state_server_key: bytes | None = None
+
+    @property
+    def state_key(self) -> bytes:
+        return self.state_server_key or self.server_key
 
 
 @dataclass
@@ -46,6 +56,8 @@ class MonitorConfig:
     record: str = ""
     refresh_s: float = 0.5
     state_timeout_s: float = 2.0
+    deaf_after_s: float = 10.0  # nothing heard this long on the SUB: show `deaf`, resubscribe
+    verifier_key: bytes | None = None  # Ed25519 public key the verifier signs with
     keymap: dict[str, str] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     curve: CurveConfig | None = None
@@ -83,7 +95,8 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
         )
     cfg = MonitorConfig()
     mon = _section(raw, "monitor", where)
-    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s"}
+    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s",
+             "deaf_after_s", "verifier_key"}  # fmt: skip
     _no_unknown(mon, known, f"{where} [monitor]")
     eps = mon.get("endpoints", [])
     if isinstance(eps, str):
@@ -98,9 +111,11 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
             if not isinstance(mon[name], typ):
                 raise FpmonError(f"{where} [monitor] {name}: expected a {typ.__name__}")
             setattr(cfg, name, mon[name])
-    for name in ("refresh_s", "state_timeout_s"):
+    for name in ("refresh_s", "state_timeout_s", "deaf_after_s"):
         if name in mon:
             setattr(cfg, name, _positive(mon[name], f"{where} [monitor] {name}"))
+    if "verifier_key" in mon:
+        cfg.verifier_key = verifier_key(mon["verifier_key"], f"{where} [monitor] verifier_key")
     km = _section(raw, "keymap", where)
     for k, v in km.items():
         if not isinstance(v, str) or not v.strip():
@@ -115,6 +130,20 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     if curve:
         cfg.curve = _curve(curve, f"{where} [curve]")
     return cfg
+
+
+def verifier_key(v: Any, where: str) -> bytes:
+    """The replay daemon's Ed25519 public key: 64 hex digits (its `verifier-signing.key.pub`)."""
+    try:
+        raw = bytes.fromhex(v) if isinstance(v, str) else b""
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise FpmonError(
+            f"{where}: expected the verifier's Ed25519 public key as 64 hex digits "
+            "(the replay daemon's verifier-signing.key.pub)"
+        )
+    return raw
 
 
 def _section(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
@@ -143,16 +172,12 @@ def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
     import zmq
     import zmq.auth
 
-    _no_unknown(sec, {"server_key", "client_keys"}, where)
+    _no_unknown(sec, {"server_key", "state_server_key", "client_keys"}, where)
     if not zmq.has("curve"):
         raise FpmonError(f"{where}: this libzmq was built without CURVE; install pyzmq wheels")
-    server = sec.get("server_key", "")
-    if not isinstance(server, str) or len(server) != 40:
-        raise FpmonError(f"{where} server_key: expected a 40-character Z85 public key")
-    try:
-        zmq.utils.z85.decode(server.encode())
-    except (ValueError, KeyError):
-        raise FpmonError(f"{where} server_key: not valid Z85") from None
+    server = _z85_key(sec.get("server_key", ""), f"{where} server_key")
+    state = sec.get("state_server_key")
+    state_key = _z85_key(state, f"{where} state_server_key") if state is not None else None
     path = Path(str(sec.get("client_keys", "")))
     if not path.is_file():
         raise FpmonError(
@@ -164,4 +189,16 @@ def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
         raise FpmonError(f"{where} client_keys: {path} is not a ZeroMQ certificate: {e}") from None
     if not secret:
         raise FpmonError(f"{where} client_keys: {path} holds no secret key (use the .key_secret)")
-    return CurveConfig(server_key=server.encode(), public=public, secret=secret)
+    return CurveConfig(server_key=server, public=public, secret=secret, state_server_key=state_key)
+
+
+def _z85_key(v: Any, where: str) -> bytes:
+    import zmq
+
+    if not isinstance(v, str) or len(v) != 40:
+        raise FpmonError(f"{where}: expected a 40-character Z85 public key")
+    try:
+        zmq.utils.z85.decode(v.encode())
+    except (ValueError, KeyError):
+        raise FpmonError(f"{where}: not valid Z85") from None
+    return v.encode()

@@ -102,7 +102,7 @@ def tcp(port: int) -> str:
 
 
 def _write_key(path: Path) -> str:
-    """A node's Ed25519 head key, made here so the verifier can pin its public half."""
+    """An Ed25519 key (a node's head key, the verifier's), made here so others can pin it."""
     key = Ed25519PrivateKey.generate()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -143,14 +143,23 @@ class Fleet:
         self.openings = {n.name: tcp(ports[5 + 2 * i]) for i, n in enumerate(NODES)}
         self.children: list[Child] = []
         self.reported: set[str] = set()
+        self.verifier_key: bytes | None = None  # the replay daemon's, made by write_configs
 
     def monitor_config(self) -> MonitorConfig:
-        return MonitorConfig(endpoints=[self.hub_xpub], state=self.state)
+        if self.verifier_key is None:
+            raise FpmonError("the demo's verifier key is made with its configs: start it first")
+        return MonitorConfig(
+            endpoints=[self.hub_xpub], state=self.state, verifier_key=self.verifier_key
+        )
 
     def write_configs(self) -> dict[str, Path]:
         d = self.dir
         (d / "logs").mkdir(parents=True, exist_ok=True)
         paths = {"hub": d / "hub.toml", "replay": d / "replay.toml"}
+        # The verifier signs verdicts and alerts; the dashboard accepts only those (the hub runs
+        # without Curve here, so anyone on loopback could publish a verdict).
+        verifier_file = d / "keys" / "verifier-signing.key"
+        self.verifier_key = bytes.fromhex(_write_key(verifier_file))
         paths["hub"].write_text(
             tomlw.dumps({"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}})
         )
@@ -189,6 +198,7 @@ class Fleet:
                         "hub_xsub": self.hub_xsub,
                         "hub": self.hub_xpub,
                         "state": self.state,
+                        "signing_key_file": str(verifier_file),
                         "metrics_port": 0,
                         "device": "cpu",
                     },
@@ -204,7 +214,15 @@ class Fleet:
             )
         )
         (d / "monitor.toml").write_text(
-            tomlw.dumps({"monitor": {"endpoints": [self.hub_xpub], "state": self.state}})
+            tomlw.dumps(
+                {
+                    "monitor": {
+                        "endpoints": [self.hub_xpub],
+                        "state": self.state,
+                        "verifier_key": self.verifier_key.hex(),
+                    }
+                }
+            )
         )
         return paths
 
@@ -310,7 +328,7 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
     cfg = fleet.monitor_config()
     model = FleetModel(cfg.limits)
     inbox = Inbox()
-    feed = Feed(inbox, cfg.endpoints, cfg.state)
+    feed = Feed(inbox, cfg.endpoints, cfg.state, verifier_key=cfg.verifier_key)
     feed.start()
     progress = Progress()
     t0 = time.monotonic()

@@ -4,7 +4,9 @@
 a DEALER to the replay daemon's `state` ROUTER for a snapshot at start (zguide Clone pattern:
 subscribe first, then ask for state, so nothing falls between the two; the model drops
 verdicts it already has), and a socket monitor so an endpoint that goes away shows as `lost`
-and comes back by itself (ZeroMQ reconnects; we only report). Frames are decoded with
+and comes back by itself (ZeroMQ reconnects; we only report). A connection libzmq dropped for a
+protocol error never comes back and says nothing: a SUB silent for `deaf_after_s` shows as
+`deaf` and is made anew (`fpmon.deafness`). Frames are decoded with
 `fpmon.wire.decode` under hard limits; rejects are counted by reason.
 
 Decoded messages go into a bounded inbox; `notify()` is called once per burst, so the UI
@@ -24,24 +26,28 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import msgspec
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from fpmon import signing
+from fpmon.deafness import SubWatchdog
 from fpmon.errors import FpmonError
 from fpmon.monitor.config import CurveConfig
-from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
+from fpmon.wire import Limits, Message, StateReply, StateRequest, WireError, decode, encode
 
 log = logging.getLogger(__name__)
 
 TOPICS = ("commit", "head", "telemetry", "verdict", "alert")
 STATE_TOPICS = ("state",)
+MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
 RECORD_MAGIC = b"fpmon-feed-1\n"
 
 
 @dataclass(frozen=True)
 class EndpointState:
     endpoint: str
-    state: str  # connecting, live, lost
+    state: str  # connecting, live, lost, deaf (connected, but nothing heard: resubscribed)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,43 @@ class Position:
     at: float
     length: float
     paused: bool
+
+
+class Authenticator:
+    """Passes on only what the verifier signed: verdicts, alerts, state replies and the verdicts
+    and alerts inside those. Anyone who can publish could otherwise flag an honest node."""
+
+    def __init__(self, verifier_key: bytes) -> None:
+        self.key = signing.public_key(verifier_key)
+
+    def admit(self, msg: Message) -> tuple[Message | None, list[str]]:
+        """The message to pass on (None: drop it) and why each dropped part was dropped."""
+        if msg.TOPIC not in signing.SIGNED_TOPICS:
+            return msg, []
+        why = signing.check(self.key, msg)
+        if why is not None:
+            return None, [why]
+        if isinstance(msg, StateReply):
+            return self._entries(msg)
+        return msg, []
+
+    def _entries(self, reply: StateReply) -> tuple[Message, list[str]]:
+        # Each entry carries its own signature from when it was published; the reply's own
+        # signature covers the node summaries as well.
+        reasons: list[str] = []
+
+        def signed(entries: list[Any]) -> list[Any]:
+            kept = []
+            for m in entries:
+                why = signing.check(self.key, m)
+                if why is None:
+                    kept.append(m)
+                else:
+                    reasons.append(why)
+            return kept
+
+        verdicts, alerts = signed(reply.verdicts), signed(reply.alerts)
+        return msgspec.structs.replace(reply, verdicts=verdicts, alerts=alerts), reasons
 
 
 class Inbox:
@@ -160,6 +203,8 @@ class Feed(_Runner):
         record: str = "",
         state_timeout_s: float = 2.0,
         burst_s: float = 0.02,
+        deaf_after_s: float = 10.0,
+        verifier_key: bytes | None = None,
     ) -> None:
         self.inbox = inbox
         self.endpoints = list(endpoints)
@@ -169,42 +214,89 @@ class Feed(_Runner):
         self.recorder = Recorder(record) if record else None
         self.state_timeout_s = state_timeout_s
         self.burst_s = burst_s
+        self.deaf_after_s = deaf_after_s  # publishers are periodic (~1 s): silence is a fault
+        # Without the verifier's key nothing is authenticated (the app says so).
+        self.auth = Authenticator(verifier_key) if verifier_key else None
+        self._ep_state: dict[str, str] = {}
         self.stopping = threading.Event()
         self.got_state = threading.Event()
         self.ctx = zmq.Context()
 
-    def _secure(self, sock: zmq.Socket) -> None:
+    def _secure(self, sock: zmq.Socket, server_key: bytes | None = None) -> None:
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes + 4096)
         if self.curve is not None:
-            sock.curve_serverkey = self.curve.server_key
+            sock.curve_serverkey = server_key or self.curve.server_key
             sock.curve_publickey = self.curve.public
             sock.curve_secretkey = self.curve.secret
 
     def _state_socket(self) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
-        self._secure(s)
+        self._secure(s, self.curve.state_key if self.curve else None)
         s.connect(self.state_endpoint)
         s.send_multipart(encode(StateRequest(node=f"monitor-{os.getpid()}", t=time.time())))
         return s
 
-    def run(self) -> None:
+    def _make_sub(self) -> zmq.Socket:
         sub = self.ctx.socket(zmq.SUB)
         self._secure(sub)
         sub.setsockopt(zmq.RCVHWM, 100_000)
         sub.setsockopt(zmq.RECONNECT_IVL, 200)
         sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
-        mon = sub.get_monitor_socket(
-            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CONNECT_RETRIED
-        )
         for t in TOPICS:
             sub.setsockopt(zmq.SUBSCRIBE, t.encode())
         for ep in self.endpoints:
-            self.inbox.put(EndpointState(ep, "connecting"))
             sub.connect(ep)
+        return sub
+
+    def _watch_sub(self, poller: zmq.Poller) -> None:
+        """The SUB, its socket monitor, and the watchdog that remakes both when deaf."""
+
+        def replaced(old: zmq.Socket, new: zmq.Socket) -> None:
+            poller.unregister(old)
+            poller.unregister(self._mon)
+            old.disable_monitor()
+            self._mon.close(0)
+            self._mon = new.get_monitor_socket(MONITOR_EVENTS)
+            poller.register(new, zmq.POLLIN)
+            poller.register(self._mon, zmq.POLLIN)
+
+        self.watchdog = SubWatchdog(self._make_sub, self.deaf_after_s, replaced)
+        self._mon = self.watchdog.sock.get_monitor_socket(MONITOR_EVENTS)
+        poller.register(self.watchdog.sock, zmq.POLLIN)
+        poller.register(self._mon, zmq.POLLIN)
+
+    def _endpoint(self, ep: str, state: str) -> None:
+        if self._ep_state.get(ep) != state:
+            self._ep_state[ep] = state
+            self.inbox.put(EndpointState(ep, state))
+
+    def _sub_events(self, events: dict[Any, int]) -> int:
+        """Socket-monitor events, the SUB's messages, deafness: how many inbox items."""
+        n = 0
+        watch = self.watchdog
+        if self._mon in events:
+            self._monitor_events(self._mon)
+            n += 1
+        if watch.sock in events:
+            watch.heard()
+            n += self._drain(watch.sock, TOPICS)
+            for ep, state in list(self._ep_state.items()):
+                if state == "deaf":  # heard again on the new socket
+                    self._endpoint(ep, "live")
+        silent = watch.check()
+        if silent is not None:
+            log.warning("heard nothing for %.0f s on %s: resubscribed", silent, self.endpoints)
+            for ep in self.endpoints:
+                self._endpoint(ep, "deaf")
+            n += 1
+        return n
+
+    def run(self) -> None:
+        for ep in self.endpoints:
+            self._endpoint(ep, "connecting")
         poller = zmq.Poller()
-        poller.register(sub, zmq.POLLIN)
-        poller.register(mon, zmq.POLLIN)
+        self._watch_sub(poller)
         state_sock = None
         state_deadline = 0.0
         if self.state_endpoint:
@@ -216,12 +308,7 @@ class Feed(_Runner):
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(100))
-                n = 0
-                if mon in events:
-                    self._monitor_events(mon)
-                    n += 1
-                if sub in events:
-                    n += self._drain(sub, TOPICS)
+                n = self._sub_events(events)
                 if state_sock is not None and state_sock in events:
                     if self._drain(state_sock, STATE_TOPICS, once=True):
                         self.got_state.set()
@@ -242,8 +329,8 @@ class Feed(_Runner):
                 if n:
                     self.inbox.notify()
         finally:
-            sub.disable_monitor()
-            for s in (mon, sub, state_sock):
+            self.watchdog.sock.disable_monitor()
+            for s in (self._mon, self.watchdog.sock, state_sock):
                 if s is not None:
                     s.close(0)
             self.ctx.term()
@@ -264,6 +351,12 @@ class Feed(_Runner):
             except WireError as e:
                 self.inbox.put(Rejected(e.reason))
                 continue
+            if self.auth is not None:
+                msg, reasons = self.auth.admit(msg)
+                for why in reasons:
+                    self.inbox.put(Rejected(why))
+                if msg is None:
+                    continue
             if self.recorder:
                 self.recorder.write(frames)
             self.inbox.put(msg)
@@ -282,17 +375,21 @@ class Feed(_Runner):
             ep = ep.decode() if isinstance(ep, bytes) else str(ep)
             kind = ev["event"]
             if kind == zmq.EVENT_CONNECTED:
-                self.inbox.put(EndpointState(ep, "live"))
+                # Connected is not heard: a deaf endpoint stays deaf until a message arrives.
+                if self._ep_state.get(ep) != "deaf":
+                    self._endpoint(ep, "live")
             else:  # disconnected, or refused and retrying: ZeroMQ keeps trying by itself
-                self.inbox.put(EndpointState(ep, "lost"))
+                self._endpoint(ep, "lost")
 
 
 class Player(_Runner):
     """Plays a recording back into an inbox at its own pace (x `speed`), with pause and seek."""
 
     def __init__(self, inbox: Inbox, path: str | Path, speed: float = 1.0,
-                 limits: Limits | None = None) -> None:  # fmt: skip
+                 limits: Limits | None = None, verifier_key: bytes | None = None,
+                 ) -> None:  # fmt: skip
         self.inbox = inbox
+        self.auth = Authenticator(verifier_key) if verifier_key else None
         self.frames = read_recording(path)
         self.t0 = self.frames[0][0] if self.frames else 0.0
         self.length = (self.frames[-1][0] - self.t0) if self.frames else 0.0
@@ -325,9 +422,16 @@ class Player(_Runner):
 
     def _emit(self, frames: list[bytes]) -> None:
         try:
-            self.inbox.put(decode(frames, self.limits, expect=TOPICS + STATE_TOPICS))
+            msg: Message | None = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
         except WireError as e:
             self.inbox.put(Rejected(e.reason))
+            return
+        if self.auth is not None:
+            msg, reasons = self.auth.admit(msg)
+            for why in reasons:
+                self.inbox.put(Rejected(why))
+        if msg is not None:
+            self.inbox.put(msg)
 
     def run(self) -> None:
         last = time.monotonic()
@@ -358,16 +462,18 @@ class Player(_Runner):
 
 def state_snapshot(
     endpoint: str, timeout_s: float = 2.0, curve: CurveConfig | None = None,
-    limits: Limits | None = None,
+    limits: Limits | None = None, verifier_key: bytes | None = None,
 ) -> StateReply:  # fmt: skip
-    """One StateRequest -> StateReply round trip (for `fpmon snapshot`); FpmonError if none."""
+    """One StateRequest -> StateReply round trip (for `fpmon snapshot`); FpmonError if none.
+    With the verifier's key, a reply it did not sign is an error; unsigned entries are left
+    out and reported on the log."""
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     try:
         s.setsockopt(zmq.LINGER, 0)
         if curve is not None:
             s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (
-                curve.server_key, curve.public, curve.secret,
+                curve.state_key, curve.public, curve.secret,
             )  # fmt: skip
         s.connect(endpoint)
         s.send_multipart(encode(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time())))
@@ -380,6 +486,16 @@ def state_snapshot(
             msg = decode(s.recv_multipart(), limits or Limits(), expect=STATE_TOPICS)
         except WireError as e:
             raise FpmonError(f"{endpoint} answered with a bad state frame: {e}") from None
+        if verifier_key:
+            checked, reasons = Authenticator(verifier_key).admit(msg)
+            if checked is None:
+                raise FpmonError(
+                    f"{endpoint}: state reply rejected ({reasons[0]}): not signed with the "
+                    "[monitor] verifier_key"
+                )
+            if reasons:
+                log.warning("left out %d state entries: %s", len(reasons), sorted(set(reasons)))
+            msg = checked
         assert isinstance(msg, StateReply)
         return msg
     finally:

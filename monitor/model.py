@@ -30,7 +30,7 @@ HEALTH_SYMBOL = {
 }
 RATE_WINDOW = 10  # ticks over which commits/s is measured
 
-CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌"}
+CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌", "deaf": "⊘"}
 STATUS_SYMBOL = {
     "match": "✓",
     "within_noise": "≈",

@@ -75,8 +75,9 @@ def register(sub: Any) -> None:
     i.add_argument("--repeats", type=int, default=5, help="timed replays per condition")
     i.add_argument("--out", help="write the profile JSON here ([timing] interference_profile)")
     i.set_defaults(func=run_interference_cmd)
-    h = sub.add_parser("hub", help="XSUB/XPUB forwarder (zmq.proxy) for large fleets")
+    h = sub.add_parser("hub", help="XSUB/XPUB forwarder binding Curve keys to node names")
     _config_arg(h, "hub config (TOML), see deploy/hub.example.toml")
+    h.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     h.set_defaults(func=run_hub)
 
 
@@ -115,6 +116,7 @@ def run_daemon(args: argparse.Namespace) -> int:
             verdicts=daemon.endpoints.get("publish", cfg.hub_xsub),
             state=daemon.endpoints["state"],
             store=str(cfg.store),
+            verifier_key=daemon.verifier_public.hex(),  # monitors' [monitor] verifier_key
         ),
     )
     daemon.run()
@@ -208,7 +210,8 @@ def run_interference_cmd(args: argparse.Namespace) -> int:
 def run_hub(args: argparse.Namespace) -> int:
     from fpmon.replay.hub import Hub, load_config
 
-    setup_json_logging()
+    # Drop counts go to the log every log_every_s: INFO by default, or nobody sees them.
+    setup_json_logging(args.log_level.upper())
     hub = Hub(load_config(_need_config(args, "hub")))
     stop = threading.Event()
     _on_signals(stop.set)

@@ -30,6 +30,9 @@ SECTION_KEYS = {
         "flood_msgs_per_s",
         "flood_rejects_per_min",
         "head_timeout_s",
+        "deaf_after_s",
+        "state_rate_per_s",
+        "state_burst",
         "max_batch",
         "max_tokens",
         "max_replay_s",
@@ -94,6 +97,10 @@ class ReplayConfig:
     flood_msgs_per_s: float = 20_000.0
     flood_rejects_per_min: int = 100
     head_timeout_s: float = 10.0  # commits left without a signed head this long: alert
+    deaf_after_s: float = 10.0  # a SUB that hears nothing this long: alert, resubscribe; 0 off
+    state_rate_per_s: float = 2.0  # StateRequests answered per peer per second (token bucket)
+    state_burst: float = 5.0  # ... and in a burst; all peers together get 10x both
+    state_clients_dir: Path | None = None  # Curve keys of monitors allowed to ask for state
     curve_secret_file: Path | None = None  # our zmq.auth certificate (public + secret)
     # replay caps (replay/limits.py): beyond them a record is `unverifiable`, the node suspect
     max_batch: int = Caps.max_batch
@@ -103,6 +110,14 @@ class ReplayConfig:
     @property
     def caps(self) -> Caps:
         return Caps(self.max_batch, self.max_tokens, self.max_replay_s)
+
+    # Ed25519 key we sign verdicts, alerts and state replies with (PEM, 0600); made on first
+    # start, public half as hex beside it (`.pub`). None: verifier-signing.key by the store.
+    signing_key_file: Path | None = None
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.store.with_name("verifier-signing.key")
 
 
 def _err(path: Path, what: str) -> FpmonError:
@@ -258,6 +273,14 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
     cal = r.get("calibration")
     secret = r.get("curve_secret_file")
     batch_sizes = tuple(int(b) for b in a.get("batch_sizes", (1, 2, 4, 8)))
+    signing = r.get("signing_key_file")
+    clients = r.get("state_clients_dir")
+    if secret and not clients:
+        raise _err(
+            path,
+            "[replay] curve_secret_file is set but state_clients_dir is not: with Curve the "
+            "state endpoint answers only the monitor keys (*.key) in that folder",
+        )
     return ReplayConfig(
         nodes=nodes,
         store=base / str(r.get("store", "replay.sqlite")),
@@ -293,8 +316,13 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         flood_msgs_per_s=float(lim.get("flood_msgs_per_s", 20_000.0)),
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),
         head_timeout_s=float(lim.get("head_timeout_s", 10.0)),
+        deaf_after_s=float(lim.get("deaf_after_s", 10.0)),
+        state_rate_per_s=float(lim.get("state_rate_per_s", 2.0)),
+        state_burst=float(lim.get("state_burst", 5.0)),
+        state_clients_dir=(base / str(clients)) if clients else None,
         curve_secret_file=(base / str(secret)) if secret else None,
         **_caps(path, lim, batch_sizes),
+        signing_key_file=(base / str(signing)) if signing else None,
     )
 
 

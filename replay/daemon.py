@@ -14,11 +14,15 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
 import zmq
 
+from fpmon import signing
+from fpmon.deafness import SubWatchdog
 from fpmon.replay import calibration as calibration_mod
 from fpmon.replay.chains import Break
 from fpmon.replay.config import ReplayConfig
@@ -29,6 +33,7 @@ from fpmon.replay.metrics import Metrics
 from fpmon.replay.openings import Opener, Outcome, curve_client
 from fpmon.replay.repair import Repairer
 from fpmon.replay.sampling import Sampler
+from fpmon.replay.state import StateServer
 from fpmon.replay.store import Store
 from fpmon.replay.summary import VERIFIED, node_summaries
 from fpmon.replay.timing import Finding, TimingModel
@@ -42,8 +47,6 @@ from fpmon.wire import (
     Limits,
     StateReply,
     Verdict,
-    WireError,
-    decode,
     encode,
 )
 
@@ -55,6 +58,7 @@ SEVERITY = {
     "mismatch": "critical",
     "unopened": "warning",
     "unverifiable": "info",
+    "deaf": "critical",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
 T = TypeVar("T")
@@ -85,6 +89,9 @@ class ReplayDaemon:
     def __init__(self, cfg: ReplayConfig, engine_factory: Factory = reference_factory) -> None:
         self.cfg = cfg
         self.limits = Limits(max_bytes=cfg.max_message_bytes)
+        # Monitors pin this key: a verdict or alert it did not sign is dropped there.
+        self.signing_key = signing.load_or_create_key(cfg.signing_key_path)
+        self.verifier_public = signing.public_bytes(self.signing_key)
         self.store = Store(cfg.store)
         self.sampler = Sampler(cfg.sampling_key, cfg.rate, cfg.suspect_rate, cfg.suspect_window_s)
         self.intake = Intake(
@@ -146,20 +153,13 @@ class ReplayDaemon:
         ctx, cfg = self.ctx, self.cfg
         curve = self._curve()
         self.subs: dict[zmq.Socket[Any], str | None] = {}
+        self.watchdogs: dict[str | None, SubWatchdog] = {}
         targets = [(None, cfg.hub)] if cfg.hub else [(n.name, n.publish) for n in cfg.nodes]
         for node, ep in targets:
-            s = ctx.socket(zmq.SUB)
-            s.linger = 0
-            s.rcvhwm = 200_000
-            s.maxmsgsize = self.limits.max_bytes + 4096
-            if node in curve:
-                # Our SUB is a Curve client pinning this node's (or the hub's) server key:
-                # whatever arrives on it was sent by the holder of that key.
-                curve_client(s, curve[node])
-            for topic in SUBSCRIBE:
-                s.subscribe(topic)
-            s.connect(ep)
-            self.subs[s] = node
+            make = partial(self._make_sub, ep, curve.get(node))
+            w = SubWatchdog(make, cfg.deaf_after_s, self._resubscribed)
+            self.watchdogs[node] = w
+            self.subs[w.sock] = node
         self.opener = Opener(
             ctx,
             {n.name: n.openings for n in cfg.nodes},
@@ -187,11 +187,18 @@ class ReplayDaemon:
         else:
             self.pub.bind(_bindable(cfg.publish))
             self.endpoints["publish"] = self.pub.last_endpoint.decode()
-        self.state_sock = ctx.socket(zmq.ROUTER)
-        self.state_sock.linger = 0
-        self.state_sock.maxmsgsize = 64 * 1024
-        self.state_sock.bind(_bindable(cfg.state))
-        self.endpoints["state"] = self.state_sock.last_endpoint.decode()
+        self.state = StateServer(
+            ctx,
+            cfg.state,
+            self.state_reply,
+            lambda: self.store.sid,
+            self.state_rejects,
+            rate_per_s=cfg.state_rate_per_s,
+            burst=cfg.state_burst,
+            curve=self._state_curve(),
+        )
+        self.state_sock = self.state.sock
+        self.endpoints["state"] = self.state.endpoint
         self.poller = zmq.Poller()
         for s in [*self.subs, *self.opener.sockets.values(), self.state_sock]:
             self.poller.register(s, zmq.POLLIN)
@@ -201,6 +208,34 @@ class ReplayDaemon:
         self.worker.start()
         self._started = True
         log.info("replay daemon up: %s", self.endpoints)
+
+    def _state_curve(self) -> tuple[bytes, bytes, Path] | None:
+        if self.cfg.curve_secret_file is None or self.cfg.state_clients_dir is None:
+            return None
+        import zmq.auth
+
+        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        assert secret is not None  # _curve() has refused a certificate without one
+        return public, secret, self.cfg.state_clients_dir
+
+    def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> zmq.Socket[Any]:
+        s = self.ctx.socket(zmq.SUB)
+        s.linger = 0
+        s.rcvhwm = 200_000
+        s.maxmsgsize = self.limits.max_bytes + 4096
+        if curve is not None:
+            # Our SUB is a Curve client pinning this node's (or the hub's) server key:
+            # whatever arrives on it was sent by the holder of that key.
+            curve_client(s, curve)
+        for topic in SUBSCRIBE:
+            s.subscribe(topic)
+        s.connect(ep)
+        return s
+
+    def _resubscribed(self, old: zmq.Socket[Any], new: zmq.Socket[Any]) -> None:
+        self.poller.unregister(old)
+        self.poller.register(new, zmq.POLLIN)
+        self.subs[new] = self.subs.pop(old)
 
     def _restore(self) -> None:
         for node, (seq, chain) in self.store.chains().items():
@@ -242,7 +277,7 @@ class ReplayDaemon:
             if sock in self.subs:
                 self._drain_sub(sock, self.subs[sock])
             elif sock is self.state_sock:
-                self._isolated("state", self._answer_state)
+                self._isolated("state", self.state.answer)
             else:
                 outcomes += self._isolated("openings", self.opener.on_readable, sock) or []
         outcomes += self._isolated("openings", self.opener.tick) or []
@@ -269,6 +304,7 @@ class ReplayDaemon:
 
     def _drain_sub(self, sock: zmq.Socket[Any], via: str | None) -> None:
         handle = self.intake.handle
+        self.watchdogs[via].heard()  # readable: the connection delivers (garbage counts too)
         for _ in range(5000):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
@@ -391,7 +427,7 @@ class ReplayDaemon:
         changes: dict[str, Any] = {"t": v.t or time.time()}
         if commit_t is not None:  # kept with the verdict: commit-to-verdict latency, afterwards
             changes["evidence"] = msgspec.structs.replace(v.evidence, commit_t=commit_t)
-        v = msgspec.structs.replace(v, **changes)
+        v = signing.sign(self.signing_key, msgspec.structs.replace(v, **changes))
         if not self.store.add_verdict(v):
             # Already judged (work redone after a restart): never written twice. A chain break
             # found later for a judged seq (a bad head) is still a finding: alert it.
@@ -443,6 +479,7 @@ class ReplayDaemon:
             seq=seq,
             details=details or {},
         )
+        a = signing.sign(self.signing_key, a)
         if self.store.add_alert(a):
             self.pub.send_multipart(encode(a))
             self.metrics.alerts.labels(kind).inc()
@@ -493,6 +530,7 @@ class ReplayDaemon:
                 details={"first": u.first, "last": u.last, "attempts": u.attempts},
                 severity="warning",
             )
+        self._check_deaf()
         for r in self.watch.check(now):
             self.alert(
                 r.kind,
@@ -518,6 +556,24 @@ class ReplayDaemon:
         for reason, n in rejects.items():
             self._report(self.metrics.rejects, reason, n)
 
+    def _check_deaf(self) -> None:
+        """A SUB silent for `deaf_after_s` is recreated; the blindness itself is an alert."""
+        for via, w in self.watchdogs.items():
+            silent = w.check()
+            if silent is None:
+                continue
+            who = via or self.cfg.name
+            source = f"node {via}" if via else f"the hub {self.cfg.hub}"
+            self.alert(
+                "deaf",
+                who,
+                f"heard nothing from {source} for {silent:.0f} s: subscription recreated "
+                "(a dead connection, or every publisher down)",
+                alert_id=f"deaf:{who}:{time.time():.0f}",
+                details={"silent_s": round(silent, 1), "resubscribed": w.recreated},
+                severity="critical" if via is None else "warning",
+            )
+
     def _report(self, counter: Any, label: str, total: int) -> None:
         """Advance a labelled Prometheus counter to a running total kept elsewhere."""
         key = (counter, label)
@@ -531,7 +587,7 @@ class ReplayDaemon:
         return node_summaries(self.intake, self.store, self.sampler, self.shed)
 
     def state_reply(self, since: int = 0) -> StateReply:
-        return StateReply(
+        reply = StateReply(
             node=self.cfg.name,
             t=time.time(),
             nodes=self.summary(),
@@ -539,24 +595,7 @@ class ReplayDaemon:
             alerts=self.store.alerts(since_sid=since, limit=100),
             stream_seq=self.store.sid,
         )
-
-    def _answer_state(self) -> None:
-        for _ in range(64):
-            try:
-                frames = self.state_sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            ident, rest = frames[:1], frames[1:]
-            delim = []
-            if rest and rest[0] == b"":
-                delim, rest = [b""], rest[1:]
-            try:
-                req = decode(rest, Limits(max_bytes=64 * 1024), expect=("state?",))
-            except WireError as e:
-                self.state_rejects[e.reason] += 1
-                continue
-            reply = self.state_reply(getattr(req, "since_verdicts", 0))
-            self.state_sock.send_multipart(ident + delim + encode(reply))
+        return signing.sign(self.signing_key, reply)
 
     # --- shutdown -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -573,5 +612,6 @@ class ReplayDaemon:
             self.worker.stop()
             self.worker.join(timeout=30)
             self.opener.close()
+            self.state.close()
             self.ctx.destroy(linger=0)
             self.store.close()

@@ -56,6 +56,35 @@ signature is Ed25519 over `b"fpmon-head-v1\\0" ‖ u16be(len(node)) ‖ node ‖
 
 Records (revealed by `opened`) are canonical msgpack maps, schema in `fpmon/records.py`; tensors
 are `{{dtype, shape, data}}` with the exact little-endian bytes (bf16 as its 16-bit words).
+
+## Who may say what
+
+**The verifier's signature.** `verdict`, `alert` and `state` carry `sig`: Ed25519 by the
+replay daemon's key over `b"fpmon-verifier-sig-v1\\0" ‖ topic ‖ b"\\0" ‖ canonical msgpack of
+the message's map without `sig` (all its other fields, as a receiver decodes them;
+`fpmon/signing.py`). The verdicts and alerts inside a `state` reply carry their own. The
+key (`[replay] signing_key_file`, PEM PKCS#8, 0600) is pinned by monitors as
+`[monitor] verifier_key` (hex); they drop and count (`unsigned`, `bad_signature`) any verdict,
+alert or state reply, or entry in one, that it did not sign.
+
+**The hub's ACL** (`fpmon hub` with `[curve]`). The hub reads each message's Curve key (ZAP
+`User-Id`). Publisher keys are the files of `publishers_dir`: `<name>.key` speaks for node
+`<name>`, the names in `[curve] verifiers` for the verifier. Forwarded: `commit`/`head`/
+`telemetry` from a node key whose payload `node` is that node; `verdict`/`alert` from a verifier
+key. Dropped and counted: `wrong_node`, `not_a_node` (a verifier key publishing node topics),
+`not_verifier`, `malformed`, `duplicate_key` (a map with a key twice), `schema` (no string
+`node`), `unknown_topic`, `frame_count`, `upstream` (a non-subscription frame from a subscriber).
+Without Curve the hub cannot tell publishers apart: it forwards those five topics from anyone
+(loopback only) and says so when it starts. Both hub sockets set `ZMQ_MAXMSGSIZE`
+(`max_message_bytes`, default the wire limit + 4096, never above a subscriber's), so an
+oversized frame costs its publisher the connection instead of silencing subscribers.
+
+**The state endpoint.** With `[replay] curve_secret_file` the ROUTER is a Curve server that
+answers only monitor keys in `state_clients_dir` (monitors pin the daemon's key as
+`[curve] state_server_key`, or `server_key` when there is no hub). Each peer (its Curve key,
+else its connection) is answered at most `state_rate_per_s` times a second with a burst of
+`state_burst`, all peers together ten times that; the rest get no answer and count as
+`rate_limited`. `since_verdicts` is clamped to `[0, stream_seq]`.
 """
 
 

@@ -252,7 +252,7 @@ class Verdict(Message, frozen=True):
     reference: Ident = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"
     cross_gpu: bool = False
     reason: Text = ""
-    sig: Hash = b""  # the verifier's Ed25519 signature (empty: unsigned)
+    sig: Hash = b""  # the verifier's Ed25519 signature (fpmon/signing.py; empty: unsigned)
 
 
 class Alert(Message, frozen=True):
@@ -263,7 +263,7 @@ class Alert(Message, frozen=True):
     message: Text
     seq: SeqOrNone = -1
     details: Map = {}
-    sig: Hash = b""  # the verifier's Ed25519 signature (empty: unsigned)
+    sig: Hash = b""  # the verifier's Ed25519 signature (fpmon/signing.py; empty: unsigned)
 
 
 class OpenRequest(Message, frozen=True):
@@ -388,6 +388,7 @@ class StateReply(Message, frozen=True):
     verdicts: Annotated[list[Verdict], Meta(max_length=100_000)] = []
     alerts: Annotated[list[Alert], Meta(max_length=100_000)] = []
     stream_seq: Count = 0
+    sig: Hash = b""  # the verifier's Ed25519 signature (fpmon/signing.py)
 
 
 MESSAGE_TYPES: dict[str, type[Message]] = {

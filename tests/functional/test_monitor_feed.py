@@ -155,3 +155,31 @@ def test_feed_over_curve(tmp_path):
         for f in feeds:
             f.stop()
         pub.close(0)
+
+
+def test_a_deaf_feed_shows_it_and_resubscribes():
+    """An oversized frame kills the SUB's connection for good (libzmq does not reconnect after
+    a protocol error): the feed notices the silence, says so, and makes a new SUB."""
+    from fpmon.wire import Limits
+
+    pub = synth.Publisher()
+    inbox = Inbox()
+    feed = Feed(inbox, [pub.endpoint], deaf_after_s=1.0)
+    feed.start()
+    try:
+        collect(inbox, lambda g: (pub.send(synth.telemetry("a")), any(
+            getattr(x, "node", "") == "a" for x in g))[1])  # fmt: skip
+        pub.sock.send_multipart([b"telemetry", b"\x00" * (Limits().max_bytes + 8192)])
+        time.sleep(0.2)
+
+        def deaf_then_heard(g):
+            pub.send(synth.telemetry("b"))
+            states = [x.state for x in g if isinstance(x, EndpointState)]
+            return "deaf" in states and any(getattr(x, "node", "") == "b" for x in g)
+
+        got = collect(inbox, deaf_then_heard, timeout=15)
+        states = [x.state for x in got if isinstance(x, EndpointState)]
+        assert states[states.index("deaf") :][-1] == "live"  # heard again after resubscribing
+    finally:
+        feed.stop()
+        pub.close()

@@ -142,6 +142,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
                     "publish": "tcp://127.0.0.1:0",
                     "state": "tcp://127.0.0.1:0",
                     "curve_secret_file": str(tmp_path / f"{who}.key_secret"),
+                    "state_clients_dir": str(tmp_path / "clients"),
                 },
                 "sampling": {"key_file": str(key), "rate": 1.0},
                 "openings": {"deadline_s": 1.0, "retries": 1, "grace_s": 1.0},

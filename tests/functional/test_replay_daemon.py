@@ -231,6 +231,7 @@ def test_state_router_and_metrics(tmp_path: Path) -> None:
         deadline = time.monotonic() + 10
         kinds: list[str] = []
         while "spoofed" not in kinds and time.monotonic() < deadline:
+            time.sleep(0.5)  # within the state endpoint's rate limit (2/s)
             dealer.send_multipart(encode(StateRequest(node="mon", t=time.time())))
             assert dealer.poll(5000)
             later = decode(dealer.recv_multipart(), expect=("state",))
@@ -354,6 +355,7 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
             curve_secret_file=tmp_path / "hub.key_secret",
             publishers_dir=tmp_path / "pubs",
             subscribers_dir=tmp_path / "subs",
+            verifiers=("daemon",),
         )
     )
     hub.start()
@@ -374,6 +376,7 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
             "hub_xsub": hub.endpoints["xsub"],
             "hub_curve_pubkey": hub_pub.decode(),
             "curve_secret_file": str(tmp_path / "daemon.key_secret"),
+            "state_clients_dir": str(tmp_path / "subs"),
         },
     )
     d, t = start(config.parse(tmp_path / "replay.toml", doc))

@@ -32,12 +32,29 @@ def test_good_config():
         ({"keymap": {"fleet": 3}}, "key name"),
         ({"curve": {"server_key": "short", "client_keys": "x"}}, "40-character Z85"),
         ({"curve": {"server_key": "a" * 40, "client_keys": "/nonexistent"}}, "is not a file"),
+        ({"curve": {"server_key": "a" * 40, "state_server_key": "b"}}, "40-character Z85"),
+        ({"monitor": {"verifier_key": "ab" * 31}}, "64 hex digits"),
+        ({"monitor": {"verifier_key": "zz" * 32}}, "64 hex digits"),
     ],
 )
 def test_bad_config(raw, words):
     with pytest.raises(FpmonError) as e:
         parse_config(raw)
     assert words in str(e.value)
+
+
+def test_verifier_key_and_the_daemons_own_curve_key(tmp_path):
+    import zmq
+    import zmq.auth
+
+    _, secret = zmq.auth.create_certificates(tmp_path, "monitor")
+    hub, daemon = zmq.curve_keypair()[0].decode(), zmq.curve_keypair()[0].decode()
+    curve = {"server_key": hub, "client_keys": str(secret)}
+    cfg = parse_config({"monitor": {"verifier_key": "ab" * 32}, "curve": curve})
+    assert cfg.verifier_key == bytes.fromhex("ab" * 32)
+    assert cfg.curve is not None and cfg.curve.state_key == hub.encode()  # one server: the same
+    cfg = parse_config({"curve": {**curve, "state_server_key": daemon}})
+    assert cfg.curve is not None and cfg.curve.state_key == daemon.encode()
 
 
 def test_themes_load_with_app_variables_defined_once():
