@@ -44,7 +44,14 @@ def dealer(endpoint: str, keys: tuple[bytes, bytes, bytes] | None = None) -> zmq
 
 
 def ask(s: zmq.Socket, since: int = 0, timeout_ms: int = 2000) -> StateReply | None:
-    s.send_multipart(encode(StateRequest(node="mon", t=time.time(), since_verdicts=since)))
+    try:
+        # A DEALER whose Curve handshake was refused has no connection left: a blocking send
+        # would never return.
+        s.send_multipart(
+            encode(StateRequest(node="mon", t=time.time(), since_verdicts=since)), zmq.NOBLOCK
+        )
+    except zmq.Again:
+        return None
     if not s.poll(timeout_ms):
         return None
     reply = decode(s.recv_multipart(), expect=("state",))
