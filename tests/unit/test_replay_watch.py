@@ -65,3 +65,18 @@ def test_spoofing_is_raised_once_per_burst_naming_the_target() -> None:
     raised = [r for r in watch.check(1001.0) if r.kind == "spoofed"]
     assert len(raised) == 1 and raised[0].node == "n1" and "target" in raised[0].message
     assert not [r for r in watch.check(1002.0) if r.kind == "spoofed"]
+
+
+def test_a_node_that_goes_silent_is_not_flagged_unsigned() -> None:
+    """Down, paused or partitioned: it signs nothing because it says nothing. Its commits stay
+    uncovered, but that is no finding; a live node that will not sign is."""
+    intake, watch = setup()
+    watch.cfg = ReplayConfig(nodes=[], store=Path("unused.sqlite"), head_timeout_s=10.0)
+    intake.handle(encode(commit()), None)  # seq 0, no head ever
+    st = intake.stats["n1"]
+    st.last_msg_t -= 60  # and then nothing for a minute (SIGSTOP, a crash, a cut cable)
+    assert watch.unsigned(1000.0) + watch.unsigned(1030.0) == []
+    st.last_msg_t = time.monotonic()  # talking again, still not signing
+    watch.unsigned(2000.0)
+    raised = watch.unsigned(2011.0)
+    assert [r.kind for r in raised] == ["unsigned"] and raised[0].severity == "warning"
