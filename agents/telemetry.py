@@ -19,14 +19,13 @@ import contextlib
 import logging
 import os
 import re
-import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
 
-from fpmon.gpm import GpmReader
+from fpmon.gpm import GpmReader, engine_gpus, torch_runtime_uuid
 from fpmon.wire import GpuSample, HostSample, ProcessSample, Telemetry
 
 log = logging.getLogger("fpmon.agent.telemetry")
@@ -154,71 +153,6 @@ class EngineProcess:
             if last is not None and now > last[1] and cpu_s >= last[0]:
                 out["cpu_util"] = round(100.0 * (cpu_s - last[0]) / (now - last[1]), 2)
         return out
-
-
-# --- which GPUs are the engine's --------------------------------------------------------------
-def engine_gpus(
-    device: str | None,
-    uuids: list[str],
-    env: Mapping[str, str],
-    runtime_uuid: Callable[[int], str | None] | None = None,
-) -> tuple[list[int], str]:
-    """NVML indices of the GPUs the engine uses, and a sentence saying how they were found.
-
-    `uuids` are NVML's, by NVML index. `runtime_uuid(i)`, when the engine's CUDA runtime is up,
-    gives logical device i's UUID: the authority. Otherwise `CUDA_VISIBLE_DEVICES` maps the
-    logical index (entries are NVML indices or UUID prefixes). `device` None: every GPU of the
-    host (tools, not agents)."""
-    if device is None:
-        return list(range(len(uuids))), "every GPU of the host (no engine device given)"
-    if not device.startswith("cuda"):
-        return [], f"engine device {device}: the engine uses no GPU of this host"
-    m = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if m is None:
-        return [], f"engine device {device!r}: not understood, no GPU reported"
-    logical = int(m.group(1) or 0)
-    if runtime_uuid is not None:
-        u = runtime_uuid(logical)
-        if u:
-            u = u if u.startswith("GPU-") else f"GPU-{u}"
-            if u in uuids:
-                i = uuids.index(u)
-                return [i], f"engine device {device} -> {u} (NVML index {i}, from the CUDA runtime)"
-    visible = env.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
-        entry, how = str(logical), "CUDA_VISIBLE_DEVICES unset"
-    else:
-        entries = [e.strip() for e in visible.split(",") if e.strip()]
-        if logical >= len(entries):
-            return [], f"engine device {device} is not visible (CUDA_VISIBLE_DEVICES={visible})"
-        entry, how = entries[logical], f"CUDA_VISIBLE_DEVICES={visible}"
-    if entry.isdigit():
-        i = int(entry)
-        if i >= len(uuids):
-            return [], f"engine device {device} -> index {i} ({how}): NVML has no such GPU"
-        order = env.get("CUDA_DEVICE_ORDER", "FASTEST_FIRST")
-        caveat = "" if order == "PCI_BUS_ID" else "; CUDA_DEVICE_ORDER is not PCI_BUS_ID"
-        return [i], f"engine device {device} -> {uuids[i]} (NVML index {i}, {how}{caveat})"
-    if entry.startswith("GPU-"):
-        hits = [i for i, u in enumerate(uuids) if u.startswith(entry)]
-        if len(hits) == 1:
-            return hits, f"engine device {device} -> {uuids[hits[0]]} ({how})"
-        return [], f"engine device {device}: {entry} matches {len(hits)} GPUs ({how})"
-    return [], f"engine device {device}: {entry} ({how}) is not resolved (MIG is not supported)"
-
-
-def torch_runtime_uuid(logical: int) -> str | None:
-    """The UUID of CUDA device `logical` from torch, only when the engine already started CUDA
-    in this process (never initialises CUDA from the telemetry thread)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return None
-    try:
-        if not torch.cuda.is_initialized():
-            return None
-        return str(torch.cuda.get_device_properties(logical).uuid)
-    except Exception:
-        return None
 
 
 # --- NVML -------------------------------------------------------------------------------------
