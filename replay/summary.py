@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
-from fpmon.wire import NodeSummary
+from fpmon.wire import NodeSummary, Telemetry
 from replay.intake import Intake
 from replay.sampling import Sampler
 from replay.store import Store
@@ -13,7 +14,11 @@ VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the n
 
 
 def node_summaries(
-    intake: Intake, store: Store, sampler: Sampler, shed: Counter[str]
+    intake: Intake,
+    store: Store,
+    sampler: Sampler,
+    shed: Counter[str],
+    accounting: Callable[[str], str] | None = None,
 ) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
@@ -38,8 +43,15 @@ def node_summaries(
             shed=shed.get(node, 0),
             suspect=sampler.is_suspect(node),
             sample_rate=sampler.rate_for(node),
-            capacity="checked"
-            if tele is not None and tele.gpus
-            else "not checked: the node reports no GPUs (gpus: [])",
+            capacity=_capacity(node, tele, accounting),
         )
     return out
+
+
+def _capacity(node: str, tele: Telemetry | None, accounting: Callable[[str], str] | None) -> str:
+    """Whether the node's GPU activity is accounted, and the last window's figures."""
+    if tele is None or not tele.gpus:
+        why = tele.scope if tele is not None and tele.scope else "gpus: []"
+        return f"not checked: the node reports no GPUs ({why})"
+    last = accounting(node) if accounting is not None else ""
+    return f"checked: {last}" if last else "checked: first window not complete"
