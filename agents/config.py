@@ -78,6 +78,9 @@ class PublishConfig:
     head_every_s: float = 1.0
     head_every_n: int = 1000
     telemetry_every_s: float = 1.0
+    # GPM (GPU Performance Monitoring) metrics in telemetry, where the GPU supports them:
+    # one NVML GPM sample per telemetry interval (cost: bench/telemetry_overhead.py).
+    telemetry_gpm: bool = True
     # On start, commitments logged after the last published head are sent again (a crash
     # between log and publish would otherwise leave a gap); at most this many (0: off).
     republish_max: int = 1024

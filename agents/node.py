@@ -193,7 +193,8 @@ class Agent:
             head_chain=self.store.head_chain,
             head_every_s=cfg.publish.head_every_s,
             head_every_n=cfg.publish.head_every_n,
-            telemetry=TelemetrySource(cfg.node),
+            # The engine's own GPUs only (by UUID), and GPM where the GPU has it.
+            telemetry=TelemetrySource(cfg.node, cfg.engine.device, gpm=cfg.publish.telemetry_gpm),
             telemetry_every_s=cfg.publish.telemetry_every_s,
             redteam=self.redteam,
             tail=tail.commits,

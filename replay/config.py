@@ -10,12 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from fpmon.errors import FpmonError
+from fpmon.replay.accounting import KEYS as ACCOUNTING_KEYS
+from fpmon.replay.accounting import settings
 from fpmon.replay.limits import Caps
 
 ATTRIBUTION_FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")
 # Sections whose keys are checked: a misspelt cap or grace would otherwise silently fall back
 # to its default, the opposite of what its author meant.
 SECTION_KEYS = {
+    "accounting": ACCOUNTING_KEYS,
     "openings": (
         "deadline_s",
         "retries",
@@ -92,6 +95,8 @@ class ReplayConfig:
     capacity_margin: float = 0.25
     capacity_window_s: float = 60.0
     interference_profile: Path | None = None  # JSON from `fpmon replay interference`
+    # [accounting]: thresholds of undeclared_capacity / foreign_process (replay/accounting.py)
+    accounting: dict[str, Any] = field(default_factory=dict)
     # abuse
     max_message_bytes: int = 4 << 20
     flood_msgs_per_s: float = 20_000.0
@@ -248,6 +253,13 @@ def _openings(path: Path, o: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _accounting(path: Path, raw: Any, timing: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _err(path, "[accounting] must be a table")
+    settings(raw, float(timing.get("capacity_margin", 0.25)), f"{path}: [accounting]")
+    return dict(raw)
+
+
 def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
     _check_keys(path, doc)
     base = path.parent
@@ -312,6 +324,7 @@ def parse(path: Path, doc: dict[str, Any]) -> ReplayConfig:
         interference_profile=(base / str(t["interference_profile"]))
         if t.get("interference_profile")
         else None,
+        accounting=_accounting(path, doc.get("accounting", {}), t),
         max_message_bytes=int(lim.get("max_message_bytes", 4 << 20)),
         flood_msgs_per_s=float(lim.get("flood_msgs_per_s", 20_000.0)),
         flood_rejects_per_min=int(lim.get("flood_rejects_per_min", 100)),

@@ -24,6 +24,7 @@ import zmq
 from fpmon import signing
 from fpmon.deafness import SubWatchdog
 from fpmon.replay import calibration as calibration_mod
+from fpmon.replay.accounting import ReferenceMeter
 from fpmon.replay.chains import Break
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.engines import EngineCache, Factory, reference_factory
@@ -110,6 +111,7 @@ class ReplayDaemon:
             cfg.caps,
         )
         self.judge = Judge(self.engines, self.calibration, opts, cfg.name)
+        self.judge.meter = ReferenceMeter(cfg.device)  # GPM around replays, where there is GPM
         self.worker = ReplayWorker(self.judge, cfg.queue_max)
         self.timing = TimingModel(
             cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin, _profile(cfg)
@@ -407,6 +409,7 @@ class ReplayDaemon:
             )
             if f is not None:
                 self._finding(f)
+            self.watch.judged(v.node, j.reference_s, j.tokens, j.activity)
 
     # --- outputs --------------------------------------------------------------------------
     def _verdict(
@@ -584,7 +587,9 @@ class ReplayDaemon:
 
     # --- state (Clone pattern snapshot) ---------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        return node_summaries(self.intake, self.store, self.sampler, self.shed)
+        return node_summaries(
+            self.intake, self.store, self.sampler, self.shed, self.watch.accounting.describe
+        )
 
     def state_reply(self, since: int = 0) -> StateReply:
         reply = StateReply(

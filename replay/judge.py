@@ -9,6 +9,7 @@ the judge demands bit-exactness and says so. Mismatches get an attribution.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,9 @@ class Judgement:
     tokens: int = 0
     commit_t: float = 0.0  # when the node committed it: the start of commit-to-verdict latency
     jitter_rel: float | None = None  # the pair's calibrated timing jitter, when known
+    # GPM activity-seconds on the reference GPU during the faithful replay (accounting.py);
+    # None: not measured (a CPU reference, no GPM)
+    activity: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
     # An `unverifiable` the node chose (work beyond the caps, a model or setup the verifier has
     # no reference for): the daemon alerts it as a warning and samples the node more.
@@ -106,6 +110,7 @@ class Judge:
         self.calibration = calibration
         self.options = options or JudgeOptions()
         self.name = name
+        self.meter: Any = None  # replay.accounting.ReferenceMeter, set by the daemon
 
     def _verdict(self, commit: Commit, status: str, **kw: Any) -> Verdict:
         return verdict_for(commit, status, **kw)
@@ -158,9 +163,11 @@ class Judge:
         deadline = time.monotonic() + caps.max_replay_s
         try:
             engine = self.engines.get(rec.model, rec.setup, rec.weights_digest)
-            t0 = time.perf_counter()
-            rep = replay_record(engine, rec, deadline=deadline)
-            replay_s = time.perf_counter() - t0
+            meter = self.meter.measure() if self.meter is not None else nullcontext(None)
+            with meter as activity:
+                t0 = time.perf_counter()
+                rep = replay_record(engine, rec, deadline=deadline)
+                replay_s = time.perf_counter() - t0
         except OverBudget as e:
             why = f"replay ran past the cap max_replay_s={caps.max_replay_s:g} s ({e})"
             return self._unverifiable(commit, why, True)
@@ -174,6 +181,7 @@ class Judge:
             sum(rep.timings.values()),
             committed_s,
             len(rec.prompt_ids) + len(rec.output_ids),
+            activity=activity or None,
         )
         try:
             comp = compare_records(rec, rep)

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import cast
 
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
-from fpmon.wire import NodeSummary
+from fpmon.wire import NodeSummary, Telemetry
 from fpmon.wire.messages import Status
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
 
 
 def node_summaries(
-    intake: Intake, store: Store, sampler: Sampler, shed: Counter[str]
+    intake: Intake,
+    store: Store,
+    sampler: Sampler,
+    shed: Counter[str],
+    accounting: Callable[[str], str] | None = None,
 ) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
@@ -40,8 +45,15 @@ def node_summaries(
             shed=shed.get(node, 0),
             suspect=sampler.is_suspect(node),
             sample_rate=sampler.rate_for(node),
-            capacity="checked"
-            if tele is not None and tele.gpus
-            else "not checked: the node reports no GPUs (gpus: [])",
+            capacity=_capacity(node, tele, accounting),
         )
     return out
+
+
+def _capacity(node: str, tele: Telemetry | None, accounting: Callable[[str], str] | None) -> str:
+    """Whether the node's GPU activity is accounted, and the last window's figures."""
+    if tele is None or not tele.gpus:
+        why = tele.scope if tele is not None and tele.scope else "gpus: []"
+        return f"not checked: the node reports no GPUs ({why})"
+    last = accounting(node) if accounting is not None else ""
+    return f"checked: {last}" if last else "checked: first window not complete"

@@ -1,5 +1,6 @@
 """Once-a-second watches over each node: floods and garbage, commits no signed head covers,
-GPU busy time the declared tokens do not explain. Each returns the alerts to raise.
+GPU activity the declared tokens do not explain and processes on a node's GPUs that are not
+its engine's (replay/accounting.py). Each returns the alerts to raise.
 """
 
 from __future__ import annotations
@@ -8,9 +9,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.replay.accounting import Accounting, Alarm, settings
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.intake import Intake
-from fpmon.replay.timing import TimingModel, gpu_busy_s
+from fpmon.replay.timing import TimingModel
 from fpmon.wire import Telemetry
 
 TICK_S = 1.0
@@ -30,25 +32,24 @@ class Raise:
 class Watch:
     def __init__(self, cfg: ReplayConfig, intake: Intake, timing: TimingModel) -> None:
         self.cfg, self.intake, self.timing = cfg, intake, timing
-        self._busy: dict[str, tuple[float, float]] = {}  # node -> (busy_s, window start)
-        self._last_telemetry_t: dict[str, float] = {}
+        self.accounting = Accounting(
+            settings(cfg.accounting, cfg.capacity_margin), cfg.capacity_window_s
+        )
+        self._alarms: list[Alarm] = []  # foreign processes found as telemetry arrives
         self._uncovered_since: dict[str, tuple[float, int]] = {}
         self._spoofed_seen: dict[str, int] = {}
         self._unattributed_seen = 0
         self._unattributed_t = 0.0
 
     def telemetry(self, node: str, t: Telemetry) -> None:
-        """Accumulate GPU-busy seconds from one telemetry sample (nothing for GPU-less nodes)."""
-        now = time.time()
-        last = self._last_telemetry_t.get(node)
-        self._last_telemetry_t[node] = now
-        if last is None:
-            return
-        busy = gpu_busy_s(t, min(now - last, 5.0))
-        if busy is None:
-            return
-        acc, start = self._busy.get(node, (0.0, last))
-        self._busy[node] = (acc + busy, start)
+        """Account one telemetry sample: the node's own GPUs' activity, foreign processes."""
+        self._alarms += self.accounting.telemetry(node, t, time.time())
+
+    def judged(
+        self, node: str, reference_s: float, tokens: int, activity: dict[str, float] | None
+    ) -> None:
+        """A replay's cost on the reference: what one declared token explains."""
+        self.accounting.judged(node, reference_s, tokens, activity, self.cfg.device)
 
     def check(self, now: float) -> list[Raise]:
         return [
@@ -59,22 +60,19 @@ class Watch:
         ]
 
     def capacity(self, now: float) -> list[Raise]:
-        out = []
-        for node, (busy, start) in list(self._busy.items()):
-            window = now - start
-            if window < self.cfg.capacity_window_s:
-                continue
-            del self._busy[node]
-            st = self.intake.stats[node]
-            tokens = sum(n for t, n in st.tokens if t >= start)
-            f = self.timing.capacity(node, busy, tokens, window)
-            if f is not None:
-                out.append(
-                    Raise(
-                        f.kind, node, f.message, f"{f.kind}:{node}:{start:.0f}", details=f.details
-                    )
-                )
-        return out
+        alarms, self._alarms = self._alarms, []
+        for node, st in self.intake.stats.items():
+
+            def since(start: float, st: Any = st) -> int:
+                return sum(n for t, n in st.tokens if t >= start)
+
+            a = self.accounting.check(node, now, since)
+            if a is not None:
+                alarms.append(a)
+        return [
+            Raise(a.kind, a.node, a.message, a.alert_id, severity=a.severity, details=a.details)
+            for a in alarms
+        ]
 
     def floods(self, now: float) -> list[Raise]:
         out = []

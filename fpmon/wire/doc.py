@@ -17,14 +17,28 @@ from fpmon.wire.messages import (
     STATUSES,
     Candidate,
     Evidence,
+    GpmMetrics,
+    GpuProcess,
     GpuSample,
     HostSample,
     Link,
     NodeSummary,
     ProbeEvidence,
+    ProcessSample,
 )
 
-PARTS = (Evidence, ProbeEvidence, Candidate, GpuSample, HostSample, NodeSummary, Link)
+PARTS = (
+    Evidence,
+    ProbeEvidence,
+    Candidate,
+    GpuSample,
+    GpmMetrics,
+    GpuProcess,
+    HostSample,
+    ProcessSample,
+    NodeSummary,
+    Link,
+)
 
 INTRO = f"""# fpmon wire protocol (schema v{SCHEMA_VERSION})
 
@@ -99,7 +113,11 @@ def _describe(t: msgspec.inspect.Type) -> str:
             return "int"
         return f"int[{_bound(t.ge)}, {_bound(t.le)}]"
     if isinstance(t, i.FloatType):
-        return "float" if t.ge is None else f"float>={t.ge:g}"
+        lo = f"[{t.ge:g}" if t.ge is not None else f"({t.gt:g}" if t.gt is not None else ""
+        hi = f"{t.le:g}]" if t.le is not None else f"{t.lt:g})" if t.lt is not None else ""
+        if lo and hi:
+            return f"float{lo}, {hi}"
+        return f"float>={t.ge:g}" if t.ge is not None else "float" if not lo else f"float>{t.gt:g}"
     if isinstance(t, i.StrType | i.BytesType):
         name = "str" if isinstance(t, i.StrType) else "bytes"
         return name if t.max_length is None else f"{name}(<={t.max_length})"

@@ -38,6 +38,19 @@ LongText = Annotated[str, Meta(max_length=1 << 20)]
 Hash = Annotated[bytes, Meta(max_length=64)]  # sha256 digests, Ed25519 keys and signatures
 Nonce = Annotated[bytes, Meta(max_length=64)]
 Blob = Annotated[bytes, Meta(max_length=64 << 20)]
+# Telemetry figures, bounded: a negative, NaN, infinite or impossible figure (a utilisation over
+# 100%, more memory used than the GPU has) fails `decode` as a counted `schema` reject and never
+# reaches the accounting. A figure that was not measured is None, never 0.
+Pct = Annotated[float, Meta(ge=0.0, le=100.0)]
+ByteCount = Annotated[float, Meta(ge=0.0, le=1e16)]
+Watts = Annotated[float, Meta(ge=0.0, le=1e5)]
+MHz = Annotated[float, Meta(ge=0.0, le=1e5)]
+Celsius = Annotated[float, Meta(ge=-100.0, le=250.0)]
+Load = Annotated[float, Meta(ge=0.0, le=1e6)]
+Pid = Annotated[int, Meta(ge=0, le=2**32)]
+CpuSeconds = Annotated[float, Meta(ge=0.0, le=1e12)]
+CpuPct = Annotated[float, Meta(ge=0.0, le=100.0 * 65536)]  # % of one core: 800 = 8 cores busy
+Interval = Annotated[float, Meta(gt=0.0, le=3600.0)]
 
 # Free-form values (setup extras, alert details, attribution changes): scalars, and lists or
 # maps of scalars two levels deep at most. Keys are strings: msgpack lets a peer send bytes or
@@ -72,6 +85,7 @@ AlertKind = Literal[
     "mismatch",
     "suspected_hidden_work",
     "undeclared_capacity",
+    "foreign_process",
     "flood",
     "unverifiable",
     "shed",
@@ -166,34 +180,93 @@ class Candidate(Part, frozen=True):
         return self.field.split("+")
 
 
+def _mem_within(used: float | None, total: float | None, what: str) -> None:
+    """An impossible pair (more used than there is) fails decode like an out-of-bounds figure."""
+    if used is not None and total is not None and used > total:
+        raise ValueError(f"{what}: mem_used {used:g} above mem_total {total:g}")
+
+
+class GpmMetrics(Part, frozen=True):
+    """NVML GPU Performance Monitoring (Hopper and newer) between two GPM samples `interval_s`
+    apart, device-wide (every process on the GPU). A metric the GPU did not return is None."""
+
+    interval_s: Interval
+    graphics_util: Pct | None = None  # % of time any context was active (GPM's busy time)
+    sm_util: Pct | None = None  # % of SMs busy
+    sm_occupancy: Pct | None = None  # % of the SMs' warp slots in use
+    tensor_util: Pct | None = None  # % of time any tensor pipe was busy
+    tensor_hmma_util: Pct | None = None  # fp16/bf16 tensor pipe
+    tensor_imma_util: Pct | None = None  # int8 tensor pipe
+    tensor_dfma_util: Pct | None = None  # fp64 tensor pipe
+    dram_bw_util: Pct | None = None  # % of peak DRAM bandwidth
+    fp16_util: Pct | None = None  # non-tensor fp16
+    fp32_util: Pct | None = None  # non-tensor fp32
+    fp64_util: Pct | None = None  # non-tensor fp64
+
+
+class GpuProcess(Part, frozen=True):
+    """One process holding a compute context on the GPU (`nvmlDeviceGetComputeRunningProcesses`)."""
+
+    pid: Pid  # as NVML reports it (the host's pid namespace)
+    used_memory: ByteCount | None = None  # None: NVML did not report it
+    name: Ident | None = None  # None: not visible from the agent (gone, another pid namespace)
+    engine: bool | None = None  # the serving engine (the agent or a child); None: cannot tell
+
+
 class GpuSample(Part, frozen=True):
-    """One GPU's figures at one second. A figure NVML could not read is absent (None), never 0."""
+    """One GPU's figures at one second. A figure NVML could not read is absent (None), never 0.
+
+    Only the GPUs the node's engine uses are reported (see `Telemetry.scope`)."""
 
     index: Annotated[int, Meta(ge=0, le=1024)]
     uuid: Ident | None = None
     name: Ident | None = None
-    util: Number | None = None  # %
-    mem_util: Number | None = None  # %
-    mem_used: Number | None = None  # bytes
-    mem_total: Number | None = None  # bytes
-    power_w: Number | None = None
-    sm_clock_mhz: Number | None = None
-    temp_c: Number | None = None
+    util: Pct | None = None  # NVML: % of time a kernel was running
+    mem_util: Pct | None = None  # %
+    mem_used: ByteCount | None = None  # bytes
+    mem_total: ByteCount | None = None  # bytes
+    power_w: Watts | None = None
+    sm_clock_mhz: MHz | None = None
+    temp_c: Celsius | None = None
     procs: Count | None = None
     xid_errors: Count = 0
     last_xid: Int64 | None = None
     errors: Annotated[dict[Key, Text], Meta(max_length=64)] = {}
+    # "ok" (figures in `gpm`), "unsupported: <why>", "error: <why>", "first sample" (GPM needs
+    # two samples an interval apart); "" from an agent that does not read GPM.
+    gpm_status: Text = ""
+    gpm: GpmMetrics | None = None
+    processes: Annotated[list[GpuProcess], Meta(max_length=256)] | None = None  # None: unread
+
+    def __post_init__(self) -> None:
+        _mem_within(self.mem_used, self.mem_total, f"GPU {self.index}")
 
 
 class HostSample(Part, frozen=True):
     """The host's CPU and memory, from /proc; the only figures a node without NVIDIA GPUs has."""
 
     cpus: Count = 0
-    cpu_util: Number | None = None
-    mem_total: Number | None = None
-    mem_used: Number | None = None
-    load1: Number | None = None
+    cpu_util: Pct | None = None
+    mem_total: ByteCount | None = None
+    mem_used: ByteCount | None = None
+    load1: Load | None = None
     note: Text = ""
+
+    def __post_init__(self) -> None:
+        _mem_within(self.mem_used, self.mem_total, "host")
+
+
+class ProcessSample(Part, frozen=True):
+    """The serving engine's own process (the agent, which hosts the engine) and its children:
+    hidden work inside the engine process shows here on hosts without GPUs too."""
+
+    pid: Pid
+    children: Count = 0
+    cpu_s: CpuSeconds | None = None  # user + system seconds since start, children included
+    cpu_util: CpuPct | None = None  # % of one core over the last interval
+    rss: ByteCount | None = None  # bytes, children included
+    threads: Count | None = None
+    note: Text = ""  # how it was measured (psutil, /proc) or why not
 
 
 # --- messages --------------------------------------------------------------------------------
@@ -232,12 +305,15 @@ class Head(Message, frozen=True):
 
 
 class Telemetry(Message, frozen=True):
-    """Per-GPU figures from NVML; `gpus` is empty on hosts without NVIDIA GPUs."""
+    """Per-GPU figures from NVML for the GPUs the node's engine uses; `gpus` is empty on hosts
+    without NVIDIA GPUs and for engines on the CPU. `scope` says which GPUs and why."""
 
     TOPIC: ClassVar[str] = "telemetry"
     gpus: Annotated[list[GpuSample], Meta(max_length=1024)] = []
     host: HostSample = HostSample()
     source: TelemetrySource = "nvml"  # "host": no NVIDIA GPU, host CPU/memory only
+    scope: Text = ""  # e.g. "engine device cuda:0 -> GPU-8f3e... (CUDA_VISIBLE_DEVICES=1)"
+    engine: ProcessSample | None = None
 
 
 class Verdict(Message, frozen=True):

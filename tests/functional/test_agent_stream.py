@@ -141,6 +141,10 @@ def test_commits_heads_telemetry_and_openings(agent):
     assert not head_ok({**head, "seq": 3})
     tel = sub.seen["telemetry"][0]
     assert tel["gpus"] == [] and tel["source"] == "host" and tel["host"]["mem_total"] > 0
+    # The engine runs in the agent's process: its CPU time is reported, GPU or not.
+    last = sub.seen["telemetry"][-1]
+    assert "engine device cpu" in last["scope"]
+    assert last["engine"]["pid"] == agent.proc.pid and last["engine"]["cpu_s"] > 0
 
     for c in commits:
         o = raw_open(agent.endpoints["openings"], c["seq"])

@@ -20,7 +20,7 @@ from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
 from fpmon.replay.hub import Hub, HubConfig
 from fpmon.replay.store import Store
-from fpmon.wire import Commit, GpuSample, StateRequest, decode, encode
+from fpmon.wire import Commit, GpuProcess, GpuSample, StateRequest, decode, encode
 from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(180)
@@ -425,12 +425,25 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
         hidden = wait_alert(d, "suspected_hidden_work")
         assert hidden["details"]["direction"] == "slower" and hidden["details"]["median_ratio"] > 2
         assert "no interference profile" in hidden["details"]["explained_by"]
-        # The node's GPU (as its telemetry reports it) is fully busy, far beyond 4 requests.
+        assert "Blind spot" in hidden["message"]
+        # The node's GPU (as its telemetry reports it) is fully busy, far beyond 4 requests,
+        # and holds a compute process that is not its engine's.
+        procs = [
+            GpuProcess(pid=10, used_memory=3e9, name="python3", engine=True),
+            GpuProcess(pid=11, used_memory=8e8, name="miner", engine=False),
+        ]
         for _ in range(20):  # 4 s of telemetry: two capacity windows
-            node.telemetry(gpus=[GpuSample(index=0, util=100)])
+            node.telemetry(gpus=[GpuSample(index=0, uuid="GPU-x", util=100, processes=procs)])
             time.sleep(0.2)
         capacity = wait_alert(d, "undeclared_capacity")
-        assert capacity["details"]["busy_s"] > capacity["details"]["explained_s"]
+        util = capacity["details"]["metrics"]["util"]
+        assert util["observed_s"] > util["explained_s"] and util["over"]
+        assert capacity["details"]["gpus"] == ["GPU-x"]
+        # The reference is this CPU: no GPM there, so GPM metrics are not judged, and it says so.
+        assert "sm_util" in capacity["details"]["not_judged"]
+        foreign = wait_alert(d, "foreign_process")
+        assert foreign["details"]["pid"] == 11 and "miner" in foreign["message"]
+        assert d.summary()["busy"].capacity.startswith("checked: 1 GPU(s)")
     finally:
         stop(d, t)
         node.close()

@@ -168,3 +168,58 @@ def test_valid_messages_of_every_ingest_topic() -> None:
     ]
     for m in msgs:
         assert decode(encode(m), LIMITS, ("commit", "head", "telemetry")) == m
+
+
+def tele(gpu: dict | None = None, **kw: object) -> list[bytes]:
+    m: dict = {"v": 1, "node": "n1", "t": 1.0, "gpus": [{"index": 0, **(gpu or {})}]}
+    m.update(kw)
+    return frame("telemetry", m)
+
+
+BAD_TELEMETRY = {
+    "negative util": tele({"util": -1.0}),
+    "NaN util": tele({"util": float("nan")}),
+    "util over 100%": tele({"util": 100.5}),
+    "infinite power": tele({"power_w": float("inf")}),
+    "negative memory": tele({"mem_used": -5}),
+    "more memory used than the GPU has": tele({"mem_used": 2e11, "mem_total": 1.4e11}),
+    "GPM tensor over 100%": tele({"gpm": {"interval_s": 1.0, "tensor_util": 250.0}}),
+    "GPM NaN SM": tele({"gpm": {"interval_s": 1.0, "sm_util": float("nan")}}),
+    "GPM zero interval": tele({"gpm": {"interval_s": 0.0, "sm_util": 1.0}}),
+    "negative process memory": tele({"processes": [{"pid": 7, "used_memory": -1}]}),
+    "negative pid": tele({"processes": [{"pid": -7}]}),
+    "host cpu over 100%": frame(
+        "telemetry", {"v": 1, "node": "n1", "t": 1.0, "host": {"cpu_util": 140.0}}
+    ),
+    "negative engine cpu time": tele(engine={"pid": 1, "cpu_s": -3.0}),
+    "NaN engine cpu": tele(engine={"pid": 1, "cpu_util": float("nan")}),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_TELEMETRY))
+def test_impossible_telemetry_figures_are_refused(name: str) -> None:
+    with pytest.raises(WireError) as e:
+        decode(BAD_TELEMETRY[name], LIMITS)
+    assert e.value.reason == "schema"
+
+
+def test_full_telemetry_round_trips_and_admits_its_extremes() -> None:
+    m = decode(
+        tele(
+            {
+                "util": 100,
+                "mem_util": 0,
+                "mem_used": 1.4e11,
+                "mem_total": 1.4e11,
+                "gpm_status": "ok",
+                "gpm": {"interval_s": 1.0, "sm_util": 100.0, "tensor_hmma_util": 0.0},
+                "processes": [{"pid": 4_194_304, "used_memory": None, "engine": None}],
+            },
+            engine={"pid": 1, "cpu_s": 12.5, "cpu_util": 800.0, "children": 2},
+            scope="engine device cuda:0",
+        ),
+        LIMITS,
+    )
+    assert isinstance(m, Telemetry) and m.gpus[0].gpm is not None
+    assert m.gpus[0].gpm.tensor_util is None  # not measured stays absent, never 0
+    assert decode(encode(m), LIMITS) == m

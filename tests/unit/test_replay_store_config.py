@@ -58,6 +58,7 @@ def test_example_config_parses(tmp_path: Path) -> None:
     assert len(cfg.sampling_key) == 32
     assert cfg.caps == Caps(max_batch=256, max_tokens=32768, max_replay_s=120.0)
     assert (cfg.open_grace_s, cfg.open_max_late, cfg.min_retention_s) == (30.0, 4096, 3600.0)
+    assert cfg.accounting == {}  # the example shows [accounting] commented: the defaults
 
 
 def test_caps_and_grace_are_read(tmp_path: Path) -> None:
@@ -88,6 +89,8 @@ def test_caps_and_grace_are_read(tmp_path: Path) -> None:
         (lambda d: d["limits"].update(max_batch=4), "go beyond [limits] max_batch 4"),
         (lambda d: d["openings"].update(grace_s=-1), "grace_s = -1.0 must be >= 0"),
         (lambda d: d["openings"].update(min_retention_s=-1), "min_retention_s"),
+        (lambda d: d.update(accounting={"ratios": {}}), "[accounting] has unknown keys"),
+        (lambda d: d.update(accounting={"ratio": {"sm_util": 0.5}}), "ratio.sm_util = 0.5"),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, change, needle: str) -> None:
