@@ -3,11 +3,11 @@
 Hidden work that leaves numerics untouched still competes for the GPU, but only where the
 declared work keeps the GPU busy. Blind spot, measured: a launch-bound batch-1 decode served
 46-53 tokens/s on an H200 whether or not another process ran bf16 matmuls beside it at 10-100%
-duty (docs/GPU.md, "Hidden work: what NVML and GPM see"; docs/ENVIRONMENT.md records the same
-on an H100). So no alert here is no evidence of no hidden work: GPU activity accounting and
-the process list (replay/accounting.py: `undeclared_capacity`, `foreign_process`) see what time does not. Each
-alert states the ratio, the jitter it was judged against and how many samples; a single record
-never raises one. The committed times are the node's own word.
+duty (docs/GPU.md, "Hidden work: what NVML and GPM see"; docs/ENVIRONMENT.md records the same on
+an H100). So no alert here is no evidence of no hidden work: GPU activity accounting and the
+process list (replay/accounting.py: `undeclared_capacity`, `foreign_process`) see what time does
+not. Each alert states the ratio, the jitter it was judged against and how many samples; a
+single record never raises one. The committed times are the node's own word.
 """
 
 from __future__ import annotations
