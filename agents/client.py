@@ -9,10 +9,13 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
+from fpmon.transport import curve_client
 from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
 
 
-def curve_client(sock: zmq.Socket[Any], client_secret_file: str, server_public_file: str) -> None:
+def curve_client_from_files(
+    sock: zmq.Socket[Any], client_secret_file: str, server_public_file: str
+) -> None:
     """Make `sock` a Curve client: our keypair (`.key_secret`), the agent's public `.key`."""
     import zmq.auth
 
@@ -20,7 +23,7 @@ def curve_client(sock: zmq.Socket[Any], client_secret_file: str, server_public_f
     if not secret:
         raise FpmonError(f"{client_secret_file}: no secret key in it; pass the .key_secret file")
     server, _ = zmq.auth.load_certificate(server_public_file)
-    sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = pub, secret, server
+    curve_client(sock, server, pub, secret)
 
 
 def submit(
@@ -39,7 +42,7 @@ def submit(
     sock.linger = 0
     try:
         if curve:
-            curve_client(sock, *curve)
+            curve_client_from_files(sock, *curve)
         sock.connect(endpoint)
         req = SubmitRequest(
             node=client,

@@ -34,8 +34,8 @@ from fpmon.agents.telemetry import TelemetrySource
 from fpmon.agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.factory import EngineSpec, build
-from fpmon.errors import FpmonError
 from fpmon.logs import fields
+from fpmon.transport import bind, split_envelope
 from fpmon.wire import (
     Limits,
     LinksRequest,
@@ -84,13 +84,6 @@ def probe_spec(cfg: AgentConfig, num_layers: int) -> ProbeSpec:
     return ProbeSpec(layers, topk=p.topk, keys=p.keys, hidden=p.hidden, logits=p.logits)
 
 
-def _split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
-    """ROUTER frames -> (envelope, body). REQ peers add an empty delimiter; DEALERs do not."""
-    if len(frames) >= 2 and frames[1] == b"":
-        return frames[:2], frames[2:]
-    return frames[:1], frames[1:]
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -119,16 +112,6 @@ def open_verified(cfg: AgentConfig, **store_kw: Any) -> tuple[RecordLog, Verifie
         ),
     )
     return store, report
-
-
-def _bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> None:
-    try:
-        sock.bind(endpoint)
-    except zmq.ZMQError as e:
-        raise FpmonError(
-            f"cannot bind the {what} socket to {endpoint} ({e}): is another agent running "
-            f"there? change [endpoints] {what}"
-        ) from None
 
 
 class Agent:
@@ -227,7 +210,7 @@ class Agent:
             limit_untrusted(sock, cfg.security.max_msg_bytes)
             sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client must not raise
             sec.server(sock, domain)
-            _bind(sock, ep, domain)
+            bind(sock, ep, f"[endpoints] {domain}")
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.sndhwm = 200_000  # bursts of commitments are not dropped by a slow subscriber
         self.pub.linger = 0
@@ -236,7 +219,7 @@ class Agent:
             self.pub.connect(cfg.endpoints.hub)
         else:
             sec.server(self.pub, "publish")
-            _bind(self.pub, cfg.endpoints.publish, "publish")
+            bind(self.pub, cfg.endpoints.publish, f"[endpoints] {'publish'}")
         self.replies = self.ctx.socket(zmq.PULL)
         self.replies.linger = 0
         self.replies_endpoint = f"inproc://fpmon-replies-{id(self)}"
@@ -338,7 +321,7 @@ class Agent:
     def _answer_fault(
         self, sock: zmq.Socket[Any], where: str, frames: list[bytes], e: Exception
     ) -> None:
-        env, body = _split_envelope(frames)
+        env, body = split_envelope(frames)
         why = f"internal error ({type(e).__name__}): not served, the node logged it; retry later"
         # The peer may be gone or the reply unbuildable; the fault is already counted.
         with contextlib.suppress(Exception):
@@ -387,7 +370,7 @@ class Agent:
             )
 
     def _on_intake(self, frames: list[bytes]) -> None:
-        env, body = _split_envelope(frames)
+        env, body = split_envelope(frames)
         try:
             msg = decode(body, self.limits, expect=(SubmitRequest.TOPIC,))
             assert isinstance(msg, SubmitRequest)
@@ -419,7 +402,7 @@ class Agent:
         self.worker.jobs.put(Job(env, msg, time.monotonic()))
 
     def _on_open(self, frames: list[bytes]) -> None:
-        env, body = _split_envelope(frames)
+        env, body = split_envelope(frames)
         try:
             msg = decode(body, self.limits, expect=(OpenRequest.TOPIC, LinksRequest.TOPIC))
         except WireError as e:

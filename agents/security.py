@@ -17,6 +17,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from fpmon.agents.config import SecurityConfig
 from fpmon.agents.keys import load_allowlist, load_curve_server
 from fpmon.errors import FpmonError
+from fpmon.transport import curve_client, curve_server
 
 log = logging.getLogger("fpmon.agent.security")
 
@@ -82,10 +83,7 @@ class Security:
             # Without a subscriber allowlist the PUB still encrypts; any Curve client may listen.
             # Not CURVE_ALLOW_ANY: zmq.auth applies that to *every* domain, opening intake too.
             self.auth.configure_curve_callback("publish", _AnyKey())
-        sock.zap_domain = domain.encode()
-        sock.curve_server = True
-        sock.curve_secretkey = self.secret
-        sock.curve_publickey = self.public
+        curve_server(sock, self.public, self.secret, domain)
 
     def client_of(self, sock: zmq.Socket[Any], server_public_file: str) -> None:
         """Make `sock` a Curve client of a server (the hub) whose public key file is given."""
@@ -94,9 +92,7 @@ class Security:
         if not server_public_file:
             raise FpmonError("a hub with curve on needs [security] hub_public_key (its .key file)")
         server_pub, _ = zmq.auth.load_certificate(server_public_file)
-        sock.curve_secretkey = self.secret
-        sock.curve_publickey = self.public
-        sock.curve_serverkey = server_pub
+        curve_client(sock, server_pub, self.public, self.secret)
 
     def counts(self) -> dict[str, int]:
         with self._lock:

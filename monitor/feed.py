@@ -34,6 +34,7 @@ from fpmon import signing
 from fpmon.deafness import SubWatchdog
 from fpmon.errors import FpmonError
 from fpmon.monitor.config import CurveConfig
+from fpmon.transport import curve_client, limit
 from fpmon.wire import Limits, Message, StateReply, StateRequest, WireError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -223,12 +224,10 @@ class Feed(_Runner):
         self.ctx = zmq.Context()
 
     def _secure(self, sock: zmq.Socket, server_key: bytes | None = None) -> None:
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_bytes + 4096)
+        limit(sock, self.limits)
         if self.curve is not None:
-            sock.curve_serverkey = server_key or self.curve.server_key
-            sock.curve_publickey = self.curve.public
-            sock.curve_secretkey = self.curve.secret
+            key = server_key or self.curve.server_key
+            curve_client(sock, key, self.curve.public, self.curve.secret)
 
     def _state_socket(self) -> zmq.Socket:
         s = self.ctx.socket(zmq.DEALER)
@@ -470,11 +469,9 @@ def state_snapshot(
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
     try:
-        s.setsockopt(zmq.LINGER, 0)
+        limit(s, Limits())
         if curve is not None:
-            s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (
-                curve.state_key, curve.public, curve.secret,
-            )  # fmt: skip
+            curve_client(s, curve.state_key, curve.public, curve.secret)
         s.connect(endpoint)
         s.send_multipart(encode(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time())))
         if not s.poll(int(timeout_s * 1000)):

@@ -31,7 +31,7 @@ from fpmon.replay.engines import EngineCache, Factory, reference_factory
 from fpmon.replay.intake import Intake
 from fpmon.replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from fpmon.replay.metrics import Metrics
-from fpmon.replay.openings import Opener, Outcome, curve_client
+from fpmon.replay.openings import Opener, Outcome
 from fpmon.replay.repair import Repairer
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.state import StateServer
@@ -40,6 +40,7 @@ from fpmon.replay.summary import VERIFIED, node_summaries
 from fpmon.replay.timing import Finding, TimingModel
 from fpmon.replay.watch import TICK_S, Watch
 from fpmon.replay.worker import ReplayWorker
+from fpmon.transport import bind, curve_client
 from fpmon.wire import (
     ALERT_KINDS,
     Alert,
@@ -63,10 +64,6 @@ SEVERITY = {
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
 T = TypeVar("T")
-
-
-def _bindable(ep: str) -> str:
-    return ep[:-2] + ":*" if ep.endswith(":0") else ep
 
 
 def _profile(cfg: ReplayConfig) -> dict[str, Any] | None:
@@ -184,11 +181,10 @@ class ReplayDaemon:
         self.pub.linger = 0
         if cfg.hub_xsub:
             if None in curve:
-                curve_client(self.pub, curve[None])
+                curve_client(self.pub, *curve[None])
             self.pub.connect(cfg.hub_xsub)
         else:
-            self.pub.bind(_bindable(cfg.publish))
-            self.endpoints["publish"] = self.pub.last_endpoint.decode()
+            self.endpoints["publish"] = bind(self.pub, cfg.publish, "[replay] publish")
         self.state = StateServer(
             ctx,
             cfg.state,
@@ -228,7 +224,7 @@ class ReplayDaemon:
         if curve is not None:
             # Our SUB is a Curve client pinning this node's (or the hub's) server key:
             # whatever arrives on it was sent by the holder of that key.
-            curve_client(s, curve)
+            curve_client(s, *curve)
         for topic in SUBSCRIBE:
             s.subscribe(topic)
         s.connect(ep)

@@ -59,9 +59,9 @@ class ProverNode:
         self.pub.linger = 0
         if hub_xsub:  # a large fleet: publish through the hub's XSUB
             if hub_curve:
-                from fpmon.replay.openings import curve_client
+                from fpmon.transport import curve_client
 
-                curve_client(self.pub, hub_curve)
+                curve_client(self.pub, *hub_curve)
             self.pub.connect(hub_xsub)
             self.publish_endpoint = ""
         else:

@@ -38,6 +38,7 @@ import zmq
 
 from fpmon.errors import FpmonError
 from fpmon.replay.config import read_toml
+from fpmon.transport import bind, curve_server
 from fpmon.wire import Limits
 
 log = logging.getLogger("fpmon.hub")
@@ -84,10 +85,6 @@ def load_config(path: str | Path) -> HubConfig:
     if cfg.curve_secret_file and not (cfg.publishers_dir and cfg.subscribers_dir):
         raise FpmonError(f"{p}: [curve] needs publishers_dir and subscribers_dir allowlists")
     return cfg
-
-
-def _bindable(ep: str) -> str:
-    return ep[:-2] + ":*" if ep.endswith(":0") else ep
 
 
 class Drop(Exception):
@@ -211,11 +208,9 @@ class Hub:
                 "hub without Curve: it cannot tell who published a frame, so it forwards "
                 "commit/head/telemetry/verdict/alert from anyone who connects (loopback only)"
             )
-        self.xsub.bind(_bindable(cfg.xsub))
-        self.xpub.bind(_bindable(cfg.xpub))
         self.endpoints = {
-            "xsub": self.xsub.last_endpoint.decode(),
-            "xpub": self.xpub.last_endpoint.decode(),
+            "xsub": bind(self.xsub, cfg.xsub, "[hub] xsub"),
+            "xpub": bind(self.xpub, cfg.xpub, "[hub] xpub"),
         }
         self._ctl_addr = f"inproc://fpmon-hub-{id(self)}"
         self._ctl = self.ctx.socket(zmq.PAIR)
@@ -245,9 +240,7 @@ class Hub:
             ("subscribers", self.cfg.subscribers_dir, self.xpub),
         ):
             self.auth.configure_curve(domain=domain, location=str(folder))
-            sock.zap_domain = domain.encode()
-            sock.curve_server = True
-            sock.curve_publickey, sock.curve_secretkey = public, secret
+            curve_server(sock, public, secret, domain)
         log.info(
             "hub binds %d node key(s) to their names; %d verifier key(s)",
             len(self.acl.nodes),

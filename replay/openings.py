@@ -25,6 +25,7 @@ from typing import Any
 import zmq
 
 from fpmon.canonical import digest as sha256
+from fpmon.transport import curve_client
 from fpmon.wire import (
     Commit,
     LinksReply,
@@ -38,16 +39,6 @@ from fpmon.wire import (
 from fpmon.wire.codec import Limits
 
 UNSENT_RETRY_S = 0.05
-
-
-def curve_client(sock: zmq.Socket[Any], keys: tuple[str, bytes, bytes]) -> None:
-    """Make `sock` a Curve client pinning a server key: (server Z85, our public, our secret)."""
-    server, public, secret = keys
-    sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
-        server.encode(),
-        public,
-        secret,
-    )
 
 
 @dataclass
@@ -112,7 +103,7 @@ class Opener:
             s.maxmsgsize = limits.max_bytes + 4096
             s.rcvhwm = 1000
             if curve and node in curve:
-                curve_client(s, curve[node])
+                curve_client(s, *curve[node])
             s.connect(ep)
             self.sockets[node] = s
             self.node_of[s] = node

@@ -22,6 +22,7 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
+from fpmon.transport import bind, curve_server, split_envelope
 from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
 
 REQUEST_LIMITS = Limits(max_bytes=64 * 1024)
@@ -88,7 +89,7 @@ class StateServer:
         self.sock.maxmsgsize = REQUEST_LIMITS.max_bytes
         if curve is not None:
             self._curve(ctx, *curve)
-        self.sock.bind(endpoint[:-2] + ":*" if endpoint.endswith(":0") else endpoint)
+        bind(self.sock, endpoint, "[replay] state")
         self.endpoint = self.sock.last_endpoint.decode()
 
     def _curve(self, ctx: zmq.Context[Any], public: bytes, secret: bytes, allowed: Path) -> None:
@@ -100,9 +101,7 @@ class StateServer:
         self.auth = ThreadAuthenticator(ctx)
         self.auth.start()
         self.auth.configure_curve(domain="state", location=str(allowed))
-        self.sock.zap_domain = b"state"
-        self.sock.curve_server = True
-        self.sock.curve_publickey, self.sock.curve_secretkey = public, secret
+        curve_server(self.sock, public, secret, "state")
 
     def _peer(self, frames: list[zmq.Frame]) -> bytes:
         # With Curve the peer is its key (ZAP's User-Id, on the frames it sent); a monitor
@@ -123,10 +122,7 @@ class StateServer:
             self._one([f.bytes for f in frames])
 
     def _one(self, frames: list[bytes]) -> None:
-        ident, rest = frames[:1], frames[1:]
-        delim = []
-        if rest and rest[0] == b"":
-            delim, rest = [b""], rest[1:]
+        env, rest = split_envelope(frames)
         try:
             req = decode(rest, REQUEST_LIMITS, expect=("state?",))
         except WireError as e:
@@ -135,7 +131,7 @@ class StateServer:
         assert isinstance(req, StateRequest)
         # Anything past the stream's end asks for nothing new; SQLite cannot take ints > 2**63.
         since = min(max(req.since_verdicts, 0), self.stream_seq())
-        self.sock.send_multipart(ident + delim + encode(self.reply(since)))
+        self.sock.send_multipart(env + encode(self.reply(since)))
 
     def close(self) -> None:
         self.sock.close(linger=0)
