@@ -147,13 +147,18 @@ def test_out_of_bounds_nvml_figures_are_dropped_and_named_not_sent():
 def test_engine_process_cpu_time_is_reported_on_any_host():
     src = TelemetrySource("n", "cpu", nv=FakeNvml([]), env={})
     first = src.sample().engine
+    w0 = time.monotonic()
     end = time.process_time() + 0.3
     while time.process_time() < end:  # hidden work inside the engine's own process
         pass
     e = src.sample().engine
+    wall = time.monotonic() - w0
     assert first is not None and e is not None and e.pid == os.getpid()
     assert e.cpu_s is not None and first.cpu_s is not None and e.cpu_s >= first.cpu_s + 0.25
-    assert e.cpu_util is not None and e.cpu_util > 30 and e.note == "psutil"
+    # Utilisation over the wall time between samples: on a loaded host the 0.3 CPU-s take
+    # longer, so the bound follows the wall clock measured here rather than a fixed figure.
+    assert e.cpu_util is not None and e.cpu_util >= 0.8 * 100 * 0.25 / wall
+    assert e.note == "psutil"
     assert e.rss and e.threads
 
 
