@@ -13,6 +13,7 @@ import dataclasses
 import os
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from fpmon.capture import capture_prompts, record_from_row
@@ -266,5 +267,5 @@ def test_replay_daemon_judges_vllm_records(engine, loaded):
     verdict = judge.judge(commit, rec.encode()).verdict
     assert verdict.status == "match", verdict.reason
     forged = dataclasses.replace(rec, output_ids=[*rec.output_ids[:-1], rec.output_ids[-1] + 1])
-    commit = dataclasses.replace(commit, record_digest=forged.digest())
+    commit = msgspec.structs.replace(commit, record_digest=forged.digest())
     assert judge.judge(commit, forged.encode()).verdict.status == "mismatch"
