@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -59,6 +60,10 @@ class Security:
             raise FpmonError(
                 "curve is on but this libzmq lacks CURVE: install pyzmq with libsodium"
             )
+        if cfg.keys_dir is None:
+            raise FpmonError(
+                "[security] curve = true needs keys_dir (run `fpmon keygen --out DIR`)"
+            )
         self.public, self.secret = load_curve_server(cfg.keys_dir)
         allow = {
             "intake": load_allowlist(cfg.clients_dir, "clients_dir (submitters)"),
@@ -87,13 +92,13 @@ class Security:
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
 
-    def client_of(self, sock: zmq.Socket[Any], server_public_file: str) -> None:
+    def client_of(self, sock: zmq.Socket[Any], server_public_file: Path | None) -> None:
         """Make `sock` a Curve client of a server (the hub) whose public key file is given."""
         if not self.on:
             return
         if not server_public_file:
             raise FpmonError("a hub with curve on needs [security] hub_public_key (its .key file)")
-        server_pub, _ = zmq.auth.load_certificate(server_public_file)
+        server_pub, _ = zmq.auth.load_certificate(str(server_public_file))
         sock.curve_secretkey = self.secret
         sock.curve_publickey = self.public
         sock.curve_serverkey = server_pub
