@@ -62,7 +62,7 @@ class Watch:
         out = []
         for node, (busy, start) in list(self._busy.items()):
             window = now - start
-            if window < self.cfg.capacity_window_s:
+            if window < self.cfg.timing.capacity_window_s:
                 continue
             del self._busy[node]
             st = self.intake.stats[node]
@@ -78,7 +78,7 @@ class Watch:
 
     def floods(self, now: float) -> list[Raise]:
         out = []
-        limit = self.cfg.flood_msgs_per_s
+        limit = self.cfg.limits.flood_msgs_per_s
         for node, st in self.intake.stats.items():
             dt = now - st.window_start if st.window_start else TICK_S
             minute = f"{now // 60:.0f}"
@@ -92,7 +92,7 @@ class Watch:
                         details={"messages": st.window_msgs, "seconds": round(dt, 2)},
                     )
                 )
-            if st.window_rejects > self.cfg.flood_rejects_per_min * dt / 60:
+            if st.window_rejects > self.cfg.limits.flood_rejects_per_min * dt / 60:
                 out.append(
                     Raise(
                         "flood",
@@ -115,7 +115,7 @@ class Watch:
         new, self._unattributed_seen = total - self._unattributed_seen, total
         dt = now - self._unattributed_t if self._unattributed_t else TICK_S
         self._unattributed_t = now
-        if new <= self.cfg.flood_rejects_per_min * dt / 60:
+        if new <= self.cfg.limits.flood_rejects_per_min * dt / 60:
             return []
         reasons = dict(self.intake.rejects.most_common(5))
         return [
@@ -140,14 +140,14 @@ class Watch:
         out = []
         mono = time.monotonic()
         for node, ch in self.intake.chains.nodes.items():
-            alive = mono - self.intake.stats[node].last_msg_t < self.cfg.head_timeout_s / 2
+            alive = mono - self.intake.stats[node].last_msg_t < self.cfg.limits.head_timeout_s / 2
             if ch.seq < 0 or ch.head_seq >= ch.seq or not alive:
                 self._uncovered_since.pop(node, None)
                 continue
             since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
             if since[1] != ch.head_seq:  # a head came, but commits outran it again
                 self._uncovered_since[node] = since = (now, ch.head_seq)
-            if now - since[0] >= self.cfg.head_timeout_s:
+            if now - since[0] >= self.cfg.limits.head_timeout_s:
                 out.append(
                     Raise(
                         "unsigned",

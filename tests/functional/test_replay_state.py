@@ -77,7 +77,7 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
         flood_thread.start()
         for c in commits:
             node.publish(c)
-        got = wait_verdicts(d.cfg.store, 3, timeout=60)
+        got = wait_verdicts(d.cfg.replay.store, 3, timeout=60)
         assert [v["status"] for v in got] == ["match"] * 3  # its real work, done
         time.sleep(0.5)
         stop.set()
@@ -87,8 +87,8 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
         while flooder.poll(200):
             flooder.recv_multipart()
             replies += 1
-        cfg = d.cfg
-        assert replies <= cfg.state_burst + cfg.state_rate_per_s * elapsed + 1, (replies, elapsed)
+        lim = d.cfg.limits
+        assert replies <= lim.state_burst + lim.state_rate_per_s * elapsed + 1, (replies, elapsed)
         limited = d.state_rejects["rate_limited"]
         assert limited >= 500 and limited + replies <= sent[0], (limited, replies, sent[0])
         # Another monitor, once the flood is over, is answered. A `since_verdicts` beyond int64
