@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fpmon import tomlw
+from fpmon.config import PublicKeyHex
 from fpmon.errors import FpmonError
-from fpmon.monitor.config import MonitorConfig, WatchConfig
+from fpmon.monitor.config import Endpoints, MonitorConfig, WatchConfig
 from fpmon.progress import Progress
 from fpmon.setups import Setup
 
@@ -149,7 +150,9 @@ class Fleet:
         if self.verifier_key is None:
             raise FpmonError("the demo's verifier key is made with its configs: start it first")
         watch = WatchConfig(
-            endpoints=[self.hub_xpub], state=self.state, verifier_key=self.verifier_key
+            endpoints=Endpoints([self.hub_xpub]),
+            state=self.state,
+            verifier_key=PublicKeyHex(self.verifier_key),
         )
         return MonitorConfig(monitor=watch)
 
