@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fpmon.agents.config import check_private
+from fpmon.config import check_private
 from fpmon.errors import FpmonError
 
 CURVE_NAME = "agent"  # agent.key (public) and agent.key_secret, as zmq.auth writes them
@@ -66,7 +66,7 @@ def public_bytes(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def load_signing_key(keys_dir: str, state_dir: str) -> Ed25519PrivateKey:
+def load_signing_key(keys_dir: Path | None, state_dir: Path) -> Ed25519PrivateKey:
     """From keys_dir when configured; otherwise the node's own key in state_dir (made once).
 
     The key is the node's identity across restarts: a fresh key per start would make every
@@ -99,7 +99,7 @@ def load_signing_key(keys_dir: str, state_dir: str) -> Ed25519PrivateKey:
     return key
 
 
-def load_curve_server(keys_dir: str, name: str = CURVE_NAME) -> tuple[bytes, bytes]:
+def load_curve_server(keys_dir: Path, name: str = CURVE_NAME) -> tuple[bytes, bytes]:
     """(public, secret) z85 keys of this node; refuses a world-readable secret."""
     import zmq.auth
 
@@ -113,7 +113,7 @@ def load_curve_server(keys_dir: str, name: str = CURVE_NAME) -> tuple[bytes, byt
     return pub, secret
 
 
-def load_allowlist(folder: str, what: str) -> set[bytes]:
+def load_allowlist(folder: Path | None, what: str) -> set[bytes]:
     """z85 public keys in `folder`. zmq.auth only *logs* a folder it cannot read: we refuse."""
     import zmq.auth
 
@@ -121,7 +121,7 @@ def load_allowlist(folder: str, what: str) -> set[bytes]:
         raise FpmonError(f"curve is on but no {what} folder is configured: set it in [security]")
     if not Path(folder).is_dir():
         raise FpmonError(f"{folder}: no such {what} folder; create it and copy public keys in")
-    keys = set(zmq.auth.load_certificates(folder))
+    keys = set(zmq.auth.load_certificates(str(folder)))
     if not keys:
         raise FpmonError(
             f"{folder}: no public keys (*.key) found for {what}: copy their `.key` files in"

@@ -20,26 +20,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
 
-from fpmon.agents.config import EngineConfig
-from fpmon.errors import FpmonError
+import msgspec
+
+from fpmon.agents.config import EngineConfig, RedTeamConfig
 from fpmon.records import Record
-from fpmon.setups import ATTN_IMPLS, DTYPES
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from fpmon.wire import Commit
 
 log = logging.getLogger("fpmon.agent.redteam")
-
-KEYS = (
-    "enabled",
-    "actual_batch",
-    "actual_attn",
-    "actual_dtype",
-    "tamper_openings",
-    "drop_every",
-    "reorder",
-)
 
 
 @dataclasses.dataclass
@@ -55,22 +44,11 @@ class RedTeam:
     _held: Commit | None = None
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any]) -> RedTeam:
-        unknown = set(raw) - set(KEYS)
-        if unknown:
-            raise FpmonError(
-                f"[redteam]: unknown keys {', '.join(sorted(unknown))}; known: {', '.join(KEYS)}"
-            )
-        rt = cls(**raw)
-        if rt.actual_attn and rt.actual_attn not in ATTN_IMPLS:
-            raise FpmonError(f"redteam.actual_attn: use one of {', '.join(ATTN_IMPLS)}")
-        if rt.actual_dtype and rt.actual_dtype not in DTYPES:
-            raise FpmonError(f"redteam.actual_dtype: use one of {', '.join(DTYPES)}")
-        if rt.actual_batch < 0 or rt.drop_every < 0:
-            raise FpmonError("redteam.actual_batch and drop_every must be >= 0")
-        if not rt.enabled:
+    def from_config(cls, cfg: RedTeamConfig) -> RedTeam:
+        """The `[redteam]` table (checked by the config layer) as behaviours."""
+        if not cfg.enabled:
             return cls()  # present but disabled: an honest node
-        return rt
+        return cls(**msgspec.structs.asdict(cfg))
 
     def behaviours(self) -> list[str]:
         if not self.enabled:
@@ -102,7 +80,7 @@ class RedTeam:
     def actual_engine(self, declared: EngineConfig) -> EngineConfig:
         if not self.enabled:
             return declared
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             declared,
             attn=self.actual_attn or declared.attn,
             dtype=self.actual_dtype or declared.dtype,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -60,6 +61,10 @@ class Security:
             raise FpmonError(
                 "curve is on but this libzmq lacks CURVE: install pyzmq with libsodium"
             )
+        if cfg.keys_dir is None:
+            raise FpmonError(
+                "[security] curve = true needs keys_dir (run `fpmon keygen --out DIR`)"
+            )
         self.public, self.secret = load_curve_server(cfg.keys_dir)
         allow = {
             "intake": load_allowlist(cfg.clients_dir, "clients_dir (submitters)"),
@@ -85,13 +90,13 @@ class Security:
             self.auth.configure_curve_callback("publish", _AnyKey())
         curve_server(sock, self.public, self.secret, domain)
 
-    def client_of(self, sock: zmq.Socket[Any], server_public_file: str) -> None:
+    def client_of(self, sock: zmq.Socket[Any], server_public_file: Path | None) -> None:
         """Make `sock` a Curve client of a server (the hub) whose public key file is given."""
         if not self.on:
             return
         if not server_public_file:
             raise FpmonError("a hub with curve on needs [security] hub_public_key (its .key file)")
-        server_pub, _ = zmq.auth.load_certificate(server_public_file)
+        server_pub, _ = zmq.auth.load_certificate(str(server_public_file))
         curve_client(sock, server_pub, self.public, self.secret)
 
     def counts(self) -> dict[str, int]:

@@ -31,19 +31,16 @@ def write_config(folder: Path, node: str, **sections: dict[str, Any]) -> Path:
     cfg["endpoints"] = endpoints
     cfg.update(sections)
     path = folder / f"{node}.toml"
-    path.write_text(tomlw.dumps(cfg))
-    os.chmod(path, 0o600)
+    tomlw.write(path, cfg)
     return path
 
 
 class AgentProcess:
     def __init__(self, config: Path, log_path: Path | None = None) -> None:
-        import tomllib
+        from fpmon.agents.config import load_config
 
         self.config = Path(config)
-        raw = tomllib.loads(self.config.read_text())
-        state = Path(raw.get("state_dir", "./fpmon-agent-state"))
-        self.state_dir = state if state.is_absolute() else (self.config.parent / state).resolve()
+        self.state_dir = load_config(self.config).state_dir
         self.log_path = log_path or self.config.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
         self.status: dict[str, Any] = {}

@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 
 import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -62,7 +63,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as d:
         cfg = AgentConfig(
             node="bench",
-            state_dir=d,
+            state_dir=Path(d),
             engine=EngineConfig(model=args.model, dtype=args.dtype, device=args.device),
         )
         probes = probe_spec(cfg, engine.num_layers)

@@ -17,6 +17,7 @@ without and with Curve.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 import zmq
 import zmq.auth
 
-from fpmon.replay.hub import Hub, HubConfig
+from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
 from fpmon.setups import Setup
 from fpmon.wire import Commit, encode
 
@@ -86,7 +87,8 @@ def commit_payload(node: str) -> bytes:
 
 def keys(tmp: Path) -> dict[str, Path]:
     for who in ("hub", "replay", "n1", "mon"):
-        zmq.auth.create_certificates(str(tmp), who)
+        _, secret = zmq.auth.create_certificates(str(tmp), who)
+        os.chmod(secret, 0o600)  # as `fpmon keygen` writes it: fpmon refuses others reading
     for folder, members in (("pubs", ("replay", "n1")), ("subs", ("mon",))):
         (tmp / folder).mkdir()
         for m in members:
@@ -189,12 +191,11 @@ def main() -> int:
     ok = True
     print(f"{args.n} commit frames of {len(commit_payload('n1'))} B, loopback")
     for mode in args.modes.split(","):
-        cfg = HubConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0")
+        cfg = HubConfig(hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"))
         if mode == "curve":
-            cfg = HubConfig(
-                xsub=cfg.xsub, xpub=cfg.xpub, curve_secret_file=k["hub"],
-                publishers_dir=tmp / "pubs", subscribers_dir=tmp / "subs",
-            )  # fmt: skip
+            cfg.curve = HubCurveConfig(
+                secret_file=k["hub"], publishers_dir=tmp / "pubs", subscribers_dir=tmp / "subs"
+            )
         rates, hub_rates = {}, {}
         for forwarder in ("zmq.proxy", "fpmon"):
             runs = [

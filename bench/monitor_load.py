@@ -20,7 +20,7 @@ import time
 
 from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp, tune_gc
-from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
 from fpmon.wire import decode, encode
 
@@ -126,7 +126,9 @@ async def bench_app(
     size: tuple[int, int] = (200, 50),
 ) -> float:
     src = Source(rng)
-    cfg = MonitorConfig(refresh_s=3600)  # we drive repaints ourselves, to time them
+    cfg = MonitorConfig(
+        monitor=WatchConfig(refresh_s=3600)
+    )  # we drive repaints ourselves, to time them
     app = MonitorApp(cfg, start_feed=False)
     if tune:
         tune_gc()  # as `fpmon` / `fpmon demo` do before app.run()

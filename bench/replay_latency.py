@@ -79,12 +79,12 @@ def main() -> int:
             n.publish(c)
             sampled += daemon.sampler.sampled(n.name, c.seq)
     served = time.perf_counter() - t0
-    verdicts = wait_verdicts(cfg.store, sampled, timeout=300)
+    verdicts = wait_verdicts(cfg.replay.store, sampled, timeout=300)
     daemon.stop()
     thread.join(timeout=60)
     for n in nodes:
         n.close()
-    lat = [v["t"] - commit_t(v, nodes) for v in read_verdicts(cfg.store)]
+    lat = [v["t"] - commit_t(v, nodes) for v in read_verdicts(cfg.replay.store)]
     statuses = {v["status"] for v in verdicts}
     print(
         f"fleet: 3 nodes x {per_node} requests in {served:.1f} s, sampling rate {rate}, "

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
-DTYPES = ("bfloat16", "float16", "float32")
-ATTN_IMPLS = ("eager", "sdpa")
-ENGINES = ("hf", "vllm")
+Dtype = Literal["bfloat16", "float16", "float32"]
+AttnImpl = Literal["eager", "sdpa"]
+EngineKind = Literal["hf", "vllm"]
+DTYPES: tuple[str, ...] = get_args(Dtype)
+ATTN_IMPLS: tuple[str, ...] = get_args(AttnImpl)
+ENGINES: tuple[str, ...] = get_args(EngineKind)
 
 # Fields that say *what computation ran*. Changing any of them may change the numerics, so a
 # replay must reproduce them; attribution names a mismatch by one of these.

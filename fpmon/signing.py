@@ -14,7 +14,6 @@ policy as a node's head key: PEM PKCS#8 Ed25519, written 0600, refused when othe
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fpmon import canonical
+from fpmon.config import check_private
 from fpmon.errors import FpmonError
 from fpmon.wire import Limits, Message, decode, encode
 
@@ -90,12 +90,7 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         )
         _write_private(path, pem)
         path.with_name(path.name + ".pub").write_text(public_bytes(key).hex() + "\n")
-    mode = path.stat().st_mode
-    if mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise FpmonError(
-            f"verifier signing key {path} is world-readable (mode {stat.S_IMODE(mode):o}): "
-            f"run `chmod 600 {path}` and start again"
-        )
+    check_private(path, "verifier signing key")
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError as e:

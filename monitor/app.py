@@ -88,7 +88,7 @@ class MonitorApp(App):
         self.config = config
         self.model = model or FleetModel(config.limits)
         self.inbox = Inbox(notify=self._feed_notify)
-        self.inspector = config.inspector
+        self.inspector = config.monitor.inspector
         self.export_dir = Path(export_dir)
         self.start_feed = start_feed
         self.problems = problems  # the demo's children that died, said once each in the UI
@@ -101,31 +101,31 @@ class MonitorApp(App):
         self._theme_names = [t.name for t in themes.load_all()]
         for t in themes.load_all():
             self.register_theme(t)
-        if config.theme not in self._theme_names:
-            themes.load_theme(config.theme)  # raises FpmonError naming the themes there are
-        self.theme = config.theme
+        if config.monitor.theme not in self._theme_names:
+            themes.load_theme(config.monitor.theme)  # raises FpmonError naming the themes there are
+        self.theme = config.monitor.theme
         if config.keymap:
             check_keymap(config.keymap)
             self.set_keymap(config.keymap)
         if play:
-            self.source = Player(self.inbox, play, verifier_key=config.verifier_key)
-        elif start_feed and (config.endpoints or config.state):
+            self.source = Player(self.inbox, play, verifier_key=config.monitor.verifier_key)
+        elif start_feed and (config.monitor.endpoints or config.monitor.state):
             self.source = Feed(
                 self.inbox,
-                config.endpoints,
-                config.state,
+                config.monitor.endpoints,
+                config.monitor.state,
                 curve=config.curve,
-                record=config.record,
-                state_timeout_s=config.state_timeout_s,
-                deaf_after_s=config.deaf_after_s,
-                verifier_key=config.verifier_key,
+                record=config.monitor.record,
+                state_timeout_s=config.monitor.state_timeout_s,
+                deaf_after_s=config.monitor.deaf_after_s,
+                verifier_key=config.monitor.verifier_key,
             )
         self.sub_title = self._subtitle()
 
     # -- lifecycle -----------------------------------------------------------------------
     def on_mount(self) -> None:
         self._palette()
-        if self.source is not None and self.config.verifier_key is None:
+        if self.source is not None and self.config.monitor.verifier_key is None:
             self.notify(
                 "no [monitor] verifier_key: verdicts and alerts are shown unauthenticated",
                 severity="warning",
@@ -133,7 +133,7 @@ class MonitorApp(App):
             )
         if self.source is not None:
             self.run_worker(self.source.run, name="feed", thread=True, exit_on_error=False)
-        self.set_interval(self.config.refresh_s, self.repaint)
+        self.set_interval(self.config.monitor.refresh_s, self.repaint)
 
     def on_unmount(self) -> None:
         if self.source is not None:
@@ -172,7 +172,7 @@ class MonitorApp(App):
                 elif item.state == "deaf" and model.endpoints.get(item.endpoint) != "deaf":
                     self.notify(
                         f"heard nothing from {item.endpoint} for "
-                        f"{self.config.deaf_after_s:g} s; resubscribed",
+                        f"{self.config.monitor.deaf_after_s:g} s; resubscribed",
                         severity="error",
                     )
                 model.set_endpoint(item.endpoint, item.state)

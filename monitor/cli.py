@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from fpmon.errors import FpmonError
 
@@ -50,15 +51,15 @@ def dashboard_config(args: argparse.Namespace):
     cfg = load_config(path)
     theme = getattr(args, "dash_theme", None) or getattr(args, "theme", None)
     if theme:
-        cfg.theme = theme
+        cfg.monitor.theme = theme
     for ep in getattr(args, "endpoint", []) or []:
-        cfg.endpoints.append(check_endpoint(ep, "--endpoint"))
+        cfg.monitor.endpoints.append(check_endpoint(ep, "--endpoint"))
     if getattr(args, "state", None):
-        cfg.state = check_endpoint(args.state, "--state")
+        cfg.monitor.state = check_endpoint(args.state, "--state")
     if getattr(args, "record", None):
-        cfg.record = args.record
+        cfg.monitor.record = Path(args.record)
     if getattr(args, "inspector", False):
-        cfg.inspector = True
+        cfg.monitor.inspector = True
     return cfg
 
 
@@ -66,9 +67,9 @@ def run_dashboard(args: argparse.Namespace) -> int:
     from fpmon import themes
 
     cfg = dashboard_config(args)
-    themes.load_theme(cfg.theme)  # unknown theme: one clear line before any UI starts
+    themes.load_theme(cfg.monitor.theme)  # unknown theme: one clear line before any UI starts
     play = getattr(args, "play", None)
-    if not play and not cfg.endpoints and not cfg.state:
+    if not play and not cfg.monitor.endpoints and not cfg.monitor.state:
         raise FpmonError(
             "nothing to watch: give --config monitor.toml (see deploy/monitor.example.toml), "
             "--endpoint tcp://HOST:PORT, or run `fpmon demo`"
@@ -89,12 +90,12 @@ def run_snapshot(args: argparse.Namespace) -> int:
     from fpmon.monitor.model import FleetModel
 
     cfg = load_config(args.config)
-    endpoint = check_endpoint(args.state, "--state") if args.state else cfg.state
+    endpoint = check_endpoint(args.state, "--state") if args.state else cfg.monitor.state
     if not endpoint:
         raise FpmonError("no state endpoint: give --state tcp://HOST:PORT or [monitor] state")
     model = FleetModel(cfg.limits)
     model.apply_state(
-        state_snapshot(endpoint, args.timeout, cfg.curve, verifier_key=cfg.verifier_key)
+        state_snapshot(endpoint, args.timeout, cfg.curve, verifier_key=cfg.monitor.verifier_key)
     )
     model.tick()
     data = model.to_json()

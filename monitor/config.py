@@ -1,4 +1,4 @@
-"""The monitor's TOML config: endpoints, theme, keymap, buffer sizes. Bad input -> FpmonError.
+"""The monitor's TOML config: endpoints, theme, keymap, buffer sizes, as `MonitorConfig`.
 
 ```toml
 [monitor]
@@ -16,51 +16,28 @@ client_keys = "keys/monitor.key_secret"
 [keymap]
 fleet = "f"                            # binding id -> key(s), comma separated
 ```
+
+Decoded by the one config layer (`fpmon/config.py`): unknown keys and bad values are one line
+naming the file and the key, relative paths (`record`, `client_keys`) are relative to the
+file, and a config naming `client_keys` must be private.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
-from dataclasses import dataclass, field, fields
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
+from fpmon import config
+from fpmon.config import Invalid, PositiveFloat, PublicKeyHex, SecretPath, Section
 from fpmon.errors import FpmonError
 from fpmon.monitor.model import Limits
 
+EXAMPLE = "deploy/monitor.example.toml"
 _ENDPOINT = re.compile(r"^(tcp://[^\s:]+:\d{1,5}|ipc://\S+|inproc://\S+)$")
-SECTIONS = ("monitor", "curve", "keymap", "limits")
-
-
-@dataclass
-class CurveConfig:
-    server_key: bytes  # z85 public key of the server the monitor connects to
-    public: bytes
-    secret: bytes
-    # The replay daemon's own Curve key, for its state endpoint when the SUB goes to a hub
-    # (a different server); None: `server_key`.
-    state_server_key: bytes | None = None
-
-    @property
-    def state_key(self) -> bytes:
-        return self.state_server_key or self.server_key
-
-
-@dataclass
-class MonitorConfig:
-    endpoints: list[str] = field(default_factory=list)
-    state: str = ""
-    theme: str = "fpmon-dark"
-    inspector: bool = False
-    record: str = ""
-    refresh_s: float = 0.5
-    state_timeout_s: float = 2.0
-    deaf_after_s: float = 10.0  # nothing heard this long on the SUB: show `deaf`, resubscribe
-    verifier_key: bytes | None = None  # Ed25519 public key the verifier signs with
-    keymap: dict[str, str] = field(default_factory=dict)
-    limits: Limits = field(default_factory=Limits)
-    curve: CurveConfig | None = None
 
 
 def check_endpoint(ep: Any, where: str) -> str:
@@ -71,134 +48,130 @@ def check_endpoint(ep: Any, where: str) -> str:
     return ep
 
 
+class Endpoints(list[str]):
+    """`[monitor] endpoints`: ZeroMQ endpoints (one may be written without the list)."""
+
+    @classmethod
+    def from_toml(cls, v: Any) -> Endpoints:
+        eps = [v] if isinstance(v, str) else v
+        if not isinstance(eps, list):
+            raise ValueError("expected a list of ZeroMQ endpoints")
+        for ep in eps:
+            if not isinstance(ep, str) or not _ENDPOINT.match(ep):
+                raise ValueError(
+                    f"{ep!r} is not a ZeroMQ endpoint; write it like tcp://127.0.0.1:7791"
+                )
+        return cls(eps)
+
+
+class KeyName(str):
+    """A key binding: a key name, or several comma separated."""
+
+    @classmethod
+    def from_toml(cls, v: Any) -> KeyName:
+        if not isinstance(v, str) or not v.strip():
+            raise ValueError(f'expected a key name like "f" or "ctrl+f", got {v!r}')
+        return cls(v)
+
+
+class Z85Key(bytes):
+    """A Curve public key: 40 characters of Z85."""
+
+    @classmethod
+    def from_toml(cls, v: Any) -> Z85Key:
+        import zmq.utils.z85
+
+        if not isinstance(v, str) or len(v) != 40:
+            raise ValueError("expected a 40-character Z85 public key")
+        try:
+            zmq.utils.z85.decode(v.encode())
+        except (ValueError, KeyError):
+            raise ValueError("not valid Z85") from None
+        return cls(v.encode())
+
+
+class WatchConfig(Section):
+    """`[monitor]`: what to watch and how."""
+
+    # a hub's XPUB, or each publisher's PUB (one endpoint may be written without the list)
+    endpoints: Endpoints = msgspec.field(default_factory=Endpoints)
+    state: str = ""  # the replay daemon's state ROUTER
+    theme: str = "fpmon-dark"
+    inspector: bool = False
+    record: Path | None = None  # record the received feed to this file
+    refresh_s: PositiveFloat = 0.5
+    state_timeout_s: PositiveFloat = 2.0
+    deaf_after_s: PositiveFloat = 10.0  # nothing heard this long: show `deaf`, resubscribe
+    verifier_key: PublicKeyHex | None = None  # Ed25519 public key the verifier signs with
+
+    def __post_init__(self) -> None:
+        if self.state:
+            try:
+                check_endpoint(self.state, "state")
+            except FpmonError as e:
+                raise ValueError(str(e)) from None
+
+
+class CurveConfig(Section, dict=True):
+    """`[curve]`: outside loopback the monitor is a CurveZMQ client."""
+
+    server_key: Z85Key  # z85 public key of the server the monitor connects to
+    client_keys: SecretPath  # our zmq.auth certificate (`fpmon keygen --name monitor`)
+    # The replay daemon's own Curve key, for its state endpoint when the SUB goes to a hub
+    # (a different server); None: `server_key`.
+    state_server_key: Z85Key | None = None
+
+    @cached_property
+    def _keys(self) -> tuple[bytes, bytes]:
+        import zmq
+        import zmq.auth
+
+        if not zmq.has("curve"):
+            raise Invalid("[curve]: this libzmq was built without CURVE; install pyzmq wheels")
+        path = self.client_keys
+        if not path.is_file():
+            raise Invalid(
+                f"[curve] client_keys: {path} is not a file; create one with `fpmon keygen`"
+            )
+        config.check_private(path, "[curve] client_keys")
+        try:
+            public, secret = zmq.auth.load_certificate(path)
+        except (ValueError, OSError) as e:
+            raise Invalid(f"[curve] client_keys: {path} is not a ZeroMQ certificate: {e}") from None
+        if not secret:
+            raise Invalid(f"[curve] client_keys: {path} holds no secret key (use the .key_secret)")
+        return public, secret
+
+    @property
+    def public(self) -> bytes:
+        return self._keys[0]
+
+    @property
+    def secret(self) -> bytes:
+        return self._keys[1]
+
+    @property
+    def state_key(self) -> bytes:
+        return self.state_server_key or self.server_key
+
+
+class MonitorConfig(Section):
+    monitor: WatchConfig = msgspec.field(default_factory=WatchConfig)
+    curve: CurveConfig | None = None
+    keymap: dict[str, KeyName] = msgspec.field(default_factory=dict)  # binding id -> key(s)
+    limits: Limits = msgspec.field(default_factory=Limits)
+
+    def check(self) -> None:
+        if self.curve is not None:
+            _ = self.curve.public  # load (and check) our certificate now, not on connect
+
+
 def load_config(path: str | Path | None) -> MonitorConfig:
     if path is None:
         return MonitorConfig()
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise FpmonError(f"config {p} does not exist; copy deploy/monitor.example.toml") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FpmonError(f"config {p} cannot be read: {e}") from None
-    except tomllib.TOMLDecodeError as e:
-        raise FpmonError(f"config {p} is not valid TOML: {e}") from None
-    return parse_config(raw, str(p))
+    return config.load(path, MonitorConfig, example=EXAMPLE)
 
 
-def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
-    unknown = set(raw) - set(SECTIONS)
-    if unknown:
-        raise FpmonError(
-            f"{where}: unknown section(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(SECTIONS)}"
-        )
-    cfg = MonitorConfig()
-    mon = _section(raw, "monitor", where)
-    known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s",
-             "deaf_after_s", "verifier_key"}  # fmt: skip
-    _no_unknown(mon, known, f"{where} [monitor]")
-    eps = mon.get("endpoints", [])
-    if isinstance(eps, str):
-        eps = [eps]
-    if not isinstance(eps, list):
-        raise FpmonError(f"{where} [monitor] endpoints: expected a list of ZeroMQ endpoints")
-    cfg.endpoints = [check_endpoint(e, f"{where} [monitor] endpoints") for e in eps]
-    if mon.get("state"):
-        cfg.state = check_endpoint(mon["state"], f"{where} [monitor] state")
-    for name, typ in (("theme", str), ("record", str), ("inspector", bool)):
-        if name in mon:
-            if not isinstance(mon[name], typ):
-                raise FpmonError(f"{where} [monitor] {name}: expected a {typ.__name__}")
-            setattr(cfg, name, mon[name])
-    for name in ("refresh_s", "state_timeout_s", "deaf_after_s"):
-        if name in mon:
-            setattr(cfg, name, _positive(mon[name], f"{where} [monitor] {name}"))
-    if "verifier_key" in mon:
-        cfg.verifier_key = verifier_key(mon["verifier_key"], f"{where} [monitor] verifier_key")
-    km = _section(raw, "keymap", where)
-    for k, v in km.items():
-        if not isinstance(v, str) or not v.strip():
-            raise FpmonError(f'{where} [keymap] {k}: expected a key name like "f" or "ctrl+f"')
-    cfg.keymap = dict(km)
-    lim = _section(raw, "limits", where)
-    names = {f.name: f for f in fields(Limits)}
-    _no_unknown(lim, set(names), f"{where} [limits]")
-    for k, v in lim.items():
-        setattr(cfg.limits, k, type(getattr(cfg.limits, k))(_positive(v, f"{where} [limits] {k}")))
-    curve = _section(raw, "curve", where)
-    if curve:
-        cfg.curve = _curve(curve, f"{where} [curve]")
-    return cfg
-
-
-def verifier_key(v: Any, where: str) -> bytes:
-    """The replay daemon's Ed25519 public key: 64 hex digits (its `verifier-signing.key.pub`)."""
-    try:
-        raw = bytes.fromhex(v) if isinstance(v, str) else b""
-    except ValueError:
-        raw = b""
-    if len(raw) != 32:
-        raise FpmonError(
-            f"{where}: expected the verifier's Ed25519 public key as 64 hex digits "
-            "(the replay daemon's verifier-signing.key.pub)"
-        )
-    return raw
-
-
-def _section(raw: dict[str, Any], name: str, where: str) -> dict[str, Any]:
-    sec = raw.get(name, {})
-    if not isinstance(sec, dict):
-        raise FpmonError(f"{where}: [{name}] must be a table")
-    return sec
-
-
-def _no_unknown(sec: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = set(sec) - known
-    if unknown:
-        raise FpmonError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
-
-
-def _positive(v: Any, where: str) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or v <= 0:
-        raise FpmonError(f"{where}: expected a positive number, got {v!r}")
-    return float(v)
-
-
-def _curve(sec: dict[str, Any], where: str) -> CurveConfig:
-    import zmq
-    import zmq.auth
-
-    _no_unknown(sec, {"server_key", "state_server_key", "client_keys"}, where)
-    if not zmq.has("curve"):
-        raise FpmonError(f"{where}: this libzmq was built without CURVE; install pyzmq wheels")
-    server = _z85_key(sec.get("server_key", ""), f"{where} server_key")
-    state = sec.get("state_server_key")
-    state_key = _z85_key(state, f"{where} state_server_key") if state is not None else None
-    path = Path(str(sec.get("client_keys", "")))
-    if not path.is_file():
-        raise FpmonError(
-            f"{where} client_keys: {path} is not a file; create one with `fpmon keygen`"
-        )
-    try:
-        public, secret = zmq.auth.load_certificate(path)
-    except (ValueError, OSError) as e:
-        raise FpmonError(f"{where} client_keys: {path} is not a ZeroMQ certificate: {e}") from None
-    if not secret:
-        raise FpmonError(f"{where} client_keys: {path} holds no secret key (use the .key_secret)")
-    return CurveConfig(server_key=server, public=public, secret=secret, state_server_key=state_key)
-
-
-def _z85_key(v: Any, where: str) -> bytes:
-    import zmq
-
-    if not isinstance(v, str) or len(v) != 40:
-        raise FpmonError(f"{where}: expected a 40-character Z85 public key")
-    try:
-        zmq.utils.z85.decode(v.encode())
-    except (ValueError, KeyError):
-        raise FpmonError(f"{where}: not valid Z85") from None
-    return v.encode()
+def parse_config(raw: dict[str, Any], where: str | Path = "config") -> MonitorConfig:
+    """`raw` (a TOML document) as if read from `where`."""
+    return config.decode(raw, MonitorConfig, where)

@@ -36,8 +36,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fpmon import tomlw
+from fpmon.config import PublicKeyHex
 from fpmon.errors import FpmonError
-from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.config import Endpoints, MonitorConfig, WatchConfig
 from fpmon.progress import Progress
 from fpmon.setups import Setup
 
@@ -148,9 +149,12 @@ class Fleet:
     def monitor_config(self) -> MonitorConfig:
         if self.verifier_key is None:
             raise FpmonError("the demo's verifier key is made with its configs: start it first")
-        return MonitorConfig(
-            endpoints=[self.hub_xpub], state=self.state, verifier_key=self.verifier_key
+        watch = WatchConfig(
+            endpoints=Endpoints([self.hub_xpub]),
+            state=self.state,
+            verifier_key=PublicKeyHex(self.verifier_key),
         )
+        return MonitorConfig(monitor=watch)
 
     def write_configs(self) -> dict[str, Path]:
         d = self.dir
@@ -160,9 +164,7 @@ class Fleet:
         # without Curve here, so anyone on loopback could publish a verdict).
         verifier_file = d / "keys" / "verifier-signing.key"
         self.verifier_key = bytes.fromhex(_write_key(verifier_file))
-        paths["hub"].write_text(
-            tomlw.dumps({"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}})
-        )
+        tomlw.write(paths["hub"], {"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}})
         nodes = []
         for n in NODES:
             state_dir = d / "agents" / n.name
@@ -184,45 +186,43 @@ class Fleet:
             if n.redteam:
                 doc["redteam"] = {"enabled": True, **n.redteam}
             paths[n.name] = d / f"agent-{n.name}.toml"
-            paths[n.name].write_text(tomlw.dumps(doc))
+            tomlw.write(paths[n.name], doc)
             nodes.append(
                 {"name": n.name, "openings": self.openings[n.name], "sign_pubkey": pub_hex}
             )
-        paths["replay"].write_text(
-            tomlw.dumps(
-                {
-                    "replay": {
-                        "name": "replay",
-                        "store": str(d / "replay.sqlite"),
-                        "publish": self.verdicts,
-                        "hub_xsub": self.hub_xsub,
-                        "hub": self.hub_xpub,
-                        "state": self.state,
-                        "signing_key_file": str(verifier_file),
-                        "metrics_port": 0,
-                        "device": "cpu",
-                    },
-                    "models": {"tiny": "tiny"},
-                    "sampling": {"rate": self.rate, "suspect_rate": self.rate},
-                    "openings": {"deadline_s": 3.0, "retries": 2},
-                    "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
-                    # Eight processes share two CPU cores here: per-request time is scheduler
-                    # noise, not evidence. The demo shows numerics; timing needs a quiet GPU.
-                    "timing": {"margin": 4.0},
-                    "node": nodes,
-                }
-            )
+        tomlw.write(
+            paths["replay"],
+            {
+                "replay": {
+                    "name": "replay",
+                    "store": str(d / "replay.sqlite"),
+                    "publish": self.verdicts,
+                    "hub_xsub": self.hub_xsub,
+                    "hub": self.hub_xpub,
+                    "state": self.state,
+                    "signing_key_file": str(verifier_file),
+                    "metrics_port": 0,
+                    "device": "cpu",
+                },
+                "models": {"tiny": "tiny"},
+                "sampling": {"rate": self.rate, "suspect_rate": self.rate},
+                "openings": {"deadline_s": 3.0, "retries": 2},
+                "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
+                # Eight processes share two CPU cores here: per-request time is scheduler
+                # noise, not evidence. The demo shows numerics; timing needs a quiet GPU.
+                "timing": {"margin": 4.0},
+                "node": nodes,
+            },
         )
-        (d / "monitor.toml").write_text(
-            tomlw.dumps(
-                {
-                    "monitor": {
-                        "endpoints": [self.hub_xpub],
-                        "state": self.state,
-                        "verifier_key": self.verifier_key.hex(),
-                    }
+        tomlw.write(
+            d / "monitor.toml",
+            {
+                "monitor": {
+                    "endpoints": [self.hub_xpub],
+                    "state": self.state,
+                    "verifier_key": self.verifier_key.hex(),
                 }
-            )
+            },
         )
         return paths
 
@@ -328,7 +328,9 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
     cfg = fleet.monitor_config()
     model = FleetModel(cfg.limits)
     inbox = Inbox()
-    feed = Feed(inbox, cfg.endpoints, cfg.state, verifier_key=cfg.verifier_key)
+    feed = Feed(
+        inbox, cfg.monitor.endpoints, cfg.monitor.state, verifier_key=cfg.monitor.verifier_key
+    )
     feed.start()
     progress = Progress()
     t0 = time.monotonic()
@@ -391,7 +393,7 @@ def run(args: argparse.Namespace) -> int:
         from fpmon.monitor.app import MonitorApp, tune_gc
 
         cfg = fleet.monitor_config()
-        cfg.theme = theme
+        cfg.monitor.theme = theme
         app = MonitorApp(cfg, problems=fleet.problems)
         app.title = "fpmon demo"
         tune_gc()

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.config import Positive, PositiveFloat, Section
 from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verdict
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
@@ -42,17 +43,17 @@ STATUS_SYMBOL = {
 }
 
 
-@dataclass
-class Limits:
-    """Sizes of every buffer: memory stays flat however long the monitor runs."""
+class Limits(Section):
+    """Sizes of every buffer: memory stays flat however long the monitor runs. The config's
+    `[limits]` table."""
 
-    max_verdicts: int = 5000  # verdict feed kept for the Verdicts screen and export
-    max_alerts: int = 2000
-    history: int = 120  # sparkline points per node (one per tick)
-    recent: int = 20  # a node's last verdicts that decide its health
-    max_nodes: int = 20000  # a hostile feed cannot grow the fleet table without bound
-    stale_after_s: float = 5.0  # no message for this long: stale
-    lost_after_s: float = 20.0  # ... and for this long: lost
+    max_verdicts: Positive = 5000  # verdict feed kept for the Verdicts screen and export
+    max_alerts: Positive = 2000
+    history: Positive = 120  # sparkline points per node (one per tick)
+    recent: Positive = 20  # a node's last verdicts that decide its health
+    max_nodes: Positive = 20000  # a hostile feed cannot grow the fleet table without bound
+    stale_after_s: PositiveFloat = 5.0  # no message for this long: stale
+    lost_after_s: PositiveFloat = 20.0  # ... and for this long: lost
 
 
 @dataclass

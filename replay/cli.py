@@ -99,7 +99,7 @@ def run_daemon(args: argparse.Namespace) -> int:
 
     setup_json_logging(args.log_level.upper())
     cfg = config.load(_need_config(args, "replay"))
-    threads = cfg.threads or (1 if cfg.device == "cpu" else 0)
+    threads = cfg.replay.threads or (1 if cfg.replay.device == "cpu" else 0)
     if threads:
         # The prover's CPU agents run one thread each; replay the same way, so time compares
         # like with like and co-located processes do not spin against each other.
@@ -113,9 +113,9 @@ def run_daemon(args: argparse.Namespace) -> int:
         "replay daemon verifying",
         extra=fields(
             nodes=len(cfg.nodes),
-            verdicts=daemon.endpoints.get("publish", cfg.hub_xsub),
+            verdicts=daemon.endpoints.get("publish", cfg.replay.hub_xsub),
             state=daemon.endpoints["state"],
-            store=str(cfg.store),
+            store=str(cfg.replay.store),
             verifier_key=daemon.verifier_public.hex(),  # monitors' [monitor] verifier_key
         ),
     )
@@ -128,7 +128,7 @@ def _store_path(args: argparse.Namespace) -> Path:
         return Path(args.store)
     from fpmon.replay import config
 
-    return config.load(_need_config(args, "replay")).store
+    return config.load(_need_config(args, "replay")).replay.store
 
 
 def run_verdicts(args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import msgspec
 import zmq
 
-from fpmon import signing
+from fpmon import config, signing
 from fpmon.deafness import SubWatchdog
 from fpmon.replay import calibration as calibration_mod
 from fpmon.replay.accounting import ReferenceMeter
@@ -67,7 +67,7 @@ T = TypeVar("T")
 
 
 def _profile(cfg: ReplayConfig) -> dict[str, Any] | None:
-    path = cfg.interference_profile
+    path = cfg.timing.interference_profile
     if path is None:
         return None
     import json
@@ -86,32 +86,33 @@ def _profile(cfg: ReplayConfig) -> dict[str, Any] | None:
 class ReplayDaemon:
     def __init__(self, cfg: ReplayConfig, engine_factory: Factory = reference_factory) -> None:
         self.cfg = cfg
-        self.limits = Limits(max_bytes=cfg.max_message_bytes)
+        self.limits = Limits(max_bytes=cfg.limits.max_message_bytes)
         # Monitors pin this key: a verdict or alert it did not sign is dropped there.
-        self.signing_key = signing.load_or_create_key(cfg.signing_key_path)
+        self.signing_key = signing.load_or_create_key(cfg.replay.signing_key_path)
         self.verifier_public = signing.public_bytes(self.signing_key)
-        self.store = Store(cfg.store)
-        self.sampler = Sampler(cfg.sampling_key, cfg.rate, cfg.suspect_rate, cfg.suspect_window_s)
+        self.store = Store(cfg.replay.store)
+        s = cfg.sampling
+        self.sampler = Sampler(s.secret, s.rate, s.suspect_rate, s.suspect_window_s)
         self.intake = Intake(
             {n.name: n.sign_pubkey for n in cfg.nodes},
             self.sampler,
             self.limits,
             {n.name: n.curve_pubkey for n in cfg.nodes},
         )
-        self.calibration = calibration_mod.load(cfg.calibration)
-        self.engines = EngineCache(cfg.models, cfg.device, engine_factory)
+        self.calibration = calibration_mod.load(cfg.replay.calibration)
+        self.engines = EngineCache(cfg.models, cfg.replay.device, engine_factory)
         opts = JudgeOptions(
-            cfg.attribution,
-            cfg.attribution_fields,
-            cfg.attribution_batch_sizes,
-            cfg.attribution_max_candidates,
-            cfg.caps,
+            cfg.attribution.enabled,
+            cfg.attribution.fields,
+            cfg.attribution.batch_sizes,
+            cfg.attribution.max_candidates,
+            cfg.limits.caps,
         )
-        self.judge = Judge(self.engines, self.calibration, opts, cfg.name)
-        self.judge.meter = ReferenceMeter(cfg.device)  # GPM around replays, where there is GPM
-        self.worker = ReplayWorker(self.judge, cfg.queue_max)
+        self.judge = Judge(self.engines, self.calibration, opts, cfg.replay.name)
+        self.judge.meter = ReferenceMeter(cfg.replay.device)  # GPM around replays, where any
+        self.worker = ReplayWorker(self.judge, cfg.queue.max)
         self.timing = TimingModel(
-            cfg.timing_margin, cfg.timing_min_samples, cfg.capacity_margin, _profile(cfg)
+            cfg.timing.margin, cfg.timing.min_samples, cfg.timing.capacity_margin, _profile(cfg)
         )
         self.watch = Watch(cfg, self.intake, self.timing)
         self.metrics = Metrics()
@@ -128,23 +129,25 @@ class ReplayDaemon:
 
     # --- setup ----------------------------------------------------------------------------
     def _curve(self) -> dict[str | None, tuple[str, bytes, bytes]]:
-        if self.cfg.curve_secret_file is None:
+        if self.cfg.replay.curve_secret_file is None:
             return {}
         import zmq.auth
 
-        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        cert = self.cfg.replay.curve_secret_file
+        config.check_private(cert, "Curve secret key")
+        public, secret = zmq.auth.load_certificate(str(cert))
         if secret is None:
             from fpmon.errors import FpmonError
 
             raise FpmonError(
-                f"{self.cfg.curve_secret_file} holds no secret key: pass the "
+                f"{self.cfg.replay.curve_secret_file} holds no secret key: pass the "
                 "daemon's .key_secret certificate"
             )
         keys: dict[str | None, tuple[str, bytes, bytes]] = {
             n.name: (n.curve_pubkey, public, secret) for n in self.cfg.nodes if n.curve_pubkey
         }
-        if self.cfg.hub_curve_pubkey:  # key None: the hub, for our SUB and our PUB to it
-            keys[None] = (self.cfg.hub_curve_pubkey, public, secret)
+        if self.cfg.replay.hub_curve_pubkey:  # key None: the hub, for our SUB and our PUB to it
+            keys[None] = (self.cfg.replay.hub_curve_pubkey, public, secret)
         return keys
 
     def start(self) -> None:
@@ -153,46 +156,48 @@ class ReplayDaemon:
         curve = self._curve()
         self.subs: dict[zmq.Socket[Any], str | None] = {}
         self.watchdogs: dict[str | None, SubWatchdog] = {}
-        targets = [(None, cfg.hub)] if cfg.hub else [(n.name, n.publish) for n in cfg.nodes]
+        targets = (
+            [(None, cfg.replay.hub)] if cfg.replay.hub else [(n.name, n.publish) for n in cfg.nodes]
+        )
         for node, ep in targets:
             make = partial(self._make_sub, ep, curve.get(node))
-            w = SubWatchdog(make, cfg.deaf_after_s, self._resubscribed)
+            w = SubWatchdog(make, cfg.limits.deaf_after_s, self._resubscribed)
             self.watchdogs[node] = w
             self.subs[w.sock] = node
         self.opener = Opener(
             ctx,
             {n.name: n.openings for n in cfg.nodes},
-            verifier=cfg.name,
-            deadline_s=cfg.open_deadline_s,
-            retries=cfg.open_retries,
+            verifier=cfg.replay.name,
+            deadline_s=cfg.openings.deadline_s,
+            retries=cfg.openings.retries,
             limits=self.limits,
             curve=curve,
-            grace_s=cfg.open_grace_s,
-            max_late=cfg.open_max_late,
+            grace_s=cfg.openings.grace_s,
+            max_late=cfg.openings.max_late,
         )
         self.repair = Repairer(
             self.intake.chains,
             self.opener.send,
-            cfg.name,
-            retry_s=max(cfg.open_deadline_s, 0.5),
-            timeout_s=cfg.repair_timeout_s,
+            cfg.replay.name,
+            retry_s=max(cfg.openings.deadline_s, 0.5),
+            timeout_s=cfg.openings.repair_timeout_s,
         )
         self.pub = ctx.socket(zmq.PUB)
         self.pub.linger = 0
-        if cfg.hub_xsub:
+        if cfg.replay.hub_xsub:
             if None in curve:
                 curve_client(self.pub, *curve[None])
-            self.pub.connect(cfg.hub_xsub)
+            self.pub.connect(cfg.replay.hub_xsub)
         else:
-            self.endpoints["publish"] = bind(self.pub, cfg.publish, "[replay] publish")
+            self.endpoints["publish"] = bind(self.pub, cfg.replay.publish, "[replay] publish")
         self.state = StateServer(
             ctx,
-            cfg.state,
+            cfg.replay.state,
             self.state_reply,
             lambda: self.store.sid,
             self.state_rejects,
-            rate_per_s=cfg.state_rate_per_s,
-            burst=cfg.state_burst,
+            rate_per_s=cfg.limits.state_rate_per_s,
+            burst=cfg.limits.state_burst,
             curve=self._state_curve(),
         )
         self.state_sock = self.state.sock
@@ -200,21 +205,21 @@ class ReplayDaemon:
         self.poller = zmq.Poller()
         for s in [*self.subs, *self.opener.sockets.values(), self.state_sock]:
             self.poller.register(s, zmq.POLLIN)
-        if cfg.metrics_port:
-            self.metrics.serve(cfg.metrics_port)
+        if cfg.replay.metrics_port:
+            self.metrics.serve(cfg.replay.metrics_port)
         self._restore()
         self.worker.start()
         self._started = True
         log.info("replay daemon up: %s", self.endpoints)
 
     def _state_curve(self) -> tuple[bytes, bytes, Path] | None:
-        if self.cfg.curve_secret_file is None or self.cfg.state_clients_dir is None:
+        if self.cfg.replay.curve_secret_file is None or self.cfg.replay.state_clients_dir is None:
             return None
         import zmq.auth
 
-        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        public, secret = zmq.auth.load_certificate(str(self.cfg.replay.curve_secret_file))
         assert secret is not None  # _curve() has refused a certificate without one
-        return public, secret, self.cfg.state_clients_dir
+        return public, secret, self.cfg.replay.state_clients_dir
 
     def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> zmq.Socket[Any]:
         s = self.ctx.socket(zmq.SUB)
@@ -325,7 +330,7 @@ class ReplayDaemon:
         for brk, commit in breaks:
             self._chain_break(brk, commit)
         if samples:
-            room = self.cfg.max_inflight_openings - len(self.opener.pending)
+            room = self.cfg.openings.max_inflight - len(self.opener.pending)
             take, shed = samples[: max(room, 0)], samples[max(room, 0) :]
             self.store.add_pending(take)
             for c in take:
@@ -378,10 +383,10 @@ class ReplayDaemon:
         dodge; a node back-dating `t` still gets `unopened` and is made suspect."""
         seen = self.store.pending_since(c.node, c.seq)
         age = time.time() - (c.t if seen is None else min(c.t, seen))
-        if age < self.cfg.min_retention_s:
+        if age < self.cfg.openings.min_retention_s:
             return (
                 f"purged {age:.0f} s after commit, under the minimum retention of "
-                f"{self.cfg.min_retention_s:g} s: a record dodging its opening ({why})",
+                f"{self.cfg.openings.min_retention_s:g} s: a record dodging its opening ({why})",
                 "critical",
             )
         return f"purged by the node before it was opened: {why}", ""
@@ -512,7 +517,7 @@ class ReplayDaemon:
                 "shed",
                 node,
                 f"{n} sampled records of {node} not verified: replay "
-                f"queue full ({self.cfg.queue_max}) or too many openings in flight",
+                f"queue full ({self.cfg.queue.max}) or too many openings in flight",
                 alert_id=f"shed:{node}:{now:.0f}",
                 details={"shed": n},
             )
@@ -561,8 +566,8 @@ class ReplayDaemon:
             silent = w.check()
             if silent is None:
                 continue
-            who = via or self.cfg.name
-            source = f"node {via}" if via else f"the hub {self.cfg.hub}"
+            who = via or self.cfg.replay.name
+            source = f"node {via}" if via else f"the hub {self.cfg.replay.hub}"
             self.alert(
                 "deaf",
                 who,
@@ -589,7 +594,7 @@ class ReplayDaemon:
 
     def state_reply(self, since: int = 0) -> StateReply:
         reply = StateReply(
-            node=self.cfg.name,
+            node=self.cfg.replay.name,
             t=time.time(),
             nodes=self.summary(),
             verdicts=self.store.verdicts(since_sid=since, limit=200),

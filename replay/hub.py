@@ -29,15 +29,15 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import zmq
 
+from fpmon import config
+from fpmon.config import Positive, PositiveFloat, SecretPath, Section
 from fpmon.errors import FpmonError
-from fpmon.replay.config import read_toml
 from fpmon.transport import bind, curve_server
 from fpmon.wire import Limits
 
@@ -53,38 +53,31 @@ VERIFIER_TOPICS = frozenset({b"verdict", b"alert"})
 BATCH = 2000  # messages moved per wake-up before looking at the other socket again
 
 
-@dataclass(frozen=True)
-class HubConfig:
+class ForwarderConfig(Section):
+    """`[hub]`: the two sockets."""
+
     xsub: str = "tcp://127.0.0.1:7900"
     xpub: str = "tcp://127.0.0.1:7901"
-    curve_secret_file: Path | None = None  # the hub's zmq.auth certificate (.key_secret)
-    publishers_dir: Path | None = None  # allowlist; `<node name>.key` per node key
-    subscribers_dir: Path | None = None  # allowlisted Curve public keys of subscribers
-    max_message_bytes: int = MAX_MESSAGE_BYTES  # ZMQ_MAXMSGSIZE of both sockets
+    max_message_bytes: Positive = MAX_MESSAGE_BYTES  # ZMQ_MAXMSGSIZE of both sockets
+    log_every_s: PositiveFloat = 60.0  # drop counts to the log this often (when they changed)
+
+
+class HubCurveConfig(Section):
+    """`[curve]`: present, the hub is the Curve server on both sockets (all keys required)."""
+
+    secret_file: SecretPath  # the hub's zmq.auth certificate (.key_secret)
+    publishers_dir: Path  # allowlist; `<node name>.key` per node key
+    subscribers_dir: Path  # allowlisted Curve public keys of subscribers
     verifiers: tuple[str, ...] = ("replay",)  # names in publishers_dir allowed verdict/alert
-    log_every_s: float = 60.0  # drop counts to the log this often (when they changed)
+
+
+class HubConfig(Section):
+    hub: ForwarderConfig = msgspec.field(default_factory=ForwarderConfig)
+    curve: HubCurveConfig | None = None
 
 
 def load_config(path: str | Path) -> HubConfig:
-    p, doc = read_toml(path, "deploy/hub.example.toml")
-    h, c = doc.get("hub", {}), doc.get("curve", {})
-
-    def opt(key: str) -> Path | None:
-        return p.parent / str(c[key]) if c.get(key) else None
-
-    cfg = HubConfig(
-        xsub=str(h.get("xsub", HubConfig.xsub)),
-        xpub=str(h.get("xpub", HubConfig.xpub)),
-        curve_secret_file=opt("secret_file"),
-        publishers_dir=opt("publishers_dir"),
-        subscribers_dir=opt("subscribers_dir"),
-        max_message_bytes=int(h.get("max_message_bytes", MAX_MESSAGE_BYTES)),
-        verifiers=tuple(str(v) for v in c.get("verifiers", HubConfig.verifiers)),
-        log_every_s=float(h.get("log_every_s", HubConfig.log_every_s)),
-    )
-    if cfg.curve_secret_file and not (cfg.publishers_dir and cfg.subscribers_dir):
-        raise FpmonError(f"{p}: [curve] needs publishers_dir and subscribers_dir allowlists")
-    return cfg
+    return config.load(path, HubConfig, example="deploy/hub.example.toml")
 
 
 class Drop(Exception):
@@ -200,44 +193,43 @@ class Hub:
         self.xpub = self.ctx.socket(zmq.XPUB)
         for s in (self.xsub, self.xpub):
             s.linger = 0
-            s.maxmsgsize = cfg.max_message_bytes
-        if cfg.curve_secret_file:
-            self._curve()
+            s.maxmsgsize = cfg.hub.max_message_bytes
+        if cfg.curve is not None:
+            self._curve(cfg.curve)
         else:
             log.warning(
                 "hub without Curve: it cannot tell who published a frame, so it forwards "
                 "commit/head/telemetry/verdict/alert from anyone who connects (loopback only)"
             )
         self.endpoints = {
-            "xsub": bind(self.xsub, cfg.xsub, "[hub] xsub"),
-            "xpub": bind(self.xpub, cfg.xpub, "[hub] xpub"),
+            "xsub": bind(self.xsub, cfg.hub.xsub, "[hub] xsub"),
+            "xpub": bind(self.xpub, cfg.hub.xpub, "[hub] xpub"),
         }
         self._ctl_addr = f"inproc://fpmon-hub-{id(self)}"
         self._ctl = self.ctx.socket(zmq.PAIR)
         self._ctl.bind(self._ctl_addr)
         self._thread: threading.Thread | None = None
 
-    def _curve(self) -> None:
+    def _curve(self, c: HubCurveConfig) -> None:
         import zmq.auth
         from zmq.auth.thread import ThreadAuthenticator
 
         if not zmq.has("curve"):
             raise FpmonError("Curve asked for, but this libzmq has no CURVE support")
-        public, secret = zmq.auth.load_certificate(str(self.cfg.curve_secret_file))
+        config.check_private(c.secret_file, "Curve secret key")
+        public, secret = zmq.auth.load_certificate(str(c.secret_file))
         if secret is None:
-            raise FpmonError(f"{self.cfg.curve_secret_file}: no secret key in this certificate")
-        for folder in (self.cfg.publishers_dir, self.cfg.subscribers_dir):
-            assert folder is not None
+            raise FpmonError(f"{c.secret_file}: no secret key in this certificate")
+        for folder in (c.publishers_dir, c.subscribers_dir):
             # zmq.auth only logs when a key folder fails to load: check it ourselves.
             if not (folder.is_dir() and any(folder.glob("*.key"))):
                 raise FpmonError(f"{folder}: no Curve public keys (*.key) to allow")
-        assert self.cfg.publishers_dir is not None
-        self.acl = Acl.from_dir(self.cfg.publishers_dir, self.cfg.verifiers)
+        self.acl = Acl.from_dir(c.publishers_dir, c.verifiers)
         self.auth = ThreadAuthenticator(self.ctx)
         self.auth.start()
         for domain, folder, sock in (
-            ("publishers", self.cfg.publishers_dir, self.xsub),
-            ("subscribers", self.cfg.subscribers_dir, self.xpub),
+            ("publishers", c.publishers_dir, self.xsub),
+            ("subscribers", c.subscribers_dir, self.xpub),
         ):
             self.auth.configure_curve(domain=domain, location=str(folder))
             curve_server(sock, public, secret, domain)
@@ -318,7 +310,7 @@ class Hub:
         for s in (self.xsub, self.xpub, ctl):
             poller.register(s, zmq.POLLIN)
         logged: dict[str, Any] = {}
-        next_log = time.monotonic() + self.cfg.log_every_s
+        next_log = time.monotonic() + self.cfg.hub.log_every_s
         try:
             while True:
                 events = dict(poller.poll(1000))
@@ -330,7 +322,7 @@ class Hub:
                     self._forward()
                 if time.monotonic() >= next_log:
                     logged = self._log_counts(logged)
-                    next_log = time.monotonic() + self.cfg.log_every_s
+                    next_log = time.monotonic() + self.cfg.hub.log_every_s
         except zmq.ContextTerminated:
             pass
         finally:

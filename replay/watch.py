@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpmon.replay.accounting import Accounting, Alarm, settings
+from fpmon.replay.accounting import Accounting, Alarm
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.intake import Intake
 from fpmon.replay.timing import TimingModel
@@ -32,9 +32,7 @@ class Raise:
 class Watch:
     def __init__(self, cfg: ReplayConfig, intake: Intake, timing: TimingModel) -> None:
         self.cfg, self.intake, self.timing = cfg, intake, timing
-        self.accounting = Accounting(
-            settings(cfg.accounting, cfg.capacity_margin), cfg.capacity_window_s
-        )
+        self.accounting = Accounting(cfg.accounting_settings, cfg.timing.capacity_window_s)
         self._alarms: list[Alarm] = []  # foreign processes found as telemetry arrives
         self._uncovered_since: dict[str, tuple[float, int]] = {}
         self._spoofed_seen: dict[str, int] = {}
@@ -49,7 +47,7 @@ class Watch:
         self, node: str, reference_s: float, tokens: int, activity: dict[str, float] | None
     ) -> None:
         """A replay's cost on the reference: what one declared token explains."""
-        self.accounting.judged(node, reference_s, tokens, activity, self.cfg.device)
+        self.accounting.judged(node, reference_s, tokens, activity, self.cfg.replay.device)
 
     def check(self, now: float) -> list[Raise]:
         return [
@@ -76,7 +74,7 @@ class Watch:
 
     def floods(self, now: float) -> list[Raise]:
         out = []
-        limit = self.cfg.flood_msgs_per_s
+        limit = self.cfg.limits.flood_msgs_per_s
         for node, st in self.intake.stats.items():
             dt = now - st.window_start if st.window_start else TICK_S
             minute = f"{now // 60:.0f}"
@@ -90,7 +88,7 @@ class Watch:
                         details={"messages": st.window_msgs, "seconds": round(dt, 2)},
                     )
                 )
-            if st.window_rejects > self.cfg.flood_rejects_per_min * dt / 60:
+            if st.window_rejects > self.cfg.limits.flood_rejects_per_min * dt / 60:
                 out.append(
                     Raise(
                         "flood",
@@ -113,7 +111,7 @@ class Watch:
         new, self._unattributed_seen = total - self._unattributed_seen, total
         dt = now - self._unattributed_t if self._unattributed_t else TICK_S
         self._unattributed_t = now
-        if new <= self.cfg.flood_rejects_per_min * dt / 60:
+        if new <= self.cfg.limits.flood_rejects_per_min * dt / 60:
             return []
         reasons = dict(self.intake.rejects.most_common(5))
         return [
@@ -138,14 +136,14 @@ class Watch:
         out = []
         mono = time.monotonic()
         for node, ch in self.intake.chains.nodes.items():
-            alive = mono - self.intake.stats[node].last_msg_t < self.cfg.head_timeout_s / 2
+            alive = mono - self.intake.stats[node].last_msg_t < self.cfg.limits.head_timeout_s / 2
             if ch.seq < 0 or ch.head_seq >= ch.seq or not alive:
                 self._uncovered_since.pop(node, None)
                 continue
             since = self._uncovered_since.setdefault(node, (now, ch.head_seq))
             if since[1] != ch.head_seq:  # a head came, but commits outran it again
                 self._uncovered_since[node] = since = (now, ch.head_seq)
-            if now - since[0] >= self.cfg.head_timeout_s:
+            if now - since[0] >= self.cfg.limits.head_timeout_s:
                 out.append(
                     Raise(
                         "unsigned",

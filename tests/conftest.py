@@ -25,3 +25,13 @@ def tiny_engine(dtype: str = "bfloat16", attn: str = "sdpa") -> object:
 @pytest.fixture
 def engine_factory():
     return tiny_engine
+
+
+def curve_cert(folder, name: str) -> tuple[str, str]:
+    """A zmq.auth certificate pair `name.key` / `name.key_secret` in `folder`, the secret
+    private (0600) as `fpmon keygen` writes it: fpmon refuses a world-readable secret."""
+    import zmq.auth
+
+    public, secret = zmq.auth.create_certificates(str(folder), name)
+    os.chmod(secret, 0o600)
+    return public, secret

@@ -7,16 +7,22 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from typing import Any
 
 import pytest
 import zmq
 
 from fpmon.monitor import synth
 from fpmon.monitor.app import FeedReady, MonitorApp, NodeAppeared, NodeFlagged
-from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.wire import StateReply, decode, encode
 
 SIZE = (170, 40)
+
+
+def watching(**monitor: Any) -> MonitorConfig:
+    """A monitor config with these `[monitor]` keys, repainting every 0.1 s."""
+    return MonitorConfig(monitor=WatchConfig(**{"refresh_s": 0.1, **monitor}))
 
 
 class StateServer:
@@ -82,7 +88,7 @@ def pub():
 
 def test_rows_appear_cheat_turns_red_with_attribution(pub, tmp_path):
     seen = []
-    app = MonitorApp(MonitorConfig(endpoints=[pub.endpoint], refresh_s=0.1), export_dir=tmp_path)
+    app = MonitorApp(watching(endpoints=[pub.endpoint]), export_dir=tmp_path)
 
     async def run():
         async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
@@ -172,8 +178,7 @@ def test_late_joiner_gets_state_at_once_and_inspector_is_read_only(pub, tmp_path
             alerts=[synth.alert("old", "mismatch", 7).to_map()],
         )
     )
-    cfg = MonitorConfig(endpoints=[pub.endpoint], state=server.endpoint, refresh_s=0.1)
-    cfg.inspector = True
+    cfg = watching(endpoints=[pub.endpoint], state=server.endpoint, inspector=True)
     app = MonitorApp(cfg, export_dir=tmp_path)
 
     async def run():
@@ -200,7 +205,7 @@ def test_unreachable_endpoint_shows_lost_not_a_traceback():
     port = s.bind_to_random_port("tcp://127.0.0.1")
     s.close(0)  # a port nobody listens on
     ep = f"tcp://127.0.0.1:{port}"
-    app = MonitorApp(MonitorConfig(endpoints=[ep], refresh_s=0.1))
+    app = MonitorApp(watching(endpoints=[ep]))
 
     async def run():
         async with app.run_test(size=SIZE) as pilot:
@@ -223,7 +228,7 @@ def test_playback_of_a_recorded_feed_with_seek(tmp_path):
         status = "mismatch" if i >= 20 else "match"
         rec.write(encode(synth.verdict("replayed", i, status, "dtype", "bfloat16")), t=t0 + i)
     rec.close()
-    app = MonitorApp(MonitorConfig(refresh_s=0.1), play=str(tmp_path / "incident.fprec"))
+    app = MonitorApp(watching(), play=str(tmp_path / "incident.fprec"))
 
     async def run():
         async with app.run_test(size=SIZE) as pilot:
@@ -242,7 +247,8 @@ def test_playback_of_a_recorded_feed_with_seek(tmp_path):
 
 
 def test_command_palette_and_keymap_rebinding(tmp_path):
-    cfg = MonitorConfig(refresh_s=0.1, keymap={"verdicts": "f2", "alerts": "f3"})
+    cfg = watching()
+    cfg.keymap = {"verdicts": "f2", "alerts": "f3"}
     app = MonitorApp(cfg, start_feed=False)
 
     async def run():

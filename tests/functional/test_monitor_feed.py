@@ -14,6 +14,7 @@ from fpmon.monitor import synth
 from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
 from fpmon.monitor.model import FleetModel
 from fpmon.wire import StateReply, encode
+from tests.conftest import curve_cert
 from tests.functional.test_monitor_app import StateServer
 
 
@@ -101,7 +102,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
     cfg.write_text('[monitor]\nendpoints = ["tcp://127.0.0.1:1"]\ntheme = "neon"\n')
     cases = [
         (("--config", str(cfg)), "unknown theme 'neon'"),
-        (("--config", str(tmp_path / "none.toml")), "does not exist"),
+        (("--config", str(tmp_path / "none.toml")), "no such config file; start from deploy/"),
         (("dashboard", "--endpoint", "nonsense"), "not a ZeroMQ endpoint"),
         (("snapshot", "--state", "tcp://127.0.0.1:1", "--timeout", "0.3"), "no answer"),
     ]
@@ -110,7 +111,11 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
     cases.append((("--config", str(bad_keys)), "unknown binding id(s) flete"))
     curve = tmp_path / "c.toml"
     curve.write_text(f'[curve]\nserver_key = "{"x" * 40}"\nclient_keys = "{tmp_path}/no.key"\n')
-    cases.append((("--config", str(curve)), "client_keys"))
+    cases.append((("--config", str(curve)), "names secrets ([curve] client_keys)"))
+    private = tmp_path / "p.toml"
+    private.write_text(curve.read_text())
+    private.chmod(0o600)
+    cases.append((("--config", str(private)), "[curve] client_keys: "))
     for args, words in cases:
         out = fpmon(*args)
         assert out.returncode == 2, (args, out.stdout, out.stderr)
@@ -127,7 +132,7 @@ def test_feed_over_curve(tmp_path):
     from fpmon.monitor.config import parse_config
 
     server_pub, server_sec = zmq.curve_keypair()
-    _, client_secret_file = zmq.auth.create_certificates(tmp_path, "monitor")
+    _, client_secret_file = curve_cert(tmp_path, "monitor")
     cfg = parse_config(
         {"curve": {"server_key": server_pub.decode(), "client_keys": str(client_secret_file)}}
     )

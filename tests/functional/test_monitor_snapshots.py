@@ -10,7 +10,7 @@ import msgspec
 
 from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp
-from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
 from fpmon.wire import decode, encode
 
@@ -43,7 +43,7 @@ def demo_model() -> FleetModel:
 
 
 def make_app(theme: str = "fpmon-dark") -> MonitorApp:
-    cfg = MonitorConfig(theme=theme, refresh_s=0.05)
+    cfg = MonitorConfig(monitor=WatchConfig(theme=theme, refresh_s=0.05))
     app = MonitorApp(cfg, model=demo_model(), start_feed=False)
     app._last_tick = float("inf")  # the model was ticked as built; the app must not add ticks
     return app

@@ -16,7 +16,7 @@ from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import wait_verdicts
-from tests.conftest import tiny_engine
+from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path)
                 for i in range(2):
                     r = submit(a.endpoints["intake"], f"request {i} to the fleet", 6, 60)
                     assert r.status == "ok", r
-            got = wait_verdicts(cfg.store, 4, timeout=180)
+            got = wait_verdicts(cfg.replay.store, 4, timeout=180)
         finally:
             daemon.stop()
             thread.join(timeout=60)
@@ -103,7 +103,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
 
     keygen(tmp_path / "keys")
     for who in ("verifier", "stranger", "client"):
-        zmq.auth.create_certificates(str(tmp_path), who)
+        curve_cert(str(tmp_path), who)
     for who, folder in (("verifier", "verifiers"), ("client", "clients")):
         (tmp_path / folder).mkdir()
         shutil.copy(tmp_path / f"{who}.key", tmp_path / folder)
@@ -169,7 +169,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
                     ),
                 )
                 assert r.status == "ok", r
-                got = wait_verdicts(cfg.store, 1, timeout=60)
+                got = wait_verdicts(cfg.replay.store, 1, timeout=60)
             finally:
                 daemon.stop()
                 thread.join(timeout=60)

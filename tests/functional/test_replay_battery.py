@@ -88,7 +88,7 @@ def battery(tmp_path_factory: pytest.TempPathFactory):
             for c in cs:
                 nodes[name].publish(c)
     expected = 2 + 1 + 1 + 1 + 1 + 6 + 1 + 1
-    verdicts = wait_verdicts(Path(cfg.store), expected, timeout=180)
+    verdicts = wait_verdicts(Path(cfg.replay.store), expected, timeout=180)
     state = daemon.state_reply()
     daemon.stop()
     thread.join(timeout=60)

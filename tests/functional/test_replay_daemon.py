@@ -15,13 +15,14 @@ from pathlib import Path
 import pytest
 import zmq
 
+from fpmon import tomlw
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
-from fpmon.replay.hub import Hub, HubConfig
+from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
 from fpmon.replay.store import Store
 from fpmon.wire import Commit, GpuProcess, GpuSample, StateRequest, decode, encode
-from tests.conftest import tiny_engine
+from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,27 +30,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def shared_engines(spec, setup, device):
     return tiny_engine(setup.dtype, setup.attn_impl)
-
-
-def toml(doc: dict) -> str:
-    """Just enough TOML for the daemon's config documents (tables, arrays of tables)."""
-
-    def val(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return json.dumps(v)
-        if isinstance(v, list):
-            return "[" + ", ".join(val(x) for x in v) + "]"
-        return repr(v)
-
-    out = []
-    for name, body in doc.items():
-        tables = body if isinstance(body, list) else [body]
-        for t in tables:
-            out.append(f"[[{name}]]" if isinstance(body, list) else f"[{name}]")
-            out += [f"{k} = {val(v)}" for k, v in t.items()]
-    return "\n".join(out) + "\n"
 
 
 def start(cfg, factory=shared_engines):
@@ -73,7 +53,7 @@ def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path
     doc = daemon_doc(tmp_path, [node])
     doc["replay"]["state"] = "ipc://" + str(tmp_path / "state.sock")
     cfg_path = tmp_path / "replay.toml"
-    cfg_path.write_text(toml(doc))
+    tomlw.write(cfg_path, doc)  # private: it names the sampling key
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "fpmon", "replay", "--config", str(cfg_path)],
@@ -132,7 +112,7 @@ def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None
     wait_subscribed([node], d)
     node.silent = False
     node.publish(commits[0])
-    assert [v["seq"] for v in wait_verdicts(cfg.store, 1)] == [0]
+    assert [v["seq"] for v in wait_verdicts(cfg.replay.store, 1)] == [0]
     node.silent = True
     for c in commits[1:]:
         node.publish(c)
@@ -141,23 +121,23 @@ def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None
         time.sleep(0.05)
     stop(d, t)
     # A replay that was opened but not judged when the daemon died is resumed too.
-    store = Store(cfg.store)
+    store = Store(cfg.replay.store)
     assert {c.seq for c, stage, _ in store.pending()} == {1, 2, 3}
     store.set_opened("n1", 3, node.records[3])
     store.close()
     node.silent = False
     d, t = start(cfg)
-    got = wait_verdicts(cfg.store, 4)
+    got = wait_verdicts(cfg.replay.store, 4)
     time.sleep(0.5)
     stop(d, t)
-    got = read_verdicts(cfg.store)
+    got = read_verdicts(cfg.replay.store)
     assert sorted(v["seq"] for v in got) == [0, 1, 2, 3]  # each once
     assert {v["status"] for v in got} == {"match"}
     node.close()
 
 
 def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None:
-    hub = Hub(HubConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"))
+    hub = Hub(HubConfig(hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0")))
     hub.start()
     nodes = [ProverNode(f"h{i}", hub_xsub=hub.endpoints["xsub"]) for i in range(2)]
     e = tiny_engine("bfloat16", "sdpa")
@@ -181,13 +161,13 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
         # Garbage: not msgpack, an unknown node, an oversized frame.
         for frames in ([b"commit", b"\xc1\xc1"], [b"telemetry", b"\x93\x01\x02\x03"]):
             nodes[0].pub.send_multipart(frames)
-        wait_verdicts(cfg.store, 4, timeout=60)
+        wait_verdicts(cfg.replay.store, 4, timeout=60)
         spoof = wait_alert(d, "spoofed")
         assert spoof["node"] == "h0" and "target, not the suspect" in spoof["message"]
         deadline = time.monotonic() + 20  # the held commit waits for h0's log to deny it
         while d.intake.stats["h0"].spoofed < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        by = {(v["node"], v["seq"]): v for v in read_verdicts(cfg.store)}
+        by = {(v["node"], v["seq"]): v for v in read_verdicts(cfg.replay.store)}
         assert [by[(n.name, s)]["status"] for n in nodes for s in (0, 1)] == ["match"] * 4
         assert ("h0", 2) not in by and d.intake.stats["h0"].spoofed >= 2  # commit and head
         assert "chain_break" not in {v["status"] for v in by.values()}
@@ -212,7 +192,7 @@ def test_state_router_and_metrics(tmp_path: Path) -> None:
     try:
         wait_subscribed([node], d)
         node.publish(c)
-        wait_verdicts(cfg.store, 1)
+        wait_verdicts(cfg.replay.store, 1)
         ctx = zmq.Context.instance()
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger = 0
@@ -315,7 +295,7 @@ def test_a_live_node_that_never_signs_its_commits_is_flagged_unsigned(tmp_path: 
     try:
         wait_subscribed([node], d)
         node.publish(commits[0])  # signed: anchors the chain
-        wait_verdicts(d.cfg.store, 1)
+        wait_verdicts(d.cfg.replay.store, 1)
         node.silent = True  # answers nothing on its openings channel, not even links
         for c in commits[1:]:
             node.publish(c, head=False)
@@ -343,19 +323,20 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
     import zmq.auth
 
     for who in ("hub", "daemon", "h0", "h1"):
-        zmq.auth.create_certificates(str(tmp_path), who)
+        curve_cert(str(tmp_path), who)
     for folder, members in (("pubs", ("daemon", "h0")), ("subs", ("daemon",))):
         (tmp_path / folder).mkdir()
         for m in members:
             shutil.copy(tmp_path / f"{m}.key", tmp_path / folder)
     hub = Hub(
         HubConfig(
-            xsub="tcp://127.0.0.1:0",
-            xpub="tcp://127.0.0.1:0",
-            curve_secret_file=tmp_path / "hub.key_secret",
-            publishers_dir=tmp_path / "pubs",
-            subscribers_dir=tmp_path / "subs",
-            verifiers=("daemon",),
+            hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"),
+            curve=HubCurveConfig(
+                secret_file=tmp_path / "hub.key_secret",
+                publishers_dir=tmp_path / "pubs",
+                subscribers_dir=tmp_path / "subs",
+                verifiers=("daemon",),
+            ),
         )
     )
     hub.start()
@@ -385,9 +366,11 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
         for n, c in zip(nodes, commits, strict=True):
             n.telemetry()
             n.publish(c)
-        got = wait_verdicts(d.cfg.store, 1, timeout=60)
+        got = wait_verdicts(d.cfg.replay.store, 1, timeout=60)
         time.sleep(1.0)
-        assert [(v["node"], v["status"]) for v in read_verdicts(d.cfg.store)] == [("h0", "match")]
+        assert [(v["node"], v["status"]) for v in read_verdicts(d.cfg.replay.store)] == [
+            ("h0", "match")
+        ]
         assert d.intake.stats["h1"].commits == 0 and d.intake.stats["h1"].last_telemetry_t == 0
         assert got
     finally:
@@ -421,7 +404,7 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
         wait_subscribed([node], d)
         for c in commits:
             node.publish(c)
-        wait_verdicts(d.cfg.store, 4)
+        wait_verdicts(d.cfg.replay.store, 4)
         hidden = wait_alert(d, "suspected_hidden_work")
         assert hidden["details"]["direction"] == "slower" and hidden["details"]["median_ratio"] > 2
         assert "no interference profile" in hidden["details"]["explained_by"]

@@ -57,14 +57,14 @@ def dodges(tmp_path_factory: pytest.TempPathFactory):
         wait_subscribed(list(nodes.values()), daemon)
         for name, c in commits.items():
             nodes[name].publish(c)
-        got = wait_verdicts(Path(cfg.store), len(NAMES), timeout=120)
+        got = wait_verdicts(Path(cfg.replay.store), len(NAMES), timeout=120)
         suspects = {n: daemon.sampler.is_suspect(n) for n in NAMES}
     finally:
         daemon.stop()
         thread.join(timeout=60)
         for n in nodes.values():
             n.close()
-    store = Store(Path(cfg.store))
+    store = Store(Path(cfg.replay.store))
     alerts = {a.node: a for a in store.alerts()}
     store.close()
     verdicts = {v["node"]: v for v in got}

@@ -13,8 +13,9 @@ from fpmon.monitor.feed import Feed, Inbox
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed
-from fpmon.replay.hub import Hub, HubConfig
+from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
 from fpmon.wire import HostSample, Limits, Telemetry, decode, encode
+from tests.conftest import curve_cert
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -30,7 +31,7 @@ def _heard(pred, node: ProverNode, timeout: float) -> bool:
 
 
 def test_an_oversized_frame_dies_at_the_hub_not_at_its_subscribers(tmp_path: Path) -> None:
-    hub = Hub(HubConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"))
+    hub = Hub(HubConfig(hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0")))
     hub.start()
     node = ProverNode("n1", hub_xsub=hub.endpoints["xsub"])
     doc = daemon_doc(tmp_path, [node], replay={"hub": hub.endpoints["xpub"]})
@@ -70,7 +71,7 @@ def _certs(tmp: Path, names: tuple[str, ...]) -> dict[str, tuple[bytes, bytes]]:
 
     out = {}
     for n in names:
-        _, secret = zmq.auth.create_certificates(str(tmp), n)
+        _, secret = curve_cert(str(tmp), n)
         out[n] = zmq.auth.load_certificate(secret)
     return out
 
@@ -94,12 +95,13 @@ def test_curve_hub_binds_each_key_to_its_node_and_verdicts_to_the_verifier(tmp_p
     keys = _certs(tmp_path, ("hub", "replay", "h0", "h1", "mon"))
     hub = Hub(
         HubConfig(
-            xsub="tcp://127.0.0.1:0",
-            xpub="tcp://127.0.0.1:0",
-            curve_secret_file=tmp_path / "hub.key_secret",
-            publishers_dir=_allow(tmp_path, "pubs", ("replay", "h0", "h1")),
-            subscribers_dir=_allow(tmp_path, "subs", ("mon",)),
-            verifiers=("replay",),
+            hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"),
+            curve=HubCurveConfig(
+                secret_file=tmp_path / "hub.key_secret",
+                publishers_dir=_allow(tmp_path, "pubs", ("replay", "h0", "h1")),
+                subscribers_dir=_allow(tmp_path, "subs", ("mon",)),
+                verifiers=("replay",),
+            ),
         )
     )
     hub.start()

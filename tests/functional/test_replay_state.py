@@ -18,7 +18,7 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.wire import StateReply, StateRequest, decode, encode
-from tests.conftest import tiny_engine
+from tests.conftest import curve_cert, tiny_engine
 from tests.functional.test_monitor_feed import collect
 from tests.functional.test_replay_daemon import shared_engines
 
@@ -84,7 +84,7 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
         flood_thread.start()
         for c in commits:
             node.publish(c)
-        got = wait_verdicts(d.cfg.store, 3, timeout=60)
+        got = wait_verdicts(d.cfg.replay.store, 3, timeout=60)
         assert [v["status"] for v in got] == ["match"] * 3  # its real work, done
         time.sleep(0.5)
         stop.set()
@@ -94,8 +94,8 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
         while flooder.poll(200):
             flooder.recv_multipart()
             replies += 1
-        cfg = d.cfg
-        assert replies <= cfg.state_burst + cfg.state_rate_per_s * elapsed + 1, (replies, elapsed)
+        lim = d.cfg.limits
+        assert replies <= lim.state_burst + lim.state_rate_per_s * elapsed + 1, (replies, elapsed)
         limited = d.state_rejects["rate_limited"]
         assert limited >= 500 and limited + replies <= sent[0], (limited, replies, sent[0])
         # Another monitor, once the flood is over, is answered. A `since_verdicts` beyond int64
@@ -124,7 +124,7 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
 def test_with_curve_only_allowlisted_monitors_get_state(tmp_path: Path) -> None:
     node = ProverNode("n1")
     for who in ("daemon", "mon", "stranger"):
-        zmq.auth.create_certificates(str(tmp_path), who)
+        curve_cert(str(tmp_path), who)
     (tmp_path / "monitors").mkdir()
     (tmp_path / "mon.key").rename(tmp_path / "monitors" / "mon.key")
     d, t = start(
@@ -136,7 +136,6 @@ def test_with_curve_only_allowlisted_monitors_get_state(tmp_path: Path) -> None:
         },
     )
     server, _ = zmq.auth.load_certificate(str(tmp_path / "daemon.key_secret"))
-    mon = zmq.auth.load_certificate(str(tmp_path / "mon.key_secret"))
     stranger = zmq.auth.load_certificate(str(tmp_path / "stranger.key_secret"))
     socks = [
         dealer(d.endpoints["state"]),  # plain: no Curve handshake at all
@@ -148,7 +147,7 @@ def test_with_curve_only_allowlisted_monitors_get_state(tmp_path: Path) -> None:
         # The monitor's own config: the hub's key for its SUB, the daemon's for state.
         hub_key, _ = zmq.curve_keypair()
         curve = CurveConfig(
-            server_key=hub_key, public=mon[0], secret=mon[1], state_server_key=server
+            server_key=hub_key, client_keys=tmp_path / "mon.key_secret", state_server_key=server
         )
         inbox = Inbox()
         feed = Feed(inbox, [], d.endpoints["state"], curve=curve, verifier_key=d.verifier_public)

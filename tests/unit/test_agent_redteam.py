@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fpmon.agents.config import EngineConfig
+from fpmon.agents.config import EngineConfig, RedTeamConfig
 from fpmon.agents.redteam import RedTeam
 from fpmon.capture import capture_prompts
 from fpmon.engines.base import ProbeSpec
@@ -22,7 +22,7 @@ def _record(dtype: str = "float32", attn: str = "eager") -> Record:
 
 def test_declare_rewrites_setup_schedule_and_probe_dtype():
     rt = RedTeam.from_config(
-        {"enabled": True, "actual_batch": 2, "actual_attn": "eager", "actual_dtype": "float32"}
+        RedTeamConfig(enabled=True, actual_batch=2, actual_attn="eager", actual_dtype="float32")
     )
     declared = EngineConfig(dtype="bfloat16", attn="sdpa")
     assert rt.actual_engine(declared).dtype == "float32"

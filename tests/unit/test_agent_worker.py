@@ -19,7 +19,7 @@ NO_DISK_IS_THIS_BIG = 1 << 62
 
 @pytest.fixture
 def worker(tmp_path):
-    cfg = AgentConfig(node="n", state_dir=str(tmp_path))
+    cfg = AgentConfig(node="n", state_dir=tmp_path)
     store = RecordLog(cfg.db_path, node="n")
     ctx = zmq.Context()
     w = Worker(cfg, None, store, ctx, "inproc://r", queue.Queue(), RedTeam(), ProbeSpec((0,)))

@@ -7,6 +7,7 @@ import pytest
 from fpmon import themes
 from fpmon.errors import FpmonError
 from fpmon.monitor.config import parse_config
+from tests.conftest import curve_cert
 
 
 def test_good_config():
@@ -17,23 +18,24 @@ def test_good_config():
             "limits": {"max_verdicts": 100, "stale_after_s": 3},
         }
     )
-    assert cfg.endpoints == ["tcp://127.0.0.1:7791"] and cfg.limits.max_verdicts == 100
+    assert cfg.monitor.endpoints == ["tcp://127.0.0.1:7791"] and cfg.limits.max_verdicts == 100
     assert isinstance(cfg.limits.max_verdicts, int)
 
 
 @pytest.mark.parametrize(
     "raw, words",
     [
-        ({"monitr": {}}, "unknown section"),
-        ({"monitor": {"endpoint": "x"}}, "unknown key(s) endpoint"),
+        ({"monitr": {}}, "unknown key 'monitr'; known: monitor, curve, keymap, limits"),
+        ({"monitor": {"endpoint": "x"}}, "[monitor] unknown key 'endpoint'; known: endpoints"),
         ({"monitor": {"endpoints": ["localhost:7791"]}}, "not a ZeroMQ endpoint"),
-        ({"monitor": {"refresh_s": -1}}, "positive number"),
-        ({"limits": {"max_verdicts": "many"}}, "positive number"),
+        ({"monitor": {"refresh_s": -1}}, "[monitor] refresh_s = -1 must be > 0"),
+        ({"limits": {"max_verdicts": "many"}}, "max_verdicts = 'many': expected an integer"),
+        ({"limits": {"max_verdicts": 0}}, "[limits] max_verdicts = 0 must be >= 1"),
         ({"keymap": {"fleet": 3}}, "key name"),
         ({"curve": {"server_key": "short", "client_keys": "x"}}, "40-character Z85"),
         ({"curve": {"server_key": "a" * 40, "client_keys": "/nonexistent"}}, "is not a file"),
         ({"curve": {"server_key": "a" * 40, "state_server_key": "b"}}, "40-character Z85"),
-        ({"monitor": {"verifier_key": "ab" * 31}}, "64 hex digits"),
+        ({"monitor": {"verifier_key": "ab" * 31}}, "[monitor] verifier_key: expected an Ed25519"),
         ({"monitor": {"verifier_key": "zz" * 32}}, "64 hex digits"),
     ],
 )
@@ -47,11 +49,11 @@ def test_verifier_key_and_the_daemons_own_curve_key(tmp_path):
     import zmq
     import zmq.auth
 
-    _, secret = zmq.auth.create_certificates(tmp_path, "monitor")
+    _, secret = curve_cert(tmp_path, "monitor")
     hub, daemon = zmq.curve_keypair()[0].decode(), zmq.curve_keypair()[0].decode()
     curve = {"server_key": hub, "client_keys": str(secret)}
     cfg = parse_config({"monitor": {"verifier_key": "ab" * 32}, "curve": curve})
-    assert cfg.verifier_key == bytes.fromhex("ab" * 32)
+    assert cfg.monitor.verifier_key == bytes.fromhex("ab" * 32)
     assert cfg.curve is not None and cfg.curve.state_key == hub.encode()  # one server: the same
     cfg = parse_config({"curve": {**curve, "state_server_key": daemon}})
     assert cfg.curve is not None and cfg.curve.state_key == daemon.encode()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import msgpack
 import pytest
 
 from fpmon.errors import FpmonError
 from fpmon.replay.accounting import DEFAULT_SOURCE, Accounting, ReferenceMeter, settings
-from fpmon.replay.config import ReplayConfig
+from fpmon.replay.config import ReplayConfig, TimingConfig
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
@@ -189,7 +188,7 @@ def test_reference_meter_measures_gpm_around_a_replay() -> None:
 
 def test_bad_telemetry_is_refused_counted_and_never_an_alert() -> None:
     intake = Intake({"n1": os.urandom(32)}, Sampler(os.urandom(32), 1.0, 1.0), Limits())
-    cfg = ReplayConfig(nodes=[], store=Path("unused.sqlite"), capacity_window_s=2.0)
+    cfg = ReplayConfig(timing=TimingConfig(capacity_window_s=2.0))
     watch = Watch(cfg, intake, TimingModel(0.5, 5, 0.25))
     good = tele("n1", HONEST).to_map()
     now = time.time()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 from fpmon.chain import GENESIS, next_chain
-from fpmon.replay.config import ReplayConfig
+from fpmon.replay.config import LimitsConfig, ReplayConfig
 from fpmon.replay.intake import MAX_CLOCK_AHEAD_S, Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
@@ -17,7 +16,7 @@ from fpmon.wire import Commit, Limits, encode
 
 def setup() -> tuple[Intake, Watch]:
     intake = Intake({"n1": os.urandom(32)}, Sampler(os.urandom(32), 1.0, 1.0), Limits())
-    cfg = ReplayConfig(nodes=[], store=Path("unused.sqlite"), flood_rejects_per_min=60)
+    cfg = ReplayConfig(limits=LimitsConfig(flood_rejects_per_min=60))
     return intake, Watch(cfg, intake, TimingModel(0.5, 5, 0.25))
 
 
@@ -71,7 +70,7 @@ def test_a_node_that_goes_silent_is_not_flagged_unsigned() -> None:
     """Down, paused or partitioned: it signs nothing because it says nothing. Its commits stay
     uncovered, but that is no finding; a live node that will not sign is."""
     intake, watch = setup()
-    watch.cfg = ReplayConfig(nodes=[], store=Path("unused.sqlite"), head_timeout_s=10.0)
+    watch.cfg = ReplayConfig(limits=LimitsConfig(head_timeout_s=10.0))
     intake.handle(encode(commit()), None)  # seq 0, no head ever
     st = intake.stats["n1"]
     st.last_msg_t -= 60  # and then nothing for a minute (SIGSTOP, a crash, a cut cable)
