@@ -59,7 +59,7 @@ AGENT = "drill-0"
 
 @dataclass
 class FuzzParams:
-    frames: int = 1_000_000  # in all, split evenly across the targets (raw-tcp: connections)
+    frames: int = 1_000_000  # in all, split evenly across the framed targets (not raw-tcp)
     per_socket: int = 0  # when set: this many frames at each target instead
     targets: tuple[str, ...] = TARGETS
     seed: int = 1
@@ -71,7 +71,8 @@ class FuzzParams:
     workdir: Path | None = None
 
     def count(self, target: str) -> int:
-        n = self.per_socket or max(1, self.frames // len(self.targets))
+        framed = [t for t in self.targets if t != "raw-tcp"] or ["raw-tcp"]
+        n = self.per_socket or max(1, -(-self.frames // len(framed)))
         return min(n, 20_000) if target == "raw-tcp" else n
 
 

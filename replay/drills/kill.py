@@ -43,6 +43,7 @@ import zmq
 
 from fpmon.chain import GENESIS, next_chain
 from fpmon.wire import (
+    STATUSES,
     Alert,
     Commit,
     StateReply,
@@ -103,6 +104,7 @@ class DrillResult:
     violations: dict[str, list[str]]
     settle: dict[str, Any]
     breaks: list[dict[str, Any]] = field(default_factory=list)  # chain_break findings
+    warnings: list[str] = field(default_factory=list)  # other findings on honest nodes
 
     @property
     def ok(self) -> bool:
@@ -635,6 +637,15 @@ def _check(
                 }
             )
     v["chain_break"] += [b["text"] for b in breaks]
+    # other findings against honest nodes: reported, not an invariant of this drill
+    warnings = [
+        f"verdict {x.node} seq {x.seq}: {x.status}: {x.reason}"
+        for x in verdicts
+        if x.status not in ("match", "within_noise", "chain_break")
+    ]
+    warnings += [
+        f"alert {a.id}: {a.message}" for a in alerts if a.kind not in ("chain_break", *STATUSES)
+    ]
     # crashes and recoveries
     v["crashes"] += crashes
     v["crashes"] += [f"kill #{e.n} ({e.target}): {e.error}" for e in events if e.error]
@@ -664,6 +675,7 @@ def _check(
         violations=v,
         settle=settle,
         breaks=breaks,
+        warnings=warnings,
     )
 
 
@@ -728,6 +740,13 @@ def print_report(r: DrillResult, out: Any = None) -> None:
         ],
         out,
     )
+    if r.warnings:
+        lines(
+            f"other findings on these honest nodes ({len(r.warnings)}, not failing):",
+            r.warnings,
+            out,
+            limit=15,
+        )
     for k in INVARIANTS:
         if r.violations[k]:
             lines(f"FAIL {k} ({len(r.violations[k])}):", r.violations[k], out)
