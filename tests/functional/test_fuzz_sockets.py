@@ -1,0 +1,26 @@
+"""The socket fuzz, small (bench/fuzz_sockets.py runs 10^6 frames): mutated and hostile frames
+at the hub's XSUB and XPUB, the daemon's SUB input and state ROUTER, an agent's intake and
+openings ROUTERs, and raw TCP; after each target every process is alive and answers.
+
+Real processes on loopback (replay/drills/fuzz.py); the frames are seeded, so a failure
+reproduces with `python bench/fuzz_sockets.py --frames 20000 --seed 3`.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from replay.drills.fuzz import TARGETS, FuzzParams, run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+
+def test_20k_hostile_frames_leave_every_process_alive_and_answering(tmp_path):
+    r = run(FuzzParams(frames=20_000, seed=3, workdir=tmp_path))
+    assert [t.name for t in r.targets] == list(TARGETS)
+    assert not r.failures, "\n".join(r.failures)
+    for t in r.targets:
+        assert t.sent == r.params.count(t.name) and not t.stuck, (t.name, t.stuck)
+    counted = {t.name: sum(v for k, v in t.counted.items() if ":" in k) for t in r.targets}
+    for name in ("daemon-sub", "daemon-state", "agent-intake", "agent-openings"):
+        assert counted[name] > 0, f"{name}: no reject counted: the frames never arrived"
