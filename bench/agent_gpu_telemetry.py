@@ -16,8 +16,8 @@ import msgpack
 import zmq
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.agents.telemetry import TelemetrySource
+from fpmon.testing.spawn import AgentProcess, write_config
 
 
 def main() -> int:

@@ -4,7 +4,7 @@ honest node got a chain_break; print recovery times per component.
 
 Real processes on loopback: a hub, N agents (tiny model, CPU, one torch thread), the replay
 daemon subscribed through the hub, and load to every agent. Exit 1 when an invariant fails,
-listing the offending items. Code: replay/drills/kill.py.
+listing the offending items. Code: fpmon/testing/drills/kill.py.
 
     python bench/drill_kill.py --kills 40 [--agents 3] [--seed 1] [--workdir DIR]
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
-from replay.drills.kill import DrillParams, print_report, run
+from fpmon.testing.drills.kill import DrillParams, print_report, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,7 @@ agent and replay daemon; then every process must be alive and still answer a val
 Targets: the hub's XSUB (as a publisher) and XPUB (as a subscriber), the daemon's SUB input
 (through the hub) and state ROUTER, the agent's intake and openings ROUTERs, and raw TCP to
 all of them. Prints frames/s per target, RSS before/after, reject counters and tracebacks.
-Exit 1 on a crash or a process that stops answering. Code: replay/drills/fuzz.py.
+Exit 1 on a crash or a process that stops answering. Code: fpmon/testing/drills/fuzz.py.
 
     python bench/fuzz_sockets.py --frames 1000000          # split across the targets
     python bench/fuzz_sockets.py --per-socket 100000 [--targets agent-intake,hub-xsub]
@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout, not an install
 
-from replay.drills.fuzz import TARGETS, FuzzParams, print_report, run, to_json
+from fpmon.testing.drills.fuzz import TARGETS, FuzzParams, print_report, run, to_json
 
 
 def main(argv: list[str] | None = None) -> int:

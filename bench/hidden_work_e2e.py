@@ -27,9 +27,9 @@ from pathlib import Path
 from fpmon.lab.sidework import SideProcess
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
+from fpmon.testing.spawn import AgentProcess, write_config
 
 
 class NoSide:

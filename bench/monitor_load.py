@@ -18,10 +18,10 @@ import asyncio
 import random
 import time
 
-from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp, tune_gc
 from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
+from fpmon.testing import synth
 from fpmon.wire import decode, encode
 
 NODES = 1000

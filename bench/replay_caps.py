@@ -25,9 +25,9 @@ import torch
 from fpmon.engines.hf import HFEngine
 from fpmon.replay.calibration import Calibration
 from fpmon.replay.engines import EngineCache
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.replay.limits import Caps
+from fpmon.testing.fleet import ProverNode
 
 
 def main() -> int:

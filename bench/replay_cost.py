@@ -21,8 +21,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from fpmon.engines.hf import HFEngine
 from fpmon.replay.calibration import Calibration
 from fpmon.replay.engines import EngineCache
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.judge import Judge, JudgeOptions
+from fpmon.testing.fleet import ProverNode
 
 TARGET = 1.2
 SETUPS = [("bfloat16", "sdpa", 1), ("float32", "sdpa", 4), ("bfloat16", "eager", 2)]

@@ -23,7 +23,13 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 from fpmon.engines.hf import HFEngine
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
+from fpmon.testing.fleet import (
+    ProverNode,
+    daemon_doc,
+    read_verdicts,
+    wait_subscribed,
+    wait_verdicts,
+)
 
 TARGET_P50 = 2.0
 

@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 LIMIT = 64 * 1024

@@ -7,9 +7,9 @@ import threading
 import time
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.agents.store import RecordLog
 from fpmon.errors import FpmonError
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain, raw_open
 
 

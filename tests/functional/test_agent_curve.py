@@ -12,8 +12,8 @@ import zmq.auth
 
 from fpmon.agents.client import submit
 from fpmon.agents.keys import keygen
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.errors import FpmonError
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, raw_open
 
 

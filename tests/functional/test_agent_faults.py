@@ -19,8 +19,8 @@ import pytest
 
 from fpmon import canonical
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.agents.store import RecordLog
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import (
     ONE_THREAD,
     RawSubscriber,

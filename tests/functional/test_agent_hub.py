@@ -7,7 +7,7 @@ import threading
 import zmq
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain
 
 

@@ -14,7 +14,7 @@ import msgpack
 from fpmon.agents.client import submit
 from fpmon.agents.config import load_config
 from fpmon.agents.node import Agent
-from fpmon.agents.spawn import write_config
+from fpmon.testing.spawn import write_config
 from tests.conftest import tiny_engine
 from tests.functional.test_agent_badinput import _send
 from tests.functional.test_agent_stream import ONE_THREAD, raw_open

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import time
 
-from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD
 
 

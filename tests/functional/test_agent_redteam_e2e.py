@@ -6,9 +6,9 @@ import dataclasses
 import hashlib
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.conftest import tiny_engine
 from tests.functional.test_agent_stream import RawSubscriber, head_ok, raw_open
 

@@ -18,7 +18,7 @@ import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import AgentProcess, write_config
 
 GENESIS = b"\x00" * 32
 # bf16 numerics do not depend on torch threads (measured); one thread keeps test agents

@@ -8,7 +8,7 @@ import importlib.util
 import msgpack
 import pytest
 
-from fpmon.agents.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import RawSubscriber, check_chain, raw_open, submit_many
 
 pytestmark = [

@@ -1,7 +1,7 @@
 """The kill drill, small (bench/drill_kill.py runs it at 40+): random SIGKILLs of the hub, an
 agent and the replay daemon under load, each restarted; then the fleet's invariants hold.
 
-Real processes on loopback (replay/drills/kill.py): nothing acknowledged lost, logs gapless
+Real processes on loopback (fpmon/testing/drills/kill.py): nothing acknowledged lost, logs gapless
 with chains that recompute, no fork anywhere, at most one verdict per (node, seq), no
 chain_break on these honest agents, every restart recovered.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from replay.drills.kill import INVARIANTS, DrillParams, run
+from fpmon.testing.drills.kill import INVARIANTS, DrillParams, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -2,7 +2,7 @@
 at the hub's XSUB and XPUB, the daemon's SUB input and state ROUTER, an agent's intake and
 openings ROUTERs, and raw TCP; after each target every process is alive and answers.
 
-Real processes on loopback (replay/drills/fuzz.py); the frames are seeded, so a failure
+Real processes on loopback (fpmon/testing/drills/fuzz.py); the frames are seeded, so a failure
 reproduces with `python bench/fuzz_sockets.py --frames 20000 --seed 3`.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from replay.drills.fuzz import TARGETS, FuzzParams, run
+from fpmon.testing.drills.fuzz import TARGETS, FuzzParams, run
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import zmq
 
-from fpmon.monitor import synth
 from fpmon.monitor.app import FeedReady, MonitorApp, NodeAppeared, NodeFlagged
 from fpmon.monitor.config import MonitorConfig, WatchConfig
+from fpmon.testing import synth
 from fpmon.wire import StateReply, decode, encode
 
 SIZE = (170, 40)

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from fpmon.monitor import synth
 from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rejected, Reset
 from fpmon.monitor.model import FleetModel
+from fpmon.testing import synth
 from fpmon.wire import StateReply, encode
 from tests.conftest import curve_cert
 from tests.functional.test_monitor_app import StateServer

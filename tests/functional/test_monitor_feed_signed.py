@@ -7,10 +7,10 @@ import time
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fpmon.monitor import synth
 from fpmon.monitor.feed import Feed, Inbox, Rejected
 from fpmon.monitor.model import FleetModel
 from fpmon.signing import public_bytes, sign
+from fpmon.testing import synth
 from fpmon.wire import Message, StateReply
 from tests.functional.test_monitor_app import StateServer
 from tests.functional.test_monitor_feed import collect

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import msgspec
 
-from fpmon.monitor import synth
 from fpmon.monitor.app import MonitorApp
 from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
+from fpmon.testing import synth
 from fpmon.wire import decode, encode
 
 SIZE = (150, 32)

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from fpmon.agents.client import submit
-from fpmon.agents.spawn import AgentProcess, write_config
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import wait_verdicts
+from fpmon.testing.fleet import wait_verdicts
+from fpmon.testing.spawn import AgentProcess, write_config
 from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]

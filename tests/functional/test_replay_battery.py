@@ -16,7 +16,7 @@ import pytest
 from fpmon.chain import sign_head
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.wire import Head, encode
 from tests.conftest import tiny_engine
 

@@ -18,9 +18,15 @@ import zmq
 from fpmon import tomlw
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, read_verdicts, wait_subscribed, wait_verdicts
 from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
 from fpmon.replay.store import Store
+from fpmon.testing.fleet import (
+    ProverNode,
+    daemon_doc,
+    read_verdicts,
+    wait_subscribed,
+    wait_verdicts,
+)
 from fpmon.wire import Commit, GpuProcess, GpuSample, StateRequest, decode, encode
 from tests.conftest import curve_cert, tiny_engine
 

@@ -11,7 +11,7 @@ import pytest
 
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import Limits
 from tests.functional.test_replay_daemon import wait_alert
 

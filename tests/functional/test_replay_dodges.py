@@ -13,8 +13,8 @@ import pytest
 
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.replay.store import Store
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(180)

@@ -12,8 +12,8 @@ import zmq
 from fpmon.monitor.feed import Feed, Inbox
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import HostSample, Limits, Telemetry, decode, encode
 from tests.conftest import curve_cert
 
@@ -90,7 +90,7 @@ def test_curve_hub_binds_each_key_to_its_node_and_verdicts_to_the_verifier(tmp_p
     import msgpack
 
     from fpmon import canonical
-    from fpmon.monitor import synth
+    from fpmon.testing import synth
 
     keys = _certs(tmp_path, ("hub", "replay", "h0", "h1", "mon"))
     hub = Hub(

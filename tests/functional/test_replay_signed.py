@@ -12,7 +12,7 @@ from fpmon import signing
 from fpmon.monitor.feed import Feed, Inbox, Rejected
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import Alert, StateReply, Verdict, encode
 from tests.conftest import tiny_engine
 from tests.functional.test_monitor_feed import collect

@@ -16,7 +16,7 @@ from fpmon.monitor.config import CurveConfig
 from fpmon.monitor.feed import Feed, Inbox
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.replay.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
+from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.wire import StateReply, StateRequest, decode, encode
 from tests.conftest import curve_cert, tiny_engine
 from tests.functional.test_monitor_feed import collect

@@ -8,8 +8,8 @@ import msgpack
 import msgspec
 import pytest
 
-from fpmon.monitor import synth
 from fpmon.monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
+from fpmon.testing import synth
 from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
 
 

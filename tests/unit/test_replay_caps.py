@@ -14,9 +14,9 @@ from fpmon.records import Record
 from fpmon.replay import calibration
 from fpmon.replay.attribution import BUDGET_SPENT, attribute
 from fpmon.replay.engines import EngineCache
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.replay.limits import Caps
+from fpmon.testing.fleet import ProverNode
 from tests.conftest import tiny_engine
 
 FIELDS = ("batch_size", "attn_impl", "dtype")

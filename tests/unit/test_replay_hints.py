@@ -6,9 +6,9 @@ import pytest
 
 from fpmon.compare import compare_records
 from fpmon.records import Record
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.hints import field_order, hidden_dtype
 from fpmon.reproduce import replay_record
+from fpmon.testing.fleet import ProverNode
 from tests.conftest import tiny_engine
 
 FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")

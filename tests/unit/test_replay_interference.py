@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.interference import explain_slowdown, run_interference
+from fpmon.testing.fleet import ProverNode
 from tests.conftest import tiny_engine
 
 

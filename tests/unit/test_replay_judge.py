@@ -11,8 +11,8 @@ import pytest
 from fpmon.records import Record
 from fpmon.replay import calibration
 from fpmon.replay.engines import EngineCache
-from fpmon.replay.fleet import ProverNode
 from fpmon.replay.judge import Judge, JudgeOptions
+from fpmon.testing.fleet import ProverNode
 from tests.conftest import tiny_engine
 
 H100 = "NVIDIA H100 80GB HBM3"

@@ -38,12 +38,19 @@ from typing import Any
 
 import zmq
 
-from agents.client import submit
+from fpmon.agents.client import submit
 from fpmon.errors import FpmonError
 from fpmon.setups import Setup
+from fpmon.testing.drills.frames import Mutator, valid_corpus
+from fpmon.testing.drills.procs import (
+    ProcFleet,
+    StateClient,
+    labelled,
+    metrics,
+    rss_bytes,
+    wait_for,
+)
 from fpmon.wire import Commit, WireError, decode, encode
-from replay.drills.frames import Mutator, valid_corpus
-from replay.drills.procs import ProcFleet, StateClient, labelled, metrics, rss_bytes, wait_for
 
 TARGETS = (
     "hub-xsub",
@@ -773,7 +780,7 @@ def _subscriptions(rng: random.Random, m: Mutator) -> Callable[[], list[bytes]]:
 
 # --- report -----------------------------------------------------------------------------------
 def print_report(r: FuzzResult, out: Any = None) -> None:
-    from replay.drills.report import lines, mib, table
+    from fpmon.testing.drills.report import lines, mib, table
 
     def checks(t: TargetResult) -> str:
         bad = [t.stuck] if t.stuck else []

@@ -42,6 +42,8 @@ import msgspec
 import zmq
 
 from fpmon.chain import GENESIS, next_chain
+from fpmon.monitor.loadgen import PROMPTS
+from fpmon.testing.drills.procs import ProcFleet, StateClient, wait_for
 from fpmon.wire import (
     STATUSES,
     Alert,
@@ -54,8 +56,6 @@ from fpmon.wire import (
     decode,
     encode,
 )
-from monitor.loadgen import PROMPTS
-from replay.drills.procs import ProcFleet, StateClient, wait_for
 
 INVARIANTS = ("lost", "forks", "duplicate_verdicts", "chain_break", "crashes")
 
@@ -680,7 +680,7 @@ def _check(
 
 
 def print_report(r: DrillResult, out: Any = None) -> None:
-    from replay.drills.report import lines, pct, secs, table
+    from fpmon.testing.drills.report import lines, pct, secs, table
 
     p = r.params
     by_kind = Counter(e.kind for e in r.events)

@@ -29,9 +29,9 @@ from typing import Any
 
 import zmq
 
-from agents.spawn import AgentProcess, write_config
 from fpmon import tomlw
 from fpmon.errors import FpmonError
+from fpmon.testing.spawn import AgentProcess, write_config
 from fpmon.wire import StateReply, StateRequest, WireError, decode, encode
 
 # Several processes share few cores: one thread each, or they fight for them (docs/AGENT.md).
