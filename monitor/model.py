@@ -69,13 +69,34 @@ class VerdictEntry:
         return attribution_fields(self.verdict)
 
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def alert_key(a: Alert) -> str:
+    """The group an alert joins: one per node and kind (`kind:node`, as the daemon's ids)."""
+    return f"{a.kind}:{a.node}"
+
+
 @dataclass
 class AlertEntry:
-    alert: Alert
-    first: float
+    """A node's alerts of one kind, grouped: a flood of them stays one row per node and kind.
+
+    The replay daemon raises one alert per bad verdict (each with its own id); an inspector
+    needs to know which nodes misbehave how, how often and since when, and the latest
+    evidence, not 600 rows that say the same thing."""
+
+    alert: Alert  # the latest one: its message, seq and details are the evidence shown
+    first: float  # receive times (the model's clock)
     last: float
-    count: int = 1
-    acked: bool = False
+    count: int = 1  # distinct alerts (by id) in the group
+    acked: bool = False  # acknowledged; the next alert of the group opens it again
+    first_t: float = 0.0  # the verifier's wall time of the earliest and latest alert
+    last_t: float = 0.0
+    severity: str = "info"  # the worst seen in the group
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.alert)
 
 
 @dataclass
@@ -104,8 +125,6 @@ class NodeRow:
     mismatch_hist: deque = field(default_factory=deque)
     connection: str = "live"
     _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
-    _verdicts_at_tick: int = 0
-    _bad_at_tick: int = 0
 
     @property
     def checked(self) -> int:
@@ -157,7 +176,10 @@ class FleetModel:
         self.nodes: dict[str, NodeRow] = {}
         self.verdicts: deque[VerdictEntry] = deque(maxlen=self.limits.max_verdicts)
         self.verdicts_total = 0  # ever received, so a paused view knows what it missed
-        self.alerts: OrderedDict[str, AlertEntry] = OrderedDict()
+        self.alerts: OrderedDict[str, AlertEntry] = OrderedDict()  # alert_key -> group
+        self.alerts_total = 0  # distinct alerts ever received (the groups hold their counts)
+        self.alerts_version = 0  # bumps when any group changes: the alerts view repaints
+        self._alert_ids: OrderedDict[str, None] = OrderedDict()  # alert ids, for Clone dedupe
         self.endpoints: dict[str, str] = {}  # endpoint -> "connecting" | "live" | "lost"
         self.rejected: Counter = Counter()  # wire reject reasons, from the feed
         self.dropped_nodes = 0
@@ -304,16 +326,35 @@ class FleetModel:
             row.last_attribution = v.status
 
     def _alert(self, a: Alert, now: float) -> None:
-        entry = self.alerts.get(a.id)
+        if a.id in self._alert_ids:
+            return  # the same alert again: the snapshot and the live feed overlap (Clone)
+        self._alert_ids[a.id] = None
+        if len(self._alert_ids) > 4 * self.limits.max_alerts:
+            self._alert_ids.popitem(last=False)
+        self.alerts_total += 1
+        key = alert_key(a)
+        entry = self.alerts.get(key)
         if entry is None:
-            self.alerts[a.id] = AlertEntry(alert=a, first=now, last=now)
+            self.alerts[key] = AlertEntry(
+                alert=a, first=now, last=now, first_t=a.t, last_t=a.t, severity=a.severity
+            )
             self._count_alert(a.node, +1)
             while len(self.alerts) > self.limits.max_alerts:
                 self._evict_alert()
         else:
             entry.count += 1
             entry.last = now
-            entry.alert = a
+            if a.t >= entry.last_t:  # a snapshot may bring older ones after newer ones
+                entry.alert = a
+                entry.last_t = a.t
+            entry.first_t = min(entry.first_t, a.t)
+            if SEVERITY_RANK.get(a.severity, 0) > SEVERITY_RANK.get(entry.severity, 0):
+                entry.severity = a.severity
+            if entry.acked:  # acknowledged, and it happened again: open again
+                entry.acked = False
+                self._count_alert(a.node, +1)
+            self.alerts.move_to_end(key)  # eviction takes the longest quiet first
+        self.alerts_version += 1
         if a.node in self.nodes:
             self._dirty.add(a.node)
 
@@ -333,17 +374,20 @@ class FleetModel:
             self._dirty.add(node)
 
     # -- operator actions ----------------------------------------------------------------
-    def acknowledge(self, alert_id: str) -> bool:
-        e = self.alerts.get(alert_id)
+    def acknowledge(self, key: str) -> bool:
+        """Acknowledge a group (`alert_key`): it stays, marked, until its kind recurs."""
+        e = self.alerts.get(key)
         if e is None or e.acked:
             return False
         e.acked = True
         self._count_alert(e.alert.node, -1)
         self.version += 1
+        self.alerts_version += 1
         return True
 
     @property
     def open_alerts(self) -> int:
+        """Open groups (node and kind): what an inspector still has to look at."""
         return sum(1 for e in self.alerts.values() if not e.acked)
 
     # -- time ----------------------------------------------------------------------------
@@ -359,14 +403,11 @@ class FleetModel:
                 rw.popleft()
             if len(rw) > 1 and rw[-1][0] > rw[0][0]:
                 row.commits_per_s = (rw[-1][1] - rw[0][1]) / (rw[-1][0] - rw[0][0])
-            n = row.checked - row._verdicts_at_tick
-            bad = sum(row.verdicts[s] for s in BAD_STATUSES)
-            nbad = bad - row._bad_at_tick
-            row._verdicts_at_tick, row._bad_at_tick = row.checked, bad
             row.util_hist.append(row.util or 0.0)
-            row.mismatch_hist.append(
-                nbad / n if n else (row.mismatch_hist[-1] if row.mismatch_hist else 0.0)
-            )
+            # Share of bad verdicts among the last `recent` (what decides health): steady
+            # between verdicts, where a per-tick share jumps to 100% on one bad verdict.
+            rec = row.recent
+            row.mismatch_hist.append(sum(s in BAD_STATUSES for s in rec) / len(rec) if rec else 0.0)
             age = now - row.last_seen
             conn = (
                 "live"
@@ -414,10 +455,19 @@ class FleetModel:
                 }
                 for r in sorted(self.nodes.values(), key=lambda r: r.node)
             ],
+            # One entry per node and kind: the latest alert, with the group's figures.
             "alerts": [
-                {**e.alert.to_map(), "count": e.count, "acked": e.acked}
+                {
+                    **e.alert.to_map(),
+                    "count": e.count,
+                    "acked": e.acked,
+                    "first_t": e.first_t,
+                    "last_t": e.last_t,
+                    "worst_severity": e.severity,
+                }
                 for e in self.alerts.values()
             ],
+            "alerts_total": self.alerts_total,
             "open_alerts": self.open_alerts,
             "verdicts_total": self.verdicts_total,
             "endpoints": dict(self.endpoints),
