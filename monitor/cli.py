@@ -41,6 +41,9 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", help="record the received feed to this file")
     p.add_argument("--play", help="play a recorded feed back (with seek) instead of connecting")
     p.add_argument("--inspector", action="store_true", help="read-only: no acknowledge/export")
+    p.add_argument(
+        "--export-dir", help="where `x` writes verdicts (default ~/.local/share/fpmon/exports)"
+    )
 
 
 def dashboard_config(args: argparse.Namespace):
@@ -59,6 +62,8 @@ def dashboard_config(args: argparse.Namespace):
         cfg.record = args.record
     if getattr(args, "inspector", False):
         cfg.inspector = True
+    if getattr(args, "export_dir", None):
+        cfg.export_dir = args.export_dir
     return cfg
 
 

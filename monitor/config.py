@@ -9,6 +9,7 @@ verifier_key = "<64 hex>"              # the replay daemon's Ed25519 public key:
 theme = "fpmon-dark"
 inspector = false                      # read-only: no acknowledge, no export
 record = ""                            # record the received feed to this file
+export_dir = ""                        # where `x` writes (default ~/.local/share/fpmon/exports)
 [curve]                                # outside loopback (see docs/MONITOR.md)
 server_key = "<z85 public key of the hub / daemon>"
 state_server_key = "<z85 public key of the replay daemon>"  # when server_key is the hub's
@@ -54,6 +55,7 @@ class MonitorConfig:
     theme: str = "fpmon-dark"
     inspector: bool = False
     record: str = ""
+    export_dir: str = ""  # "" : default_export_dir()
     refresh_s: float = 0.5
     state_timeout_s: float = 2.0
     deaf_after_s: float = 10.0  # nothing heard this long on the SUB: show `deaf`, resubscribe
@@ -96,7 +98,7 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     cfg = MonitorConfig()
     mon = _section(raw, "monitor", where)
     known = {"endpoints", "state", "theme", "inspector", "record", "refresh_s", "state_timeout_s",
-             "deaf_after_s", "verifier_key"}  # fmt: skip
+             "deaf_after_s", "verifier_key", "export_dir"}  # fmt: skip
     _no_unknown(mon, known, f"{where} [monitor]")
     eps = mon.get("endpoints", [])
     if isinstance(eps, str):
@@ -106,7 +108,7 @@ def parse_config(raw: dict[str, Any], where: str = "config") -> MonitorConfig:
     cfg.endpoints = [check_endpoint(e, f"{where} [monitor] endpoints") for e in eps]
     if mon.get("state"):
         cfg.state = check_endpoint(mon["state"], f"{where} [monitor] state")
-    for name, typ in (("theme", str), ("record", str), ("inspector", bool)):
+    for name, typ in (("theme", str), ("record", str), ("inspector", bool), ("export_dir", str)):
         if name in mon:
             if not isinstance(mon[name], typ):
                 raise FpmonError(f"{where} [monitor] {name}: expected a {typ.__name__}")

@@ -77,7 +77,8 @@ class LiveScreen(Screen):
 
     def ready(self) -> bool:
         """Screens resume before their table mounts its columns: paint nothing until then."""
-        return self.is_attached and bool(self.table.columns)
+        table = getattr(self, "table", None)  # None until composed
+        return self.is_attached and table is not None and bool(table.columns)
 
     def on_screen_resume(self) -> None:
         self.repaint(full=True)

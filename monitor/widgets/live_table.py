@@ -17,9 +17,13 @@ from rich.console import Console, ConsoleOptions, RenderResult
 from rich.measure import Measurement
 from rich.segment import Segment
 from rich.style import Style
+from rich.text import Text
+from textual import events
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.scrollbar import ScrollBarRender
 from textual.widgets import DataTable
+from textual.widgets.data_table import CellKey, ColumnKey
 
 CELL_CACHE = 4000  # about four screens of cells
 LINE_CACHE = 400
@@ -82,8 +86,21 @@ def _sort_key(value: Any) -> tuple:
 class Column:
     key: str
     label: str
-    width: int
+    width: int  # the least it gets; a `flex` column also takes the table's spare width
     visible: bool = True
+    flex: bool = False
+
+
+SORT_MARK = {False: "▲", True: "▼"}  # ascending, descending: prefixed to the sorted header
+
+
+class WholeCellScrollBar(ScrollBarRender):
+    """Scrollbar thumbs in whole cells. Textual's default draws the thumb's ends with eighth
+    blocks (▁▆▉...) in the thumb colour over the track: in a 256-colour terminal (tmux's
+    default) track and thumb come out alike and those ends read as stray glyphs."""
+
+    VERTICAL_BARS: ClassVar[list[str]] = [" "] * 8
+    HORIZONTAL_BARS: ClassVar[list[str]] = [" "] * 8
 
 
 class LiveTable(DataTable):
@@ -113,6 +130,17 @@ class LiveTable(DataTable):
         self._row_renderable_cache = LRUCache(LINE_CACHE)
         self._line_cache = LRUCache(LINE_CACHE)
         self.palette: dict[str, str] = {}
+
+    def on_mount(self) -> None:
+        self.vertical_scrollbar.renderer = WholeCellScrollBar
+        self.horizontal_scrollbar.renderer = WholeCellScrollBar
+        self._add_columns()
+
+    def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
+        """Every column here has a set width (`Column.width`, or the spare width for a flex
+        one): measuring updated cells, which DataTable does for content-sized columns, is
+        work for nothing, and a narrower value made it measure the whole column."""
+        self._require_update_dimensions = True
 
     def _render_cell(
         self,
@@ -144,6 +172,7 @@ class LiveTable(DataTable):
             self._show_hover_cursor,
             self._update_count,
             self._pseudo_class_state,
+            width,
         )
         cache = self._cell_render_cache
         if key in cache:
@@ -162,7 +191,12 @@ class LiveTable(DataTable):
         pre = base_style + _meta(row_index, column_index)
         pre += component_style
         pad = min(self.cell_padding, width // 2)
-        text = set_cell_size(value.text, max(0, width - 2 * pad))
+        room = max(0, width - 2 * pad)
+        text = value.text
+        if cell_len(text) > room:  # cut, and say so
+            text = set_cell_size(text, room - 1) + "…" if room > 1 else set_cell_size(text, room)
+        else:
+            text = set_cell_size(text, room)
         edge = pre + post_style
         segments = [Segment(text, pre + _style(value.style) + post_style)]
         if pad:
@@ -178,13 +212,50 @@ class LiveTable(DataTable):
         raise NotImplementedError
 
     # -- structure (operator actions only) -----------------------------------------------
-    def on_mount(self) -> None:
-        self._add_columns()
-
     def _add_columns(self) -> None:
         for c in self.COLUMNS:
             if c.key not in self.hidden:
-                self.add_column(c.label, width=c.width, key=c.key)
+                self.add_column(self._label(c), width=c.width, key=c.key)
+        self._fit_columns()
+
+    def _label(self, c: Column) -> Text:
+        if c.key == self.sort_col:
+            return Text(f"{SORT_MARK[self.sort_reverse]} {c.label}")
+        return Text(c.label)
+
+    def _relabel(self) -> None:
+        """Mark the sorted column's header (▲ ascending, ▼ descending)."""
+        for c in self.COLUMNS:
+            col = self.columns.get(ColumnKey(c.key))
+            if col is not None:
+                col.label = self._label(c)
+        self._update_count += 1  # the header row is cached by this count
+        self.refresh()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self._fit_columns()
+
+    def _fit_columns(self) -> None:
+        """Give a flex column (reason, message) the width the others leave: text is cut only
+        where the terminal has no room for it. A vertical scrollbar's width is always kept."""
+        flex = [c for c in self.COLUMNS if c.flex and c.key not in self.hidden]
+        if not flex or not self.size.width:
+            return
+        pad = 2 * self.cell_padding
+        fixed = sum(c.width + pad for c in self.COLUMNS if c.key not in self.hidden and not c.flex)
+        room = self.size.width - self.styles.scrollbar_size_vertical - fixed
+        share = room // len(flex) - pad
+        changed = False
+        for c in flex:
+            col = self.columns.get(ColumnKey(c.key))
+            w = max(c.width, share)
+            if col is not None and col.width != w:
+                col.width = w
+                changed = True
+        if changed:
+            self._require_update_dimensions = True
+            self._update_count += 1
+            self.refresh()
 
     def rebuild(self, records: Iterable[tuple[str, Any]]) -> None:
         self.clear(columns=True)
@@ -303,6 +374,7 @@ class LiveTable(DataTable):
         if reverse is None:
             reverse = not self.sort_reverse if self.sort_col == key else False
         self.sort_col, self.sort_reverse = key, reverse
+        self._relabel()
         self._apply_sort()
 
     def _apply_sort(self) -> None:
