@@ -115,6 +115,7 @@ class NodeRow:
     heads: int = 0
     verdicts: Counter = field(default_factory=Counter)
     recent: deque = field(default_factory=deque)
+    recent_bad: int = 0  # how many of `recent` are bad (kept as they come and go)
     attributions: Counter = field(default_factory=Counter)
     last_attribution: str = ""
     last_verdict_t: float | None = None  # receive time (monotonic)
@@ -148,7 +149,7 @@ class NodeRow:
 
     @property
     def health(self) -> str:
-        if any(s in BAD_STATUSES for s in self.recent):
+        if self.recent_bad:
             return "flagged"
         if self.open_alerts:
             return "alert"
@@ -313,7 +314,12 @@ class FleetModel:
         if row is None:
             return
         row.verdicts[v.status] += 1
-        row.recent.append(v.status)
+        rec = row.recent
+        if len(rec) == rec.maxlen and rec[0] in BAD_STATUSES:
+            row.recent_bad -= 1  # the oldest is about to go
+        rec.append(v.status)
+        if v.status in BAD_STATUSES:
+            row.recent_bad += 1
         row.last_verdict_t = now
         if v.declared and not row.declared:
             row.declared = v.declared
@@ -407,7 +413,7 @@ class FleetModel:
             # Share of bad verdicts among the last `recent` (what decides health): steady
             # between verdicts, where a per-tick share jumps to 100% on one bad verdict.
             rec = row.recent
-            row.mismatch_hist.append(sum(s in BAD_STATUSES for s in rec) / len(rec) if rec else 0.0)
+            row.mismatch_hist.append(row.recent_bad / len(rec) if rec else 0.0)
             age = now - row.last_seen
             conn = (
                 "live"

@@ -33,7 +33,7 @@ class AlertsScreen(LiveScreen):
         self.table.focus()
 
     def rows(self):
-        return self.app.model.alerts.items()
+        return self.app.model.alerts  # alert_key -> group
 
     def rebuild(self) -> None:
         self._painted = -1
@@ -57,7 +57,7 @@ class AlertsScreen(LiveScreen):
                     t.remove_row(key)
                     del t._shown[key]
         n = len(model.alerts)
-        self.summary.update(
+        self.say(
             f"! {model.open_alerts} open of {n} (node, kind) group{'s' if n != 1 else ''}  │ "
             f"{model.alerts_total} alerts received"
             + ("  │ read-only inspector mode" if self.app.inspector else "")

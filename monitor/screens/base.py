@@ -21,6 +21,13 @@ class LiveScreen(Screen):
 
     table: LiveTable
 
+    def say(self, text: str) -> None:
+        """Set the one-line summary: only when it changed, and without a relayout (one line,
+        full width), so a repaint that changed nothing there costs nothing there."""
+        if text != getattr(self, "_said", None):
+            self._said = text
+            self.summary.update(text, layout=False)
+
     def summary_bar(self) -> Static:
         # Kept by reference: a repaint racing the app's exit updates a detached widget
         # harmlessly, where a query would raise.

@@ -18,6 +18,8 @@ from fpmon.monitor.widgets.tables import FleetTable, setup_summary
 
 
 class FleetScreen(LiveScreen):
+    _detail_said = ""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "evidence", "Evidence", id="evidence")
     ]
@@ -45,7 +47,7 @@ class FleetScreen(LiveScreen):
         self.table.focus()
 
     def rows(self):
-        return ((r.node, r) for r in self.app.model.nodes.values())
+        return self.app.model.nodes  # node -> row
 
     def rebuild(self) -> None:
         self.table.now = self.app.model.clock()
@@ -64,7 +66,7 @@ class FleetScreen(LiveScreen):
         counts = model.node_counts()
         eps = model.endpoints
         ep_text = "  ".join(f"{CONN_SYMBOL.get(s, '?')} {e} {s}" for e, s in eps.items())
-        self.summary.update(
+        self.say(
             f"{len(model.nodes)} nodes  "
             f"{HEALTH_SYMBOL['ok']} {counts['ok']} ok  "
             f"{HEALTH_SYMBOL['flagged']} {counts['flagged']} flagged  "
@@ -87,7 +89,10 @@ class FleetScreen(LiveScreen):
         row = self.app.model.nodes.get(node) if node else None
         if row is None:
             return
-        self.detail_node.update(detail_text(row))
+        text = detail_text(row)
+        if text != self._detail_said:
+            self._detail_said = text
+            self.detail_node.update(text, layout=False)  # a fixed-size box
         pal = self.app.palette
         self.util_chart.show(row.util_hist, pal.get("fpmon-ok", ""))
         self.mm_chart.show(row.mismatch_hist, pal.get("fpmon-mismatch", ""))

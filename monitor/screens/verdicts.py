@@ -94,7 +94,7 @@ class VerdictsScreen(LiveScreen):
             if self.paused
             else "live"
         )
-        self.summary.update(
+        self.say(
             f"{len(self.table._shown)} shown  │ {state}  │ window: {win}  │ "
             f"{model.verdicts_total} received"
         )

@@ -297,3 +297,39 @@ def test_export_goes_to_a_known_folder_and_says_where(tmp_path, monkeypatch):
         assert any(str(csv) in m for m in said), said
 
     run(app, body)
+
+
+# -- load: render only what changed and is visible ---------------------------------------------
+def test_a_changed_row_redraws_its_own_line_and_rows_changed_off_screen_show_when_scrolled_in():
+    m = FleetModel()
+    for i in range(200):
+        m.apply(synth.telemetry(f"node-{i:04d}", gpus=8, util=50.0))
+    app = make_app(m)
+
+    def line_of(node: str) -> str:
+        return next((ln for ln in screen_text(app) if f" {node} " in ln), "")
+
+    async def body(pilot):
+        table = app.screen.query_one("#fleet")
+        await until(pilot, lambda: table.row_count == 200)
+        await pilot.pause(0.3)
+        drawn = []
+        render = table._render_line_in_row
+
+        def counting(row_key, *a, **kw):
+            drawn.append(row_key.value)
+            return render(row_key, *a, **kw)
+
+        table._render_line_in_row = counting
+        m.apply(synth.telemetry("node-0003", gpus=8, util=12.5))
+        await until(pilot, lambda: "12.5%" in line_of("node-0003"))
+        # One row's cells changed: that line is drawn again, not the ~30 others on screen.
+        assert set(drawn) == {"node-0003"}, drawn
+        # A row far below changes while off screen; scrolled to, it shows the new value.
+        m.apply(synth.telemetry("node-0190", gpus=8, util=77.7))
+        for _ in range(20):  # off-screen rows are caught up a few per repaint
+            await pilot.pause(0.06)
+        table.move_cursor(row=table.get_row_index("node-0190"))
+        await until(pilot, lambda: "77.7%" in line_of("node-0190"))
+
+    run(app, body, size=(160, 40))

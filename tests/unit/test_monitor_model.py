@@ -9,7 +9,13 @@ import msgspec
 import pytest
 
 from fpmon.monitor import synth
-from fpmon.monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
+from fpmon.monitor.model import (
+    BAD_STATUSES,
+    FleetModel,
+    Limits,
+    attribution_fields,
+    evidence_layers,
+)
 from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
 
 
@@ -174,3 +180,17 @@ def test_a_state_reply_with_one_bad_verdict_is_refused_whole():
     with pytest.raises(WireError) as e:
         decode(frames)
     assert e.value.reason == "schema" and "status" in e.value.detail
+
+
+def test_health_follows_the_last_verdicts_as_they_roll_over():
+    """`recent_bad` is kept as verdicts come and go (health and the mismatch rate read it
+    for 1,000 nodes every repaint): it always equals the bad ones among the last `recent`."""
+    m = FleetModel(Limits(recent=5))
+    statuses = ["mismatch", "match", "bad_opening"] + ["match"] * 6 + ["unopened", "match"]
+    for seq, status in enumerate(statuses):
+        m.apply(synth.verdict("n", seq, status, "dtype", "bfloat16"))
+        row = m.nodes["n"]
+        assert row.recent_bad == sum(s in BAD_STATUSES for s in row.recent)
+        if seq == 7:  # the last five are all matches: clean again
+            assert row.health == "ok"
+    assert m.nodes["n"].health == "flagged"  # the unopened one is among the last five
