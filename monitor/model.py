@@ -9,8 +9,9 @@ which nodes changed since it last painted. Every buffer is bounded.
 from __future__ import annotations
 
 import time
+from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,9 @@ HEALTH_SYMBOL = {
     "flagged": "✗",
 }
 RATE_WINDOW = 10  # ticks over which commits/s is measured
+# Alert ids remembered to drop repeats: a repeat comes from the state snapshot (the daemon's
+# latest 100 alerts) overlapping the live feed, so the last thousand or so are enough.
+ALERT_IDS_KEPT = 1024
 
 CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌", "deaf": "⊘"}
 STATUS_SYMBOL = {
@@ -53,6 +57,41 @@ class Limits:
     max_nodes: int = 20000  # a hostile feed cannot grow the fleet table without bound
     stale_after_s: float = 5.0  # no message for this long: stale
     lost_after_s: float = 20.0  # ... and for this long: lost
+
+
+class History:
+    """The last `size` points of a per-node series, in one block of doubles allocated when
+    the node is first seen: 1,000 nodes x 2 series x 120 points take their memory at once
+    instead of growing for the two minutes the series take to fill (one float object and
+    one deque slot per point)."""
+
+    __slots__ = ("_a", "_i", "_n")
+
+    def __init__(self, size: int) -> None:
+        self._a = array("d", bytes(8 * max(1, size)))
+        self._i = 0  # where the next point goes
+        self._n = 0  # points held
+
+    def append(self, x: float) -> None:
+        a = self._a
+        a[self._i] = x
+        self._i = (self._i + 1) % len(a)
+        if self._n < len(a):
+            self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[float]:
+        """Oldest first."""
+        a, i, n = self._a, self._i, self._n
+        return iter(a[:n] if n < len(a) else a[i:] + a[:i])
+
+    def __getitem__(self, k: int) -> float:
+        return list(self)[k]
+
+    def __repr__(self) -> str:
+        return f"History({list(self)})"
 
 
 @dataclass
@@ -122,8 +161,8 @@ class NodeRow:
     last_seen: float = 0.0  # receive time (monotonic) of the last message about this node
     declared: dict[str, Any] = field(default_factory=dict)
     open_alerts: int = 0
-    util_hist: deque = field(default_factory=deque)
-    mismatch_hist: deque = field(default_factory=deque)
+    util_hist: History = field(default_factory=lambda: History(1))
+    mismatch_hist: History = field(default_factory=lambda: History(1))
     connection: str = "live"
     _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
 
@@ -259,8 +298,8 @@ class FleetModel:
             row = NodeRow(
                 node=node,
                 recent=deque(maxlen=self.limits.recent),
-                util_hist=deque(maxlen=h),
-                mismatch_hist=deque(maxlen=h),
+                util_hist=History(h),
+                mismatch_hist=History(h),
             )
             row._rate_window.append((now, 0))  # its commits are counted from first sight
             self.nodes[node] = row
@@ -335,7 +374,7 @@ class FleetModel:
         if a.id in self._alert_ids:
             return  # the same alert again: the snapshot and the live feed overlap (Clone)
         self._alert_ids[a.id] = None
-        if len(self._alert_ids) > 4 * self.limits.max_alerts:
+        if len(self._alert_ids) > ALERT_IDS_KEPT:
             self._alert_ids.popitem(last=False)
         self.alerts_total += 1
         key = alert_key(a)

@@ -194,3 +194,17 @@ def test_health_follows_the_last_verdicts_as_they_roll_over():
         if seq == 7:  # the last five are all matches: clean again
             assert row.health == "ok"
     assert m.nodes["n"].health == "flagged"  # the unopened one is among the last five
+
+
+def test_a_history_keeps_its_last_points_in_one_fixed_block():
+    from fpmon.monitor.model import History
+
+    h = History(3)
+    assert list(h) == [] and len(h) == 0
+    h.append(1.5)
+    assert list(h) == [1.5] and h[-1] == 1.5
+    size = h._a.buffer_info()[1]
+    for x in range(5):
+        h.append(float(x))
+    assert list(h) == [2.0, 3.0, 4.0] and len(h) == 3 and h[-1] == 4.0
+    assert h._a.buffer_info()[1] == size == 3  # allocated once, never grows
