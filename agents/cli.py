@@ -17,6 +17,12 @@ def register(sub: Any) -> None:
     p = sub.add_parser("agent", help="run the node agent (serve, log, commit, publish)")
     p.add_argument("--config", dest="agent_config", metavar="FILE", help="agent config (TOML)")
     p.add_argument("--stats", action="store_true", help="print the log's stats and exit")
+    p.add_argument(
+        "--insecure-loopback",
+        action="store_true",
+        help="run without --config: Curve off, loopback ports 7700-7702, a new signing key in "
+        "./fpmon-agent-state (a local try-out, never a deployment)",
+    )
     p.set_defaults(func=run_agent)
     asub = p.add_subparsers(dest="agent_command", metavar="SUBCOMMAND")
     s = asub.add_parser("stats", help="records, bytes per generated token, chain head, uptime")
@@ -51,9 +57,23 @@ def run_agent(args: argparse.Namespace) -> int:
     from fpmon.agents.config import load_config
     from fpmon.logs import setup_json_logging
 
+    path = _config_path(args)
+    if path is None and not getattr(args, "insecure_loopback", False):
+        # As `replay` and `hub`: no serving with Curve off and a signing key made in whatever
+        # folder this happened to start in, unless asked for in so many words.
+        raise FpmonError(
+            "`fpmon agent` needs --config FILE (see deploy/agent.example.toml); "
+            "--insecure-loopback runs a local try-out without one (Curve off)"
+        )
     setup_json_logging()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    cfg = load_config(_config_path(args))  # before the heavy imports: bad files fail fast
+    cfg = load_config(path)  # before the heavy imports: bad files fail fast
+    if path is None:
+        print(
+            "fpmon agent: --insecure-loopback: no config, Curve off, loopback only, state and "
+            f"signing key in {cfg.state_dir}",
+            file=sys.stderr,
+        )
     from fpmon.agents.node import Agent
 
     return Agent(cfg).run()

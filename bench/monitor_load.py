@@ -1,4 +1,5 @@
-"""Load on the monitor: 1,000 nodes x 8 GPUs of telemetry at 1 Hz plus 2,000 verdicts/s.
+"""Load on the monitor: 1,000 nodes x 8 GPUs of telemetry at 1 Hz plus 2,000 verdicts/s
+(2% of them mismatches, each with its alert, as the replay daemon raises them).
 
 Feeds (1) the plain state model and (2) the real Textual app, headless, through the same path
 the feed worker uses (decoded wire messages into the inbox, one coalesced FeedReady per burst),
@@ -17,6 +18,8 @@ import argparse
 import asyncio
 import random
 import time
+
+import msgspec
 
 from fpmon.monitor.app import MonitorApp, tune_gc
 from fpmon.monitor.config import MonitorConfig, WatchConfig
@@ -71,12 +74,16 @@ class Source:
         out = [decode(f) for f in frames]
         self.decode_s.append(time.perf_counter() - t0)
         # Pool verdicts come round again: give each a fresh seq, or the model's Clone dedupe
-        # (node, seq, status, t) would rightly drop them as repeats.
-        for k, m in enumerate(out[n_t:]):
-            object.__setattr__(m, "seq", self.v + k)
+        # (node, seq, status, t) would rightly drop them as repeats. And, as the replay daemon
+        # does, one alert per bad verdict, each with its own id (2% of them: 40 a second).
+        alerts = []
+        for k in range(n_t, len(out)):
+            v = out[k] = msgspec.structs.replace(out[k], seq=self.v + k - n_t)
+            if v.status != "match":
+                alerts.append(synth.alert(v.node, v.status, v.seq))
         self.i += n_t
         self.v += n_v
-        return out
+        return out + alerts
 
 
 def report(name: str, xs: list[float]) -> float:

@@ -4,6 +4,7 @@ updating cells in place. Bursts coalesce (`FeedReady.can_replace`, as Toolong do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import ClassVar
@@ -12,7 +13,7 @@ from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.message import Message
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from fpmon import themes
 from fpmon.errors import FpmonError
@@ -80,7 +81,7 @@ class MonitorApp(App):
         *,
         play: str | None = None,
         model: FleetModel | None = None,
-        export_dir: str | Path = ".",
+        export_dir: str | Path | None = None,
         start_feed: bool = True,
         problems: Callable[[], list[str]] | None = None,
     ) -> None:
@@ -89,7 +90,9 @@ class MonitorApp(App):
         self.model = model or FleetModel(config.limits)
         self.inbox = Inbox(notify=self._feed_notify)
         self.inspector = config.monitor.inspector
-        self.export_dir = Path(export_dir)
+        # Where `x` writes: the argument, [monitor] export_dir, or a fixed folder (never the
+        # working directory by surprise); the notification names the absolute path.
+        self.export_dir = Path(export_dir or config.monitor.export_dir or default_export_dir())
         self.start_feed = start_feed
         self.problems = problems  # the demo's children that died, said once each in the UI
         self.source: Feed | Player | None = None
@@ -210,11 +213,22 @@ class MonitorApp(App):
         dirty = self.model.take_dirty()
         for d in self._dirty.values():
             d |= dirty
-        if isinstance(self.screen, LiveScreen):
-            self.screen.repaint()
+        screen = self.live_screen()
+        if screen is not None:
+            screen.repaint()
         if self.problems is not None:
             for p in self.problems():
                 self.notify(p, severity="error", timeout=30)
+
+    def live_screen(self) -> LiveScreen | None:
+        """The live screen the operator sees: the top one, or the one under a dialog (help,
+        columns), which keeps updating behind it. None under a full screen (evidence)."""
+        for s in reversed(self.screen_stack):
+            if isinstance(s, LiveScreen):
+                return s
+            if not isinstance(s, ModalScreen):
+                return None
+        return None
 
     def _rebuild_screens(self) -> None:
         for screen in self._live_screens():
@@ -285,6 +299,12 @@ class MonitorApp(App):
             self.source.seek_by(delta)
 
 
+def default_export_dir() -> Path:
+    """`$XDG_DATA_HOME/fpmon/exports` (~/.local/share/fpmon/exports)."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "fpmon" / "exports"
+
+
 def tune_gc() -> None:
     """Keep the garbage collector's full passes out of the repaint path (the CLI calls this).
 
@@ -329,10 +349,40 @@ def check_keymap(keymap: dict[str, str]) -> None:
         )
 
 
-def help_rows(app: App) -> list[tuple[str, str, str]]:
+# Where each class's bindings apply, for the help screen.
+BINDING_PLACES: dict[type, str] = {
+    MonitorApp: "anywhere", LiveScreen: "fleet, verdicts, alerts", LiveTable: "any table",
+    FleetScreen: "fleet", VerdictsScreen: "verdicts", AlertsScreen: "alerts",
+    EvidenceScreen: "evidence", HelpScreen: "this help", ColumnsScreen: "columns dialog",
+}  # fmt: skip
+
+
+def key_display(app: App, keys: str) -> str:
+    """Keys as a person types them: `?` and `[`, not `question_mark`; `esc / q`."""
+    out = []
+    for k in keys.split(","):
+        k = k.strip()
+        out.append(app.get_key_display(Binding(k, "")) if k else k)
+    return " / ".join(out)
+
+
+def help_rows(app: App) -> list[tuple[str, str, str, str]]:
+    """(keys, what it does, where, binding id) for every binding this session can use:
+    playback keys only when playing a recording, acknowledge/export not in inspector mode."""
     keymap = app._keymap if hasattr(app, "_keymap") else {}
+    playing = isinstance(getattr(app, "source", None), Player)
+    inspector = bool(getattr(app, "inspector", False))
     rows = []
-    for bid, b in binding_ids().items():
-        key = keymap.get(bid, b.key)
-        rows.append((key, b.description or b.action, bid))
+    seen = set()
+    for cls in BINDING_CLASSES:
+        for b in cls.BINDINGS:
+            if not isinstance(b, Binding) or not b.id or b.id in seen:
+                continue
+            seen.add(b.id)
+            if b.id.startswith("play.") and not playing:
+                continue
+            if inspector and b.id in ("alerts.ack", "alerts.ack_all", "verdicts.export"):
+                continue
+            key = key_display(app, keymap.get(b.id, b.key))
+            rows.append((key, b.description or b.action, BINDING_PLACES.get(cls, ""), b.id))
     return rows

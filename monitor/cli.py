@@ -15,7 +15,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _dashboard_args(d)
     d.set_defaults(func=run_dashboard)
 
-    s = sub.add_parser("snapshot", help="print the fleet's current state once, without the UI")
+    s = sub.add_parser(
+        "snapshot",
+        help="print the fleet's current state once, without the UI "
+        "(with neither --state nor --config: the running `fpmon demo`)",
+    )
     s.add_argument("--config", help="monitor config (TOML); its [monitor] state endpoint is used")
     s.add_argument("--state", help="replay daemon's state endpoint (overrides the config)")
     s.add_argument("--timeout", type=float, default=3.0, help="seconds to wait (default 3)")
@@ -42,6 +46,9 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", help="record the received feed to this file")
     p.add_argument("--play", help="play a recorded feed back (with seek) instead of connecting")
     p.add_argument("--inspector", action="store_true", help="read-only: no acknowledge/export")
+    p.add_argument(
+        "--export-dir", help="where `x` writes verdicts (default ~/.local/share/fpmon/exports)"
+    )
 
 
 def dashboard_config(args: argparse.Namespace):
@@ -60,6 +67,8 @@ def dashboard_config(args: argparse.Namespace):
         cfg.monitor.record = Path(args.record)
     if getattr(args, "inspector", False):
         cfg.monitor.inspector = True
+    if getattr(args, "export_dir", None):
+        cfg.monitor.export_dir = Path(args.export_dir)
     return cfg
 
 
@@ -89,10 +98,18 @@ def run_snapshot(args: argparse.Namespace) -> int:
     from fpmon.monitor.format import jsonable
     from fpmon.monitor.model import FleetModel
 
-    cfg = load_config(args.config)
+    config = args.config
+    if config is None and not args.state:
+        from fpmon.monitor.demo import running_demo
+
+        config = running_demo()  # `fpmon snapshot --json` beside a running `fpmon demo`
+    cfg = load_config(config)
     endpoint = check_endpoint(args.state, "--state") if args.state else cfg.monitor.state
     if not endpoint:
-        raise FpmonError("no state endpoint: give --state tcp://HOST:PORT or [monitor] state")
+        raise FpmonError(
+            "no state endpoint: give --state tcp://HOST:PORT or --config with [monitor] state "
+            "(with neither, a running `fpmon demo` is used, and none is running)"
+        )
     model = FleetModel(cfg.limits)
     model.apply_state(
         state_snapshot(endpoint, args.timeout, cfg.curve, verifier_key=cfg.monitor.verifier_key)

@@ -9,6 +9,7 @@ verifier_key = "<64 hex>"              # the replay daemon's Ed25519 public key:
 theme = "fpmon-dark"
 inspector = false                      # read-only: no acknowledge, no export
 record = ""                            # record the received feed to this file
+export_dir = ""                        # where `x` writes (default ~/.local/share/fpmon/exports)
 [curve]                                # outside loopback (see docs/MONITOR.md)
 server_key = "<z85 public key of the hub / daemon>"
 state_server_key = "<z85 public key of the replay daemon>"  # when server_key is the hub's
@@ -99,6 +100,7 @@ class WatchConfig(Section):
     theme: str = "fpmon-dark"
     inspector: bool = False
     record: Path | None = None  # record the received feed to this file
+    export_dir: Path | None = None  # where `x` writes; None: default_export_dir()
     refresh_s: PositiveFloat = 0.5
     state_timeout_s: PositiveFloat = 2.0
     deaf_after_s: PositiveFloat = 10.0  # nothing heard this long: show `deaf`, resubscribe

@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -287,13 +287,50 @@ class Fleet:
             _signal_group(c.proc, signal.SIGKILL)
 
 
+# -- finding a running demo (`fpmon snapshot` with no endpoint) ---------------------------
+def demos_dir() -> Path:
+    """Where each running demo leaves its monitor config, named by its pid."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    root = Path(base) / "fpmon" if base else Path.home() / ".cache" / "fpmon" / "run"
+    return root / "demos"
+
+
+def announce(monitor_toml: Path) -> Path:
+    """Say where this demo's fleet is, so `fpmon snapshot --json` finds it as written."""
+    d = demos_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / f"{os.getpid()}.toml"
+    path.write_text(monitor_toml.read_text())
+    return path
+
+
+def running_demo() -> Path | None:
+    """The monitor config of the newest demo still running (its process alive), if any;
+    files left by a demo that was killed are removed."""
+    found = []
+    for f in demos_dir().glob("*.toml"):
+        try:
+            pid = int(f.stem)
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+            continue
+        except PermissionError:
+            pass  # alive, someone else's
+        found.append((f.stat().st_mtime, f))
+    return max(found)[1] if found else None
+
+
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
 
 
-def summary(model, duration_s: float) -> dict[str, Any]:
-    """The headless summary: per node, declared vs actual setup, verdicts and attributions."""
+def summary(model, duration_s: float, problems: Sequence[str] = ()) -> dict[str, Any]:
+    """The headless summary: per node, declared vs actual setup, verdicts and attributions,
+    whether the verifier saw it as it is (`pass`, `why`); overall `pass`."""
     nodes = []
     for n in NODES:
         row = model.nodes.get(n.name)
@@ -309,15 +346,60 @@ def summary(model, duration_s: float) -> dict[str, Any]:
                 "actual": actual,
                 "verdicts": dict(row.verdicts) if row else {},
                 "attributions": dict(row.attributions) if row else {},
-                "alerts": dict(
-                    Counter(e.alert.kind for e in model.alerts.values() if e.alert.node == n.name)
-                ),
+                "alerts": alert_counts(model, n.name),
                 "expect": n.expect,
                 "health": row.health if row else "pending",
                 "commits": row.commits if row else 0,
             }
         )
-    return {"duration_s": round(duration_s, 1), "nodes": nodes}
+        nodes[-1]["pass"], nodes[-1]["why"] = judge(nodes[-1])
+    failed = [n["node"] for n in nodes if not n["pass"]]
+    return {
+        "duration_s": round(duration_s, 1),
+        # Overall: the honest node clean and every cheat caught for what it did (exit 0), or
+        # not (exit 1; `failed` names the nodes and each one's `why` says how).
+        "pass": not failed and not problems,
+        "failed": failed,
+        "problems": list(problems),
+        "nodes": nodes,
+    }
+
+
+GOOD = ("match", "within_noise")
+STATUS_EXPECT = ("bad_opening", "chain_break", "unopened")  # cheats a status names, not a field
+
+
+def alert_counts(model, node: str) -> dict[str, int]:
+    """Alerts by kind (the model groups them per node and kind; each group counts its own)."""
+    out: Counter = Counter()
+    for e in model.alerts.values():
+        if e.alert.node == node:
+            out[e.alert.kind] += e.count
+    return dict(out)
+
+
+def judge(n: dict[str, Any]) -> tuple[bool, str]:
+    """Did the verifier see this node as it is? One line of why, either way."""
+    v, att, expect = n["verdicts"], n["attributions"], n["expect"]
+    good = sum(v.get(s, 0) for s in GOOD)
+    if not sum(v.values()):
+        return False, "no verdict yet (run longer: the first come 10-20 s after start)"
+    if expect == "match":
+        bad = {s: k for s, k in v.items() if s not in GOOD and s != "unverifiable"}
+        if bad or n["health"] != "ok":
+            return False, f"honest node judged {_counts(bad) if bad else n['health']}"
+        return True, f"{good} verdicts, all {'/'.join(s for s in GOOD if v.get(s))}"
+    if good:
+        return False, f"cheat judged good {good} time(s)"
+    if expect in STATUS_EXPECT:
+        if not v.get(expect):
+            return False, f"expected {expect}, got {_counts(v)}"
+        return True, f"{v[expect]} × {expect}"
+    if not v.get("mismatch"):
+        return False, f"expected mismatches attributed to {expect}, got {_counts(v)}"
+    if set(att) != {expect}:
+        return False, f"attributed to {_counts(att)}, not {expect}"
+    return True, f"{v['mismatch']} mismatches, every one attributed to {expect}"
 
 
 def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None]) -> dict[str, Any]:
@@ -334,6 +416,7 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
     feed.start()
     progress = Progress()
     t0 = time.monotonic()
+    problems: list[str] = []
     try:
         while (elapsed := time.monotonic() - t0) < duration_s:
             for item in inbox.drain():
@@ -344,6 +427,7 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
                 elif isinstance(item, Rejected):
                     model.rejected[item.reason] += 1
             for p in fleet.problems():
+                problems.append(p)
                 on_problem(p)
             checked = sum(r.checked for r in model.nodes.values())
             progress.update(int(elapsed), int(duration_s), f"demo: {checked} verdicts")
@@ -352,7 +436,40 @@ def headless(fleet: Fleet, duration_s: float, on_problem: Callable[[str], None])
     finally:
         feed.stop()
     progress.done()
-    return summary(model, time.monotonic() - t0)
+    return summary(model, time.monotonic() - t0, problems)
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items())) or "—"
+
+
+def print_summary(result: dict[str, Any], file: Any = None) -> None:
+    """The headless summary as a table (the JSON has every field)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    out = file or sys.stdout
+    console = Console(file=out, highlight=False)
+    if not console.is_terminal:  # a log or a pipe: wide enough for one line a node
+        console = Console(file=out, highlight=False, width=max(console.width, 150))
+    t = Table(title=f"fpmon demo, {result['duration_s']:g} s", title_justify="left")
+    for col in ("node", "expected", "health", "verdicts", "attributed to", "alerts", "result"):
+        t.add_column(col, overflow="fold", no_wrap=col in ("node", "expected"))
+    for n in result["nodes"]:
+        cells = (
+            n["node"], n["expect"], n["health"], _counts(n["verdicts"]),
+            _counts(n["attributions"]), _counts(n["alerts"]),
+            ("PASS: " if n["pass"] else "FAIL: ") + n["why"],
+        )  # fmt: skip
+        t.add_row(*(Text(c) for c in cells))  # text, not Rich markup
+    console.print(t)
+    for p in result["problems"]:
+        console.print(f"problem: {p}", markup=False)
+    if result["pass"]:
+        console.print("PASS: the honest node clean, every cheat flagged for what it did")
+    else:
+        console.print(f"FAIL: {', '.join(result['failed']) or 'a process died'}", markup=False)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -376,20 +493,18 @@ def run(args: argparse.Namespace) -> int:
         raise KeyboardInterrupt  # unwind through `finally`: children are stopped there
 
     old = signal.signal(signal.SIGTERM, on_sigterm)
+    pointer: Path | None = None
     try:
         fleet.start()
+        pointer = announce(workdir / "monitor.toml")
         if args.headless:
             result = headless(fleet, args.duration, lambda p: print(p, file=sys.stderr))
             if args.json:
                 json.dump(result, sys.stdout, indent=1)
                 sys.stdout.write("\n")
             else:
-                for n in result["nodes"]:
-                    print(
-                        f"{n['node']:<13} {n['health']:<8} verdicts {n['verdicts']} "
-                        f"attributions {n['attributions']} (expected: {n['expect']})"
-                    )
-            return 0
+                print_summary(result)
+            return 0 if result["pass"] else 1
         from fpmon.monitor.app import MonitorApp, tune_gc
 
         cfg = fleet.monitor_config()
@@ -400,6 +515,8 @@ def run(args: argparse.Namespace) -> int:
         app.run()
         return 0
     finally:
+        if pointer is not None:
+            pointer.unlink(missing_ok=True)
         fleet.stop()
         signal.signal(signal.SIGTERM, old)
         if tmp is not None:

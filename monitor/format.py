@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -31,6 +32,16 @@ def age(seconds: float | None) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f}m"
     return f"{seconds / 3600:.1f}h"
+
+
+def clock(t: float) -> str:
+    """A wall time with its date (month-day): an alert group can span days."""
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(t)) if t else "—"
+
+
+def one_line(text: str) -> str:
+    """Text for a one-line cell: line breaks and tabs (a verifier's exception text) as spaces."""
+    return " ".join(text.split()) if any(c in text for c in "\n\r\t") else text
 
 
 def spark(values: Sequence[float], width: int = 12, top: float | None = None) -> str:

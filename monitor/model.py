@@ -9,8 +9,9 @@ which nodes changed since it last painted. Every buffer is bounded.
 from __future__ import annotations
 
 import time
+from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,9 @@ HEALTH_SYMBOL = {
     "flagged": "✗",
 }
 RATE_WINDOW = 10  # ticks over which commits/s is measured
+# Alert ids remembered to drop repeats: a repeat comes from the state snapshot (the daemon's
+# latest 100 alerts) overlapping the live feed, so the last thousand or so are enough.
+ALERT_IDS_KEPT = 1024
 
 CONN_SYMBOL = {"live": "●", "stale": "◐", "lost": "○", "connecting": "◌", "deaf": "⊘"}
 STATUS_SYMBOL = {
@@ -56,6 +60,41 @@ class Limits(Section):
     lost_after_s: PositiveFloat = 20.0  # ... and for this long: lost
 
 
+class History:
+    """The last `size` points of a per-node series, in one block of doubles allocated when
+    the node is first seen: 1,000 nodes x 2 series x 120 points take their memory at once
+    instead of growing for the two minutes the series take to fill (one float object and
+    one deque slot per point)."""
+
+    __slots__ = ("_a", "_i", "_n")
+
+    def __init__(self, size: int) -> None:
+        self._a = array("d", bytes(8 * max(1, size)))
+        self._i = 0  # where the next point goes
+        self._n = 0  # points held
+
+    def append(self, x: float) -> None:
+        a = self._a
+        a[self._i] = x
+        self._i = (self._i + 1) % len(a)
+        if self._n < len(a):
+            self._n += 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __iter__(self) -> Iterator[float]:
+        """Oldest first."""
+        a, i, n = self._a, self._i, self._n
+        return iter(a[:n] if n < len(a) else a[i:] + a[:i])
+
+    def __getitem__(self, k: int) -> float:
+        return list(self)[k]
+
+    def __repr__(self) -> str:
+        return f"History({list(self)})"
+
+
 @dataclass
 class VerdictEntry:
     """One received verdict, with its receive time; the evidence screen reads it whole."""
@@ -70,13 +109,34 @@ class VerdictEntry:
         return attribution_fields(self.verdict)
 
 
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+
+
+def alert_key(a: Alert) -> str:
+    """The group an alert joins: one per node and kind (`kind:node`, as the daemon's ids)."""
+    return f"{a.kind}:{a.node}"
+
+
 @dataclass
 class AlertEntry:
-    alert: Alert
-    first: float
+    """A node's alerts of one kind, grouped: a flood of them stays one row per node and kind.
+
+    The replay daemon raises one alert per bad verdict (each with its own id); an inspector
+    needs to know which nodes misbehave how, how often and since when, and the latest
+    evidence, not 600 rows that say the same thing."""
+
+    alert: Alert  # the latest one: its message, seq and details are the evidence shown
+    first: float  # receive times (the model's clock)
     last: float
-    count: int = 1
-    acked: bool = False
+    count: int = 1  # distinct alerts (by id) in the group
+    acked: bool = False  # acknowledged; the next alert of the group opens it again
+    first_t: float = 0.0  # the verifier's wall time of the earliest and latest alert
+    last_t: float = 0.0
+    severity: str = "info"  # the worst seen in the group
+
+    @property
+    def key(self) -> str:
+        return alert_key(self.alert)
 
 
 @dataclass
@@ -95,18 +155,17 @@ class NodeRow:
     heads: int = 0
     verdicts: Counter = field(default_factory=Counter)
     recent: deque = field(default_factory=deque)
+    recent_bad: int = 0  # how many of `recent` are bad (kept as they come and go)
     attributions: Counter = field(default_factory=Counter)
     last_attribution: str = ""
     last_verdict_t: float | None = None  # receive time (monotonic)
     last_seen: float = 0.0  # receive time (monotonic) of the last message about this node
     declared: dict[str, Any] = field(default_factory=dict)
     open_alerts: int = 0
-    util_hist: deque = field(default_factory=deque)
-    mismatch_hist: deque = field(default_factory=deque)
+    util_hist: History = field(default_factory=lambda: History(1))
+    mismatch_hist: History = field(default_factory=lambda: History(1))
     connection: str = "live"
     _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
-    _verdicts_at_tick: int = 0
-    _bad_at_tick: int = 0
 
     @property
     def checked(self) -> int:
@@ -130,7 +189,7 @@ class NodeRow:
 
     @property
     def health(self) -> str:
-        if any(s in BAD_STATUSES for s in self.recent):
+        if self.recent_bad:
             return "flagged"
         if self.open_alerts:
             return "alert"
@@ -158,7 +217,10 @@ class FleetModel:
         self.nodes: dict[str, NodeRow] = {}
         self.verdicts: deque[VerdictEntry] = deque(maxlen=self.limits.max_verdicts)
         self.verdicts_total = 0  # ever received, so a paused view knows what it missed
-        self.alerts: OrderedDict[str, AlertEntry] = OrderedDict()
+        self.alerts: OrderedDict[str, AlertEntry] = OrderedDict()  # alert_key -> group
+        self.alerts_total = 0  # distinct alerts ever received (the groups hold their counts)
+        self.alerts_version = 0  # bumps when any group changes: the alerts view repaints
+        self._alert_ids: OrderedDict[str, None] = OrderedDict()  # alert ids, for Clone dedupe
         self.endpoints: dict[str, str] = {}  # endpoint -> "connecting" | "live" | "lost"
         self.rejected: Counter = Counter()  # wire reject reasons, from the feed
         self.dropped_nodes = 0
@@ -237,8 +299,8 @@ class FleetModel:
             row = NodeRow(
                 node=node,
                 recent=deque(maxlen=self.limits.recent),
-                util_hist=deque(maxlen=h),
-                mismatch_hist=deque(maxlen=h),
+                util_hist=History(h),
+                mismatch_hist=History(h),
             )
             row._rate_window.append((now, 0))  # its commits are counted from first sight
             self.nodes[node] = row
@@ -292,7 +354,12 @@ class FleetModel:
         if row is None:
             return
         row.verdicts[v.status] += 1
-        row.recent.append(v.status)
+        rec = row.recent
+        if len(rec) == rec.maxlen and rec[0] in BAD_STATUSES:
+            row.recent_bad -= 1  # the oldest is about to go
+        rec.append(v.status)
+        if v.status in BAD_STATUSES:
+            row.recent_bad += 1
         row.last_verdict_t = now
         if v.declared and not row.declared:
             row.declared = v.declared
@@ -305,16 +372,35 @@ class FleetModel:
             row.last_attribution = v.status
 
     def _alert(self, a: Alert, now: float) -> None:
-        entry = self.alerts.get(a.id)
+        if a.id in self._alert_ids:
+            return  # the same alert again: the snapshot and the live feed overlap (Clone)
+        self._alert_ids[a.id] = None
+        if len(self._alert_ids) > ALERT_IDS_KEPT:
+            self._alert_ids.popitem(last=False)
+        self.alerts_total += 1
+        key = alert_key(a)
+        entry = self.alerts.get(key)
         if entry is None:
-            self.alerts[a.id] = AlertEntry(alert=a, first=now, last=now)
+            self.alerts[key] = AlertEntry(
+                alert=a, first=now, last=now, first_t=a.t, last_t=a.t, severity=a.severity
+            )
             self._count_alert(a.node, +1)
             while len(self.alerts) > self.limits.max_alerts:
                 self._evict_alert()
         else:
             entry.count += 1
             entry.last = now
-            entry.alert = a
+            if a.t >= entry.last_t:  # a snapshot may bring older ones after newer ones
+                entry.alert = a
+                entry.last_t = a.t
+            entry.first_t = min(entry.first_t, a.t)
+            if SEVERITY_RANK.get(a.severity, 0) > SEVERITY_RANK.get(entry.severity, 0):
+                entry.severity = a.severity
+            if entry.acked:  # acknowledged, and it happened again: open again
+                entry.acked = False
+                self._count_alert(a.node, +1)
+            self.alerts.move_to_end(key)  # eviction takes the longest quiet first
+        self.alerts_version += 1
         if a.node in self.nodes:
             self._dirty.add(a.node)
 
@@ -334,17 +420,20 @@ class FleetModel:
             self._dirty.add(node)
 
     # -- operator actions ----------------------------------------------------------------
-    def acknowledge(self, alert_id: str) -> bool:
-        e = self.alerts.get(alert_id)
+    def acknowledge(self, key: str) -> bool:
+        """Acknowledge a group (`alert_key`): it stays, marked, until its kind recurs."""
+        e = self.alerts.get(key)
         if e is None or e.acked:
             return False
         e.acked = True
         self._count_alert(e.alert.node, -1)
         self.version += 1
+        self.alerts_version += 1
         return True
 
     @property
     def open_alerts(self) -> int:
+        """Open groups (node and kind): what an inspector still has to look at."""
         return sum(1 for e in self.alerts.values() if not e.acked)
 
     # -- time ----------------------------------------------------------------------------
@@ -360,14 +449,11 @@ class FleetModel:
                 rw.popleft()
             if len(rw) > 1 and rw[-1][0] > rw[0][0]:
                 row.commits_per_s = (rw[-1][1] - rw[0][1]) / (rw[-1][0] - rw[0][0])
-            n = row.checked - row._verdicts_at_tick
-            bad = sum(row.verdicts[s] for s in BAD_STATUSES)
-            nbad = bad - row._bad_at_tick
-            row._verdicts_at_tick, row._bad_at_tick = row.checked, bad
             row.util_hist.append(row.util or 0.0)
-            row.mismatch_hist.append(
-                nbad / n if n else (row.mismatch_hist[-1] if row.mismatch_hist else 0.0)
-            )
+            # Share of bad verdicts among the last `recent` (what decides health): steady
+            # between verdicts, where a per-tick share jumps to 100% on one bad verdict.
+            rec = row.recent
+            row.mismatch_hist.append(row.recent_bad / len(rec) if rec else 0.0)
             age = now - row.last_seen
             conn = (
                 "live"
@@ -415,10 +501,19 @@ class FleetModel:
                 }
                 for r in sorted(self.nodes.values(), key=lambda r: r.node)
             ],
+            # One entry per node and kind: the latest alert, with the group's figures.
             "alerts": [
-                {**e.alert.to_map(), "count": e.count, "acked": e.acked}
+                {
+                    **e.alert.to_map(),
+                    "count": e.count,
+                    "acked": e.acked,
+                    "first_t": e.first_t,
+                    "last_t": e.last_t,
+                    "worst_severity": e.severity,
+                }
                 for e in self.alerts.values()
             ],
+            "alerts_total": self.alerts_total,
             "open_alerts": self.open_alerts,
             "verdicts_total": self.verdicts_total,
             "endpoints": dict(self.endpoints),

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -181,6 +182,10 @@ def _quiet_transformers() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Its FutureWarnings (deprecations between its own modules, printed on every run of
+    # `fpmon capture` by some releases) say nothing to whoever runs fpmon. One raised where
+    # fpmon itself calls a deprecated API is attributed to fpmon's module and still shows.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers(\.|$)")
 
 
 def _tiny_tokenizer() -> Any:

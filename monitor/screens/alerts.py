@@ -1,4 +1,7 @@
-"""Alerts: chain breaks, unopened challenges, mismatches, hidden work, capacity; acknowledge."""
+"""Alerts: chain breaks, unopened challenges, mismatches, hidden work, capacity; acknowledge.
+
+One row per node and kind (the model groups repeats): count, first and last seen, latest
+evidence. Acknowledging a row acknowledges the group until that kind recurs on that node."""
 
 from __future__ import annotations
 
@@ -30,24 +33,33 @@ class AlertsScreen(LiveScreen):
         self.table.focus()
 
     def rows(self):
-        return self.app.model.alerts.items()
+        return self.app.model.alerts  # alert_key -> group
 
     def rebuild(self) -> None:
+        self._painted = -1
         self.table.palette = self.app.palette
         self.table.rebuild(self.rows())
+
+    _painted = -1  # model.alerts_version last painted
 
     def repaint(self, full: bool = False) -> None:
         if not self.ready():
             return
         model = self.app.model
-        self.table.palette = self.app.palette
-        # Alerts are few (bounded) and change in place (count, acked): compare all of them.
-        self.table.sync(self.rows(), None)
-        for key in [k for k in self.table._shown if k not in model.alerts]:
-            self.table.remove_row(key)
-            del self.table._shown[key]
-        self.summary.update(
-            f"! {model.open_alerts} open  │ {len(model.alerts)} kept"
+        t = self.table
+        t.palette = self.app.palette
+        if full or model.alerts_version != self._painted or t._stale:
+            self._painted = model.alerts_version
+            # Rows on screen are compared in full; off-screen ones catch up a few at a time.
+            t.sync(self.rows(), None, lazy=True)
+            if len(t._shown) > len(model.alerts):
+                for key in [k for k in t._shown if k not in model.alerts]:  # evicted
+                    t.remove_row(key)
+                    del t._shown[key]
+        n = len(model.alerts)
+        self.say(
+            f"! {model.open_alerts} open of {n} (node, kind) group{'s' if n != 1 else ''}  │ "
+            f"{model.alerts_total} alerts received"
             + ("  │ read-only inspector mode" if self.app.inspector else "")
         )
 
@@ -57,7 +69,7 @@ class AlertsScreen(LiveScreen):
 
     def _ack(self, keys: list[str]) -> None:
         n = sum(self.app.model.acknowledge(k) for k in keys)
-        self.notify(f"acknowledged {n} alert(s)")
+        self.notify(f"acknowledged {n} alert group(s)")
         self.repaint()
 
     def action_acknowledge(self) -> None:

@@ -21,6 +21,13 @@ class LiveScreen(Screen):
 
     table: LiveTable
 
+    def say(self, text: str) -> None:
+        """Set the one-line summary: only when it changed, and without a relayout (one line,
+        full width), so a repaint that changed nothing there costs nothing there."""
+        if text != getattr(self, "_said", None):
+            self._said = text
+            self.summary.update(text, layout=False)
+
     def summary_bar(self) -> Static:
         # Kept by reference: a repaint racing the app's exit updates a detached widget
         # harmlessly, where a query would raise.
@@ -77,7 +84,8 @@ class LiveScreen(Screen):
 
     def ready(self) -> bool:
         """Screens resume before their table mounts its columns: paint nothing until then."""
-        return self.is_attached and bool(self.table.columns)
+        table = getattr(self, "table", None)  # None until composed
+        return self.is_attached and table is not None and bool(table.columns)
 
     def on_screen_resume(self) -> None:
         self.repaint(full=True)

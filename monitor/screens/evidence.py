@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from textual.app import ComposeResult
@@ -17,7 +18,7 @@ from textual_plotext import PlotextPlot
 from fpmon.monitor.model import VerdictEntry, evidence_layers
 from fpmon.monitor.widgets.tables import status_text
 from fpmon.setups import NUMERIC_FIELDS
-from fpmon.wire import Candidate
+from fpmon.wire import Candidate, Verdict
 
 
 def replayed_setup(e: VerdictEntry) -> dict[str, Any]:
@@ -73,26 +74,28 @@ class EvidenceScreen(Screen):
         self._plot()
 
     def _plot(self) -> None:
-        layers = evidence_layers(self.entry.verdict)
-        widget = self.query_one("#plot", PlotextPlot)
-        plt = widget.plt
-        plt.title("per-layer distance vs noise band (log)")
-        if not layers:
-            plt.title("no per-layer distances in this verdict")
+        plot = evidence_plot(self.entry.verdict)
+        plt = self.query_one("#plot", PlotextPlot).plt
+        plt.title(plot.title)
+        if not plot.xs:
             return
-        # log scale: zero distances (bit-identical layers) sit on a floor below every value.
-        positive = [d for _, d, _ in layers if d > 0] + [b for *_, b in layers if b]
-        floor = min(positive) / 10 if positive else 1e-12
-        xs = list(range(1, len(layers) + 1))
         # Points, not a line: probes are categories (layers, hidden state, logits), and a line
-        # between them would suggest values in between.
-        plt.scatter(xs, [max(d, floor) for _, d, _ in layers], marker="dot", label="distance")
-        bands = [b for *_, b in layers]
-        if any(b is not None for b in bands):
-            plt.plot(xs, [max(b or floor, floor) for b in bands], label="noise band")
-        plt.yscale("log")
-        plt.xticks(xs, [n.replace("keys.", "") for n, _, _ in layers])
-        plt.xlabel("probe")
+        # between them would suggest values in between. Drawn on log10 of the distance, with
+        # decade labels (plotext's own log axis printed 0.00000000000100000).
+        pts = list(zip(plot.xs, plot.ys, plot.zero, strict=True))
+        above = [(x, y) for x, y, zero in pts if not zero]
+        if above:
+            plt.scatter([x for x, _ in above], [y for _, y in above], marker="●", label="distance")
+        zeros = [x for x, _, zero in pts if zero]
+        if zeros:
+            plt.scatter(zeros, [plot.floor] * len(zeros), marker="○", label="0: bit-identical")
+        if plot.band:
+            plt.plot(plot.xs, plot.band, marker="braille", label="noise band")
+        plt.ylim(plot.floor - 0.4, plot.top + 0.4)
+        plt.yticks(plot.yticks, plot.ylabels)
+        plt.xlim(0.5, len(plot.xs) + 0.5)
+        plt.xticks(plot.xs, plot.names)
+        plt.xlabel("probe (input to output)")
 
     def _meta(self) -> str:
         e = self.entry
@@ -109,6 +112,60 @@ class EvidenceScreen(Screen):
                 f"reason        {v.reason or '—'}",
             ]
         )
+
+
+@dataclass
+class EvidencePlot:
+    """What the evidence chart draws, in log10 units (computed apart, so it can be tested)."""
+
+    title: str
+    names: list[str] = field(default_factory=list)
+    xs: list[int] = field(default_factory=list)
+    ys: list[float] = field(default_factory=list)  # log10(distance); the floor for 0
+    zero: list[bool] = field(default_factory=list)  # distance exactly 0 (bit-identical)
+    band: list[float] = field(default_factory=list)  # log10(noise band), when there is one
+    floor: float = -12.0
+    top: float = 0.0
+    yticks: list[int] = field(default_factory=list)
+    ylabels: list[str] = field(default_factory=list)
+
+
+def probe_name(probe: str) -> str:
+    """Short x labels: keys.L3 -> L3, logits.topk.ids -> top-k ids, hidden.final -> final."""
+    return probe.replace("keys.", "").replace("logits.topk.", "top-k ").replace("hidden.", "")
+
+
+def evidence_plot(v: Verdict) -> EvidencePlot:
+    layers = evidence_layers(v)
+    if not layers:
+        return EvidencePlot("no per-probe distances in this verdict")
+    bands = [b for *_, b in layers if b]
+    positive = [d for _, d, _ in layers if d > 0] + bands
+    if positive:
+        lo = math.floor(math.log10(min(positive)))
+        hi = math.ceil(math.log10(max(positive)))
+    else:
+        lo = hi = -6  # every probe bit-identical: only the zero row
+    floor = lo - 1  # zero sits one decade below the smallest value, labelled 0
+    hi = max(hi, lo)
+    step = max(1, math.ceil((hi - lo + 1) / 6))  # at most ~7 labels
+    ticks = [floor, *range(lo, hi + 1, step)]
+    if bands:
+        title = "per-probe distance vs noise band (log scale; above the band: differs)"
+    else:
+        title = "per-probe distance (log scale); bit-exact replay, no noise band: above 0 differs"
+    return EvidencePlot(
+        title=title,
+        names=[probe_name(n) for n, _, _ in layers],
+        xs=list(range(1, len(layers) + 1)),
+        ys=[math.log10(d) if d > 0 else floor for _, d, _ in layers],
+        zero=[d <= 0 for _, d, _ in layers],
+        band=[math.log10(b) if b else floor for *_, b in layers] if bands else [],
+        floor=floor,
+        top=hi,
+        yticks=ticks,
+        ylabels=["0" if k == floor else f"1e{k}" for k in ticks],
+    )
 
 
 def _candidate_text(cand: Candidate) -> str:

@@ -7,15 +7,19 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
-from textual.widgets import DataTable, Footer, Header, Label, Sparkline
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Footer, Header, Static
 
-from fpmon.monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
+from fpmon.monitor import format as fmt
+from fpmon.monitor.model import BAD_STATUSES, CONN_SYMBOL, HEALTH_SYMBOL, NodeRow
 from fpmon.monitor.screens.base import LiveScreen
-from fpmon.monitor.widgets.tables import FleetTable
+from fpmon.monitor.widgets.chart import Chart
+from fpmon.monitor.widgets.tables import FleetTable, setup_summary
 
 
 class FleetScreen(LiveScreen):
+    _detail_said = ""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "evidence", "Evidence", id="evidence")
     ]
@@ -25,24 +29,25 @@ class FleetScreen(LiveScreen):
         yield self.summary_bar()
         yield self.filter_input()
         self.table = FleetTable(id="fleet")
+        self.table.sort_col = "node"  # stable order by name until the operator sorts
         yield self.table
-        self.detail_node = Label("", id="detail-node")
-        self.util_spark = Sparkline([], id="util-spark")
-        self.mm_spark = Sparkline([], id="mm-spark")
+        # The selected node, below the table: sized to the table (a small fleet leaves the
+        # charts room, a large one the table), on a fixed 0-100% scale.
+        self.detail_node = Static("", id="detail-node", markup=False)
+        self.util_chart = Chart("utilisation", 100.0, _pct100, id="util-chart")
+        self.mm_chart = Chart("mismatch rate (last 20 verdicts)", 1.0, _pct1, id="mm-chart")
         with Horizontal(id="detail"):
             yield self.detail_node
-            yield Label("util %", classes="spark-label")
-            yield self.util_spark
-            yield Label("mismatch rate", classes="spark-label")
-            yield self.mm_spark
+            with Vertical(id="charts"):
+                yield self.util_chart
+                yield self.mm_chart
         yield Footer()
 
     def on_mount(self) -> None:
-        self.table.sort_col = "node"  # stable order by name until the operator sorts
         self.table.focus()
 
     def rows(self):
-        return ((r.node, r) for r in self.app.model.nodes.values())
+        return self.app.model.nodes  # node -> row
 
     def rebuild(self) -> None:
         self.table.now = self.app.model.clock()
@@ -61,7 +66,7 @@ class FleetScreen(LiveScreen):
         counts = model.node_counts()
         eps = model.endpoints
         ep_text = "  ".join(f"{CONN_SYMBOL.get(s, '?')} {e} {s}" for e, s in eps.items())
-        self.summary.update(
+        self.say(
             f"{len(model.nodes)} nodes  "
             f"{HEALTH_SYMBOL['ok']} {counts['ok']} ok  "
             f"{HEALTH_SYMBOL['flagged']} {counts['flagged']} flagged  "
@@ -84,9 +89,13 @@ class FleetScreen(LiveScreen):
         row = self.app.model.nodes.get(node) if node else None
         if row is None:
             return
-        self.detail_node.update(f"{row.node}: {row.gpu_names or '—'}")
-        self.util_spark.data = list(row.util_hist)
-        self.mm_spark.data = list(row.mismatch_hist)
+        text = detail_text(row)
+        if text != self._detail_said:
+            self._detail_said = text
+            self.detail_node.update(text, layout=False)  # a fixed-size box
+        pal = self.app.palette
+        self.util_chart.show(row.util_hist, pal.get("fpmon-ok", ""))
+        self.mm_chart.show(row.mismatch_hist, pal.get("fpmon-mismatch", ""))
 
     @on(DataTable.RowHighlighted)
     def _highlighted(self) -> None:
@@ -107,3 +116,30 @@ class FleetScreen(LiveScreen):
             return
         bad = [e for e in entries if e.verdict.status not in ("match", "within_noise")]
         self.app.show_evidence((bad or entries)[-1])
+
+
+def _pct100(x: float) -> str:
+    return f"{x:.0f}%"
+
+
+def _pct1(x: float) -> str:
+    return f"{x * 100:.0f}%"
+
+
+def detail_text(r: NodeRow) -> str:
+    """The selected node in a few lines: what it is, what it declared, what was found."""
+    gpus = f"{r.gpus} × {r.gpu_names}" if r.gpus else r.gpu_names or "no telemetry yet"
+    bad = sum(r.verdicts[s] for s in BAD_STATUSES)
+    atts = ", ".join(f"{k} ×{n}" for k, n in r.attributions.most_common(3))
+    return "\n".join(
+        [
+            f"{HEALTH_SYMBOL[r.health]} {r.node}  {r.health}",
+            f"GPUs      {gpus}",
+            f"declared  {setup_summary(r.declared)}",
+            f"verdicts  {r.checked} judged, {bad} bad"
+            + (f" ({r.last_attribution})" if r.last_attribution else ""),
+            f"attrib.   {atts or '—'}",
+            f"commits   {r.commits}  sampled {fmt.pct(r.sampled).strip()}",
+            f"alerts    {r.open_alerts} open",
+        ]
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
@@ -24,22 +25,31 @@ class HelpScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help-body"):
+            # markup=False: "[keymap]" is text here, not a Rich style tag (which it vanished as).
             yield Static(
-                "fpmon keys — rebind any of them by id in the config's [keymap] "
-                '(e.g. fleet = "f1"). Ctrl+P: command palette. Mouse: click rows, headers.'
+                "fpmon keys. Rebind any of them by id in the config's [keymap] table "
+                '(e.g. fleet = "f1"). Ctrl+P: command palette. Mouse: click rows, headers.',
+                markup=False,
+                id="help-text",
             )
             yield DataTable(id="help-table", cursor_type="row")
 
     def on_mount(self) -> None:
         t = self.query_one(DataTable)
-        t.add_columns("key", "action", "id")
-        for key, desc, bid in self.rows:
-            t.add_row(key, desc, bid)
+        t.add_columns("key", "action", "where", "id")
+        for key, desc, where, bid in self.rows:
+            t.add_row(Text(key), Text(desc), Text(where), Text(bid))
 
 
 class ColumnsScreen(ModalScreen[set]):
+    """Space (or a click) toggles the highlighted column; Enter or Esc applies and closes.
+
+    Enter is bound with priority: the SelectionList would otherwise take it as a toggle,
+    undoing the last change just before the dialog closed."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape,enter", "done", "Apply", id="columns.done")
+        Binding("enter", "done", "Apply", priority=True, id="columns.done"),
+        Binding("escape", "done", "Apply", id="columns.done_esc"),
     ]
 
     def __init__(self, table: LiveTable) -> None:
@@ -48,7 +58,7 @@ class ColumnsScreen(ModalScreen[set]):
 
     def compose(self) -> ComposeResult:
         with Vertical(id="columns-body"):
-            yield Static("Space toggles a column; Enter or Esc applies.")
+            yield Static("Space toggles a column; Enter or Esc applies.", markup=False)
             yield SelectionList(
                 *[(c.label, c.key, c.key not in self.table.hidden) for c in self.table.COLUMNS],
                 id="columns-list",

@@ -94,7 +94,7 @@ class VerdictsScreen(LiveScreen):
             if self.paused
             else "live"
         )
-        self.summary.update(
+        self.say(
             f"{len(self.table._shown)} shown  │ {state}  │ window: {win}  │ "
             f"{model.verdicts_total} received"
         )
@@ -123,8 +123,15 @@ class VerdictsScreen(LiveScreen):
         return [self.entries[k] for k in self.table._shown if k in self.entries]
 
     def action_export(self) -> None:
-        path = export_verdicts(self.shown_entries(), Path(self.app.export_dir))
-        self.notify(f"exported {len(self.shown_entries())} verdicts to {path}.csv / .json")
+        entries = self.shown_entries()
+        try:
+            path = export_verdicts(entries, Path(self.app.export_dir))
+        except OSError as e:
+            self.notify(f"export failed: {e}", severity="error", timeout=15)
+            return
+        self.notify(
+            f"exported {len(entries)} verdicts to {path}.csv and {path.name}.json", timeout=15
+        )
 
     def check_action(self, action: str, parameters: tuple) -> bool | None:
         # Read-only inspector mode writes nothing.
@@ -169,8 +176,13 @@ def verdict_row(e: VerdictEntry) -> dict:
 
 def export_verdicts(entries: list[VerdictEntry], folder: Path) -> Path:
     """Write the view to `<folder>/fpmon-verdicts-<time>.csv` and `.json`; returns the stem."""
+    folder = folder.expanduser().resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    stem = folder / time.strftime("fpmon-verdicts-%Y%m%d-%H%M%S")
+    stem = base = folder / time.strftime("fpmon-verdicts-%Y%m%d-%H%M%S")
+    n = 1
+    while Path(f"{stem}.csv").exists():  # two exports in one second: keep both
+        n += 1
+        stem = Path(f"{base}-{n}")
     rows = [verdict_row(e) for e in entries]
     with open(f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=EXPORT_FIELDS)

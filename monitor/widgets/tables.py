@@ -102,11 +102,11 @@ class FleetTable(LiveTable):
                 self.style("fpmon-alert"),
                 r.open_alerts,
             ),
-            "declared": cell(_setup_summary(declared)),
+            "declared": cell(setup_summary(declared)),
         }
 
 
-def _setup_summary(s: dict[str, Any]) -> str:
+def setup_summary(s: dict[str, Any]) -> str:
     if not s:
         return "—"
     return (
@@ -124,7 +124,7 @@ class VerdictTable(LiveTable):
         Column("attribution", "Attribution", 18),
         Column("replay", "Replay s", 8),
         Column("reference", "Reference", 10),
-        Column("reason", "Reason", 30),
+        Column("reason", "Reason", 30, flex=True),
     )
 
     def search_text(self, e: VerdictEntry) -> str:
@@ -141,24 +141,28 @@ class VerdictTable(LiveTable):
             "attribution": cell(",".join(e.attribution) or "—"),
             "replay": cell(f"{v.replay_s:.3f}", "", v.replay_s),
             "reference": cell(v.reference + (" x-gpu" if v.cross_gpu else "")),
-            "reason": cell(v.reason),
+            "reason": cell(fmt.one_line(v.reason)),
         }
 
 
 class AlertTable(LiveTable):
+    """One row per node and kind (`model.AlertEntry`): how many, since when, the latest."""
+
     COLUMNS = (
         Column("state", "State", 7),
-        Column("severity", "Severity", 10),
-        Column("kind", "Kind", 22),
+        Column("severity", "Severity", 8),
+        Column("kind", "Kind", 21),
         Column("node", "Node", 14),
+        Column("count", "Count", 6),
+        Column("first", "First seen", 14),
+        Column("last", "Last seen", 14),
         Column("seq", "Seq", 6),
-        Column("count", "Count", 5),
-        Column("message", "Message", 50),
+        Column("message", "Latest evidence", 40, flex=True),
     )
 
     def search_text(self, e: AlertEntry) -> str:
         a = e.alert
-        return f"{a.node} {a.kind} {a.severity} {a.message} {'acked' if e.acked else 'open'}"
+        return f"{a.node} {a.kind} {e.severity} {a.message} {'acked' if e.acked else 'open'}"
 
     def cells(self, e: AlertEntry) -> dict[str, Any]:
         a = e.alert
@@ -168,10 +172,12 @@ class AlertTable(LiveTable):
                 self.style("fpmon-stale" if e.acked else "fpmon-alert"),
                 e.acked,
             ),
-            "severity": cell(a.severity, self.style(SEVERITY_VAR.get(a.severity, ""))),
+            "severity": cell(e.severity, self.style(SEVERITY_VAR.get(e.severity, ""))),
             "kind": cell(a.kind),
             "node": cell(a.node, "bold"),
-            "seq": cell(str(a.seq) if a.seq >= 0 else "", "", a.seq),
             "count": cell(str(e.count), "", e.count),
-            "message": cell(a.message),
+            "first": cell(fmt.clock(e.first_t), "", e.first_t),
+            "last": cell(fmt.clock(e.last_t), "", e.last_t),
+            "seq": cell(str(a.seq) if a.seq >= 0 else "", "", a.seq),
+            "message": cell(fmt.one_line(a.message)),
         }

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -127,3 +128,20 @@ def test_world_readable_secret_config_is_refused(tmp_path):
     )
     assert p.returncode == 2
     assert "world-readable" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_an_agent_without_a_config_refuses_like_replay_and_hub(tmp_path):
+    """No config: one line and exit 2, nothing written (it used to serve with Curve off and
+    write a signing key into the working directory); `--insecure-loopback` is the way to ask."""
+    said = {}
+    for cmd in ("agent", "replay", "hub"):
+        p = subprocess.run(
+            [sys.executable, "-m", "fpmon", cmd], capture_output=True, text=True, timeout=60,
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+        )  # fmt: skip
+        assert p.returncode == 2, (cmd, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+        said[cmd] = p.stderr
+    assert all("needs --config" in x for x in said.values()), said
+    assert "--insecure-loopback" in said["agent"]
+    assert not list(tmp_path.iterdir())  # no state folder, no key

@@ -111,6 +111,7 @@ def test_headless_demo_json_and_clean_stop(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads(out.stdout)
     assert data["duration_s"] >= 45
+    assert data["pass"] is True and data["failed"] == [], data["failed"]
     by = {n["node"]: n for n in data["nodes"]}
     assert set(by) == {n.name for n in NODES}
     honest = by["node-honest"]
@@ -130,16 +131,29 @@ def test_headless_demo_json_and_clean_stop(tmp_path):
 
 
 def test_sigterm_stops_every_child(tmp_path):
+    """Also: the README's `fpmon snapshot --json`, with no endpoint, finds the running demo."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")}
     argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "300",
             "--workdir", str(tmp_path)]  # fmt: skip
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     # Wait until every child is up (its log exists), then stop the demo from outside.
     for _ in range(200):
         if len(list((tmp_path / "logs").glob("*.log"))) == len(NODES) + 3:
             break
         time.sleep(0.1)
     time.sleep(2)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    try:
+        # The replay daemon answers once it has loaded (seconds on a busy machine).
+        for _ in range(12):
+            snap = subprocess.run([sys.executable, "-m", "fpmon", "snapshot", "--json"],
+                                  capture_output=True, text=True, timeout=30, env=env)  # fmt: skip
+            if snap.returncode == 0:
+                break
+        assert snap.returncode == 0, snap.stderr
+        assert "nodes" in json.loads(snap.stdout)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert not list((tmp_path / "run" / "fpmon" / "demos").glob("*.toml"))
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps

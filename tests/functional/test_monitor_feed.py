@@ -4,6 +4,7 @@ with seek; `fpmon snapshot --json` against a real ROUTER; bad CLI input is one l
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -75,10 +76,11 @@ def test_recording_must_be_a_recording(tmp_path):
         read_recording(bad)
 
 
-def fpmon(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+def fpmon(*args: str, timeout: float = 60, env=None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "fpmon", *args], capture_output=True, text=True, timeout=timeout
-    )
+        [sys.executable, "-m", "fpmon", *args], capture_output=True, text=True, timeout=timeout,
+        env=env,
+    )  # fmt: skip
 
 
 def test_snapshot_json_against_a_real_state_endpoint():
@@ -95,6 +97,33 @@ def test_snapshot_json_against_a_real_state_endpoint():
     (node,) = data["nodes"]
     assert node["node"] == "n1" and node["health"] == "flagged"
     assert node["attributions"] == {"dtype": 1} and node["commits"] == 9
+
+
+def test_snapshot_json_as_the_readme_writes_it_finds_the_running_demo(tmp_path):
+    """README: `fpmon snapshot --json`, no endpoint: the running `fpmon demo` left its monitor
+    config under $XDG_RUNTIME_DIR/fpmon/demos/<pid>.toml; one whose process is gone is not
+    used. Without a demo it says what to give, in one line."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(tmp_path)}
+    out = fpmon("snapshot", "--json", env=env)
+    assert out.returncode == 2 and "none is running" in out.stderr, out.stderr
+    v = synth.verdict("n1", 4, "mismatch", "dtype", "bfloat16")
+    server = StateServer(
+        StateReply(node="replay", t=0.0, nodes={"n1": {"commits": 9}}, verdicts=[v.to_map()])
+    )
+    demos = tmp_path / "fpmon" / "demos"
+    demos.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (demos / f"{dead}.toml").write_text('[monitor]\nstate = "tcp://127.0.0.1:1"\n')
+    (demos / f"{os.getpid()}.toml").write_text(f'[monitor]\nstate = "{server.endpoint}"\n')
+    try:
+        out = fpmon("snapshot", "--json", env=env)
+    finally:
+        server.close()
+    assert out.returncode == 0, out.stderr
+    (node,) = json.loads(out.stdout)["nodes"]
+    assert node["node"] == "n1" and node["commits"] == 9
+    assert not (demos / f"{dead}.toml").exists()  # a demo that is gone is forgotten
 
 
 def test_bad_inputs_are_one_clear_line(tmp_path):

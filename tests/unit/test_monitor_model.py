@@ -8,7 +8,13 @@ import msgpack
 import msgspec
 import pytest
 
-from fpmon.monitor.model import FleetModel, Limits, attribution_fields, evidence_layers
+from fpmon.monitor.model import (
+    BAD_STATUSES,
+    FleetModel,
+    Limits,
+    attribution_fields,
+    evidence_layers,
+)
 from fpmon.testing import synth
 from fpmon.wire import Candidate, NodeSummary, StateReply, WireError, decode, encode
 
@@ -86,6 +92,12 @@ def test_rates_and_histories_per_tick():
         clock[0] += 1
         m.tick()
     assert len(row.util_hist) == 4  # bounded
+    # The mismatch rate is over the node's last verdicts (those that decide its health), not
+    # over one tick's: two good verdicts after one bad of two make it 1 in 4, not 0.
+    m.apply(synth.verdict("n", 3))
+    m.apply(synth.verdict("n", 4))
+    m.tick()
+    assert list(row.mismatch_hist)[-1] == 0.25
 
 
 def test_buffers_are_bounded_and_dedupe_clone_overlap():
@@ -96,8 +108,8 @@ def test_buffers_are_bounded_and_dedupe_clone_overlap():
     m.apply(synth.telemetry("extra"))
     assert "extra" not in m.nodes and m.dropped_nodes == 1
     for i in range(10):
-        m.apply(synth.alert("n0", n=i))
-    assert len(m.alerts) == 5
+        m.apply(synth.alert(f"n{i}", n=i))  # ten groups (node, kind): five kept
+    assert len(m.alerts) == 5 and m.alerts_total == 10
     # A snapshot that repeats a verdict already received live adds nothing.
     v = m.verdicts[-1].verdict
     total = m.verdicts_total
@@ -109,12 +121,38 @@ def test_alerts_acknowledge_and_open_count():
     m = FleetModel()
     m.apply(synth.telemetry("n"))
     m.apply(synth.alert("n", "chain_break", 1))
-    m.apply(synth.alert("n", "chain_break", 1))  # same id again: counted, not duplicated
+    m.apply(synth.alert("n", "chain_break", 1))  # the same id again (Clone overlap): once
     m.apply(synth.alert("n", "unopened", 2))
     assert m.open_alerts == 2 and m.nodes["n"].open_alerts == 2
-    assert m.alerts["n-chain_break-1"].count == 2
-    assert m.acknowledge("n-chain_break-1") and not m.acknowledge("n-chain_break-1")
+    assert m.alerts["chain_break:n"].count == 1
+    assert m.acknowledge("chain_break:n") and not m.acknowledge("chain_break:n")
     assert m.open_alerts == 1 and m.nodes["n"].health == "alert"
+
+
+def test_an_alert_flood_is_one_group_per_node_and_kind():
+    """The replay daemon raises one alert per bad verdict, each with its own id: 1,000 nodes
+    flagged 60 times each are 1,000 rows (count, first and last seen, latest evidence)."""
+    m = FleetModel(Limits(max_alerts=2000))
+    for seq in range(60):
+        for i in range(1000):
+            a = synth.alert(f"node-{i:04d}", "mismatch", seq)
+            m.apply(msgspec.structs.replace(a, t=1000.0 + seq, message=f"seq {seq}: mismatch"))
+    m.apply(synth.alert("node-0001", "bad_opening", 7))
+    assert len(m.alerts) == 1001 and m.alerts_total == 60_001
+    g = m.alerts["mismatch:node-0001"]
+    assert (g.count, g.first_t, g.last_t) == (60, 1000.0, 1059.0)
+    assert g.alert.seq == 59 and g.alert.message == "seq 59: mismatch"  # the latest evidence
+    assert m.open_alerts == 1001
+    # Acknowledged, then it happens again: open again, the count goes on.
+    assert m.acknowledge("mismatch:node-0001") and m.open_alerts == 1000
+    m.apply(synth.alert("node-0001", "mismatch", 60))
+    assert not g.acked and g.count == 61 and m.open_alerts == 1001
+    # An older alert arriving late (a snapshot) counts, but is not the latest evidence.
+    m.apply(msgspec.structs.replace(synth.alert("node-0002", "mismatch", -5), t=10.0))
+    g2 = m.alerts["mismatch:node-0002"]
+    assert g2.count == 61 and g2.first_t == 10.0 and g2.alert.seq == 59
+    out = m.to_json()["alerts"]
+    assert len(out) == 1001 and {"count", "first_t", "last_t", "acked"} <= set(out[0])
 
 
 def test_state_reply_seeds_a_late_joiner():
@@ -142,3 +180,31 @@ def test_a_state_reply_with_one_bad_verdict_is_refused_whole():
     with pytest.raises(WireError) as e:
         decode(frames)
     assert e.value.reason == "schema" and "status" in e.value.detail
+
+
+def test_health_follows_the_last_verdicts_as_they_roll_over():
+    """`recent_bad` is kept as verdicts come and go (health and the mismatch rate read it
+    for 1,000 nodes every repaint): it always equals the bad ones among the last `recent`."""
+    m = FleetModel(Limits(recent=5))
+    statuses = ["mismatch", "match", "bad_opening"] + ["match"] * 6 + ["unopened", "match"]
+    for seq, status in enumerate(statuses):
+        m.apply(synth.verdict("n", seq, status, "dtype", "bfloat16"))
+        row = m.nodes["n"]
+        assert row.recent_bad == sum(s in BAD_STATUSES for s in row.recent)
+        if seq == 7:  # the last five are all matches: clean again
+            assert row.health == "ok"
+    assert m.nodes["n"].health == "flagged"  # the unopened one is among the last five
+
+
+def test_a_history_keeps_its_last_points_in_one_fixed_block():
+    from fpmon.monitor.model import History
+
+    h = History(3)
+    assert list(h) == [] and len(h) == 0
+    h.append(1.5)
+    assert list(h) == [1.5] and h[-1] == 1.5
+    size = h._a.buffer_info()[1]
+    for x in range(5):
+        h.append(float(x))
+    assert list(h) == [2.0, 3.0, 4.0] and len(h) == 3 and h[-1] == 4.0
+    assert h._a.buffer_info()[1] == size == 3  # allocated once, never grows
