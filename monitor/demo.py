@@ -309,6 +309,8 @@ def summary(model, duration_s: float) -> dict[str, Any]:
                 "actual": actual,
                 "verdicts": dict(row.verdicts) if row else {},
                 "attributions": dict(row.attributions) if row else {},
+                # How the mismatches' attributions ended: "exact", or why none is exact.
+                "attribution_status": dict(row.attribution_status) if row else {},
                 "alerts": dict(
                     Counter(e.alert.kind for e in model.alerts.values() if e.alert.node == n.name)
                 ),

@@ -95,6 +95,9 @@ class NodeRow:
     verdicts: Counter = field(default_factory=Counter)
     recent: deque = field(default_factory=deque)
     attributions: Counter = field(default_factory=Counter)
+    # How each mismatch's attribution ended (Verdict.attribution_status; "" from a verifier
+    # that does not say): "exact", "nearest", "budget", "cap", ...
+    attribution_status: Counter = field(default_factory=Counter)
     last_attribution: str = ""
     last_verdict_t: float | None = None  # receive time (monotonic)
     last_seen: float = 0.0  # receive time (monotonic) of the last message about this node
@@ -299,7 +302,9 @@ class FleetModel:
             fields = entry.attribution
             for f in fields:
                 row.attributions[f] += 1
-            row.last_attribution = ",".join(fields) or "unattributed"
+            row.attribution_status[v.attribution_status or "unstated"] += 1
+            why = f" ({v.attribution_status})" if v.attribution_status else ""
+            row.last_attribution = ",".join(fields) or f"unattributed{why}"
         elif v.status in BAD_STATUSES:
             row.last_attribution = v.status
 
@@ -409,6 +414,7 @@ class FleetModel:
                     "verified": r.verified,
                     "verdicts": dict(r.verdicts),
                     "attributions": dict(r.attributions),
+                    "attribution_status": dict(r.attribution_status),
                     "open_alerts": r.open_alerts,
                     "declared": r.declared,
                 }

@@ -79,8 +79,10 @@ def verdict(
     layers: int = 4,
 ) -> Verdict:  # fmt: skip
     attribution = []
+    att_status, att_note = "", ""
     rels = [0.0] * layers
     if status == "mismatch":
+        att_status, att_note = "exact", f"reproduced bit-exactly by {field}={value}"
         # The replay daemon's shape (replay/attribution.py): nearest candidate first.
         attribution = [
             Candidate(field=str(field), changes={str(field): value}, exact=True, score=0.0),
@@ -93,7 +95,8 @@ def verdict(
     )
     return Verdict(
         node=node, t=time.time(), seq=seq, status=status, request_id=f"{node}-{seq}",
-        evidence=evidence, attribution=attribution, declared=DECLARED, replay_s=0.05,
+        evidence=evidence, attribution=attribution, attribution_status=att_status,
+        attribution_note=att_note, declared=DECLARED, replay_s=0.05,
         reference="cpu",
     )  # fmt: skip
 

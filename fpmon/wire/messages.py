@@ -94,12 +94,26 @@ AlertKind = Literal[
     "unsigned",
     "gap_unrepaired",
 ]
+# How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
+AttributionStatus = Literal[
+    "",
+    "exact",  # the first candidate reproduces the record bit for bit
+    "nearest",  # every candidate was tried and none reproduces it: the nearest are listed
+    "budget",  # stopped at the record's replay budget (max_replay_s) before an exact one
+    "cap",  # max_candidates reached before an exact one: the rest were shed, not tried
+    "failed",  # no candidate could be replayed (each one's error is listed)
+    "no_candidates",  # the configured fields give no candidate setup
+    "disabled",  # attribution is off in the verifier's config
+    "tokens",  # the declared setup reproduces the computation; the served tokens are the lie
+    "not_comparable",  # the replay could not be compared with the record (see `reason`)
+]
 Severity = Literal["info", "warning", "critical"]
 OpenStatus = Literal["ok", "purged", "unknown", "error"]
 SubmitStatus = Literal["ok", "rejected", "error"]
 TelemetrySource = Literal["nvml", "host"]
 
 STATUSES: tuple[str, ...] = get_args(Status)
+ATTRIBUTION_STATUSES: tuple[str, ...] = get_args(AttributionStatus)
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 
 
@@ -323,6 +337,10 @@ class Verdict(Message, frozen=True):
     request_id: Ident = ""
     evidence: Evidence = Evidence()
     attribution: Annotated[list[Candidate], Meta(max_length=256)] = []
+    # Every mismatch says how its attribution ended, and in words why it names no exact setup
+    # when it does not (budget, candidates shed, none reproduces the record, ...).
+    attribution_status: AttributionStatus = ""
+    attribution_note: Text = ""
     declared: Setup = {}
     replay_s: Seconds = 0.0
     reference: Ident = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"

@@ -17,7 +17,7 @@ from textual_plotext import PlotextPlot
 from fpmon.monitor.model import VerdictEntry, evidence_layers
 from fpmon.monitor.widgets.tables import status_text
 from fpmon.setups import NUMERIC_FIELDS
-from fpmon.wire import Candidate
+from fpmon.wire import Candidate, Verdict
 
 
 def replayed_setup(e: VerdictEntry) -> dict[str, Any]:
@@ -40,9 +40,10 @@ class EvidenceScreen(Screen):
     def compose(self) -> ComposeResult:
         v = self.entry.verdict
         yield Header()
+        how = f" ({v.attribution_status})" if v.attribution_status else ""
         yield Static(
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
-            f"attribution: {', '.join(self.entry.attribution) or '—'}",
+            f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
             id="summary",
         )
         with Horizontal(id="top"):
@@ -69,7 +70,7 @@ class EvidenceScreen(Screen):
             score = cand.score if cand.score is not None else cand.error or "—"
             att.add_row(str(i + 1), _candidate_text(cand), _score(score))
         if not v.attribution:
-            att.add_row("—", "no attribution (only mismatches are attributed)", "")
+            att.add_row("—", no_attribution_text(v), "")
         self._plot()
 
     def _plot(self) -> None:
@@ -107,8 +108,21 @@ class EvidenceScreen(Screen):
                 f"replay        {v.replay_s:.3f} s on {v.reference or '—'}",
                 f"cross-GPU     {'yes (noise band applies)' if v.cross_gpu else 'no (bit-exact)'}",
                 f"reason        {v.reason or '—'}",
+                *([f"attribution   {v.attribution_note}"] if v.attribution_note else []),
             ]
         )
+
+
+def no_attribution_text(v: Verdict) -> str:
+    """What the attribution table says when the verdict lists no candidate: on a mismatch the
+    verifier's stated reason (budget, candidates shed, tokens, ...), never a generic line."""
+    if v.status != "mismatch":
+        return "no attribution (only mismatches are attributed)"
+    if v.attribution_note:
+        return v.attribution_note
+    if v.attribution_status:
+        return f"not attributed ({v.attribution_status})"
+    return "not attributed, and the verifier gave no reason (an older verifier)"
 
 
 def _candidate_text(cand: Candidate) -> str:
