@@ -95,7 +95,7 @@ class NodeRow:
     verdicts: Counter = field(default_factory=Counter)
     recent: deque = field(default_factory=deque)
     attributions: Counter = field(default_factory=Counter)
-    # How each mismatch's attribution ended (Verdict.attribution_status; "" from a verifier
+    # How each mismatch's attribution ended (Evidence.attribution_status; "" from a verifier
     # that does not say): "exact", "nearest", "budget", "cap", ...
     attribution_status: Counter = field(default_factory=Counter)
     last_attribution: str = ""
@@ -302,8 +302,9 @@ class FleetModel:
             fields = entry.attribution
             for f in fields:
                 row.attributions[f] += 1
-            row.attribution_status[v.attribution_status or "unstated"] += 1
-            why = f" ({v.attribution_status})" if v.attribution_status else ""
+            how = v.evidence.attribution_status
+            row.attribution_status[how or "unstated"] += 1
+            why = f" ({how})" if how else ""
             row.last_attribution = ",".join(fields) or f"unattributed{why}"
         elif v.status in BAD_STATUSES:
             row.last_attribution = v.status

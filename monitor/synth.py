@@ -91,12 +91,13 @@ def verdict(
         rels = [0.0 if i == 0 else 10.0 ** (-4 + i / 2) for i in range(layers)]
     evidence = Evidence(
         mode="exact",
+        attribution_status=att_status,
+        attribution_note=att_note,
         probes=[ProbeEvidence(probe=f"keys.L{i}", rel=r, band=0.0) for i, r in enumerate(rels)],
     )
     return Verdict(
         node=node, t=time.time(), seq=seq, status=status, request_id=f"{node}-{seq}",
-        evidence=evidence, attribution=attribution, attribution_status=att_status,
-        attribution_note=att_note, declared=DECLARED, replay_s=0.05,
+        evidence=evidence, attribution=attribution, declared=DECLARED, replay_s=0.05,
         reference="cpu",
     )  # fmt: skip
 

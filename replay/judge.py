@@ -4,7 +4,7 @@ bit-identical -> match; same device class and software -> anything else is a mis
 GPU (or other software) -> per-probe comparison against the calibrated band of that pair ->
 within_noise or mismatch, and the verdict says it is cross-device. Without a band for the pair
 the judge demands bit-exactness and says so. Every mismatch gets an attribution or says why
-none (`attribution_status`, `attribution_note`).
+none (`evidence.attribution_status`, `.attribution_note`).
 """
 
 from __future__ import annotations
@@ -194,9 +194,11 @@ class Judge:
                 reason=str(e),
                 replay_s=replay_s,
                 reference=reference,
-                attribution_status="not_comparable",
-                attribution_note="not attributed: the replay could not be compared with the "
-                "record (see the reason), so no candidate could be either",
+                evidence=Evidence(
+                    attribution_status="not_comparable",
+                    attribution_note="not attributed: the replay could not be compared with the "
+                    "record (see the reason), so no candidate could be either",
+                ),
             )
             return out
         prover = device_class(rec.setup)
@@ -265,14 +267,16 @@ class Judge:
                     f"attribution stopped at max_replay_s={caps.max_replay_s:g} s",
                 ]
                 evidence = msgspec.structs.replace(evidence, notes=notes[:64])
+        if att_status:
+            evidence = msgspec.structs.replace(
+                evidence, attribution_status=att_status, attribution_note=att_note[:4096]
+            )
         out.jitter_rel = band.jitter_rel if band else None
         out.verdict = self._verdict(
             commit,
             status,
             evidence=evidence,
             attribution=attribution,
-            attribution_status=att_status,
-            attribution_note=att_note[:4096],
             replay_s=replay_s,
             reference=reference,
             cross_gpu=cross,

@@ -64,7 +64,8 @@ other schema version |
 
 Verdict statuses: {", ".join(f"`{s}`" for s in STATUSES)}.
 Alert kinds: {", ".join(f"`{k}`" for k in ALERT_KINDS)}.
-A `mismatch` verdict's `attribution_status` (how its attribution ended; `""` on other statuses):
+A `mismatch` verdict's `evidence.attribution_status` (how its attribution ended; absent on other
+statuses):
 {", ".join(f"`{k}`" for k in ATTRIBUTION_STATUSES if k)}; `attribution_note` says it in words,
 and why no exact setup is named when none is.
 

@@ -176,6 +176,12 @@ class Evidence(Part, frozen=True):
     not_greedy: Annotated[list[Count], Meta(max_length=1 << 16)] = []
     chain_break: Key = field(default="", name="break")  # gap, fork, reorder, ...
     commit_t: UnixTime | None = None  # when the node committed it (latency figures)
+    # Every mismatch says how its attribution ended (`Verdict.attribution`), and in words why
+    # it names no exact setup when it does not (budget, candidates shed, none reproduces the
+    # record, ...). Here rather than on the Verdict: omitted when empty, so a verdict signed by
+    # a verifier that predates them still checks on a monitor that knows them.
+    attribution_status: AttributionStatus = ""
+    attribution_note: Text = ""
 
 
 class Candidate(Part, frozen=True):
@@ -337,10 +343,6 @@ class Verdict(Message, frozen=True):
     request_id: Ident = ""
     evidence: Evidence = Evidence()
     attribution: Annotated[list[Candidate], Meta(max_length=256)] = []
-    # Every mismatch says how its attribution ended, and in words why it names no exact setup
-    # when it does not (budget, candidates shed, none reproduces the record, ...).
-    attribution_status: AttributionStatus = ""
-    attribution_note: Text = ""
     declared: Setup = {}
     replay_s: Seconds = 0.0
     reference: Ident = ""  # the reference device, e.g. "cpu" or "NVIDIA H100 80GB HBM3"

@@ -40,7 +40,8 @@ class EvidenceScreen(Screen):
     def compose(self) -> ComposeResult:
         v = self.entry.verdict
         yield Header()
-        how = f" ({v.attribution_status})" if v.attribution_status else ""
+        how = v.evidence.attribution_status
+        how = f" ({how})" if how else ""
         yield Static(
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
             f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
@@ -108,7 +109,7 @@ class EvidenceScreen(Screen):
                 f"replay        {v.replay_s:.3f} s on {v.reference or '—'}",
                 f"cross-GPU     {'yes (noise band applies)' if v.cross_gpu else 'no (bit-exact)'}",
                 f"reason        {v.reason or '—'}",
-                *([f"attribution   {v.attribution_note}"] if v.attribution_note else []),
+                *([f"attribution   {note}"] if (note := v.evidence.attribution_note) else []),
             ]
         )
 
@@ -118,10 +119,10 @@ def no_attribution_text(v: Verdict) -> str:
     verifier's stated reason (budget, candidates shed, tokens, ...), never a generic line."""
     if v.status != "mismatch":
         return "no attribution (only mismatches are attributed)"
-    if v.attribution_note:
-        return v.attribution_note
-    if v.attribution_status:
-        return f"not attributed ({v.attribution_status})"
+    if v.evidence.attribution_note:
+        return v.evidence.attribution_note
+    if v.evidence.attribution_status:
+        return f"not attributed ({v.evidence.attribution_status})"
     return "not attributed, and the verifier gave no reason (an older verifier)"
 
 

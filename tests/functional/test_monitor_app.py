@@ -266,13 +266,14 @@ def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
     from fpmon.monitor.model import VerdictEntry
     from fpmon.monitor.screens.evidence import EvidenceScreen
 
-    v = msgspec.structs.replace(
-        synth.verdict("dtype-cheat", 7, "mismatch", "dtype", "bfloat16"),
-        attribution=[],
+    v = synth.verdict("dtype-cheat", 7, "mismatch", "dtype", "bfloat16")
+    ev = msgspec.structs.replace(
+        v.evidence,
         attribution_status="budget",
         attribution_note="no exact reproduction: attribution stopped at the record's replay "
         "budget (max_replay_s) after 3 of 9 candidates",
     )
+    v = msgspec.structs.replace(v, attribution=[], evidence=ev)
     screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=("dtype-cheat", 7, "", 0)))
 
     class One(App):

@@ -49,12 +49,15 @@ def test_rows_health_and_attribution():
 def test_a_mismatch_without_attribution_says_why():
     m = FleetModel()
     v = synth.verdict("cheat", 1, "mismatch", "dtype", "bfloat16")
-    budget = msgspec.structs.replace(v, attribution=[], attribution_status="budget")
+    ev = msgspec.structs.replace(v.evidence, attribution_status="budget")
+    budget = msgspec.structs.replace(v, attribution=[], evidence=ev)
     m.apply(roundtrip(budget))
     row = m.nodes["cheat"]
     assert row.last_attribution == "unattributed (budget)"
     assert row.attribution_status == {"budget": 1} and row.attributions == {}
-    old = msgspec.structs.replace(v, seq=2, attribution=[], attribution_status="")
+    old = msgspec.structs.replace(
+        v, seq=2, attribution=[], evidence=msgspec.structs.replace(ev, attribution_status="")
+    )
     m.apply(roundtrip(old))  # a verifier that does not say why
     assert row.last_attribution == "unattributed" and row.attribution_status["unstated"] == 1
 

@@ -143,7 +143,7 @@ def test_served_tokens_must_be_the_greedy_choice() -> None:
     # Position 2 first; later original tokens no longer follow from the changed context.
     assert v.evidence.not_greedy[0] == 2 and "greedy" in v.reason
     # No setup explains tokens the declared computation did not choose: said so, not silent.
-    assert v.attribution_status == "tokens" and "greedy" in v.attribution_note
+    assert v.evidence.attribution_status == "tokens" and "greedy" in v.evidence.attribution_note
 
 
 def attributing_judge(**options) -> Judge:
@@ -168,7 +168,9 @@ def test_a_dtype_cheat_whose_tokens_differ_is_still_attributed(node) -> None:
     assert v.attribution and v.attribution[0].exact
     assert v.status == "mismatch" and v.evidence.not_greedy
     assert v.attribution[0].changes == {"dtype": "bfloat16"}
-    assert v.attribution_status == "exact" and "dtype=bfloat16" in v.attribution_note
+    assert (
+        v.evidence.attribution_status == "exact" and "dtype=bfloat16" in v.evidence.attribution_note
+    )
 
 
 def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
@@ -176,7 +178,10 @@ def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
     c = node.make(e, e.encode("why not attributed"), declare={"attn_impl": "sdpa"})
     data = node.records[c.seq]
     found = attributing_judge().judge(c, data).verdict
-    assert found.attribution_status == "exact" and "attn_impl=eager" in found.attribution_note
+    assert (
+        found.evidence.attribution_status == "exact"
+        and "attn_impl=eager" in found.evidence.attribution_note
+    )
     # Only batch-size candidates: none reproduces an attention change.
     none = Judge(
         EngineCache({"tiny": "tiny"}, factory=shared),
@@ -185,23 +190,30 @@ def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
     ).judge(c, data)
     v = none.verdict
     assert v.status == "mismatch" and v.attribution and not v.attribution[0].exact
-    assert v.attribution_status == "nearest" and "no candidate explains it" in v.attribution_note
+    assert (
+        v.evidence.attribution_status == "nearest"
+        and "no candidate explains it" in v.evidence.attribution_note
+    )
     shed = attributing_judge(max_candidates=1).judge(c, data).verdict
     # The hint puts attention first, so one candidate suffices here: shedding needs a miss.
-    assert shed.attribution_status == "exact"
+    assert shed.evidence.attribution_status == "exact"
     cut = Judge(
         EngineCache({"tiny": "tiny"}, factory=shared),
         calibration.Calibration(),
         JudgeOptions(fields=("batch_size", "dtype"), batch_sizes=(1, 2, 4), max_candidates=1),
     ).judge(c, data)
-    assert cut.verdict.attribution_status == "cap"
-    assert "max_candidates=1" in cut.verdict.attribution_note
+    assert cut.verdict.evidence.attribution_status == "cap"
+    assert "max_candidates=1" in cut.verdict.evidence.attribution_note
     off = judge_with().judge(c, data).verdict  # attribution disabled
     assert off.status == "mismatch" and not off.attribution
-    assert off.attribution_status == "disabled" and "off" in off.attribution_note
+    assert off.evidence.attribution_status == "disabled" and "off" in off.evidence.attribution_note
     honest = node.make(e, e.encode("why not attributed"))
     ok = attributing_judge().judge(honest, node.records[honest.seq]).verdict
-    assert ok.status == "match" and ok.attribution_status == "" and ok.attribution_note == ""
+    assert (
+        ok.status == "match"
+        and ok.evidence.attribution_status == ""
+        and ok.evidence.attribution_note == ""
+    )
 
 
 def test_attribution_outcome_names_each_reason() -> None:
