@@ -346,6 +346,8 @@ def summary(model, duration_s: float, problems: Sequence[str] = ()) -> dict[str,
                 "actual": actual,
                 "verdicts": dict(row.verdicts) if row else {},
                 "attributions": dict(row.attributions) if row else {},
+                # How the mismatches' attributions ended: "exact", or why none is exact.
+                "attribution_status": dict(row.attribution_status) if row else {},
                 "alerts": alert_counts(model, n.name),
                 "expect": n.expect,
                 "health": row.health if row else "pending",

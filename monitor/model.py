@@ -157,6 +157,9 @@ class NodeRow:
     recent: deque = field(default_factory=deque)
     recent_bad: int = 0  # how many of `recent` are bad (kept as they come and go)
     attributions: Counter = field(default_factory=Counter)
+    # How each mismatch's attribution ended (Evidence.attribution_status; "" from a verifier
+    # that does not say): "exact", "nearest", "budget", "cap", ...
+    attribution_status: Counter = field(default_factory=Counter)
     last_attribution: str = ""
     last_verdict_t: float | None = None  # receive time (monotonic)
     last_seen: float = 0.0  # receive time (monotonic) of the last message about this node
@@ -367,7 +370,10 @@ class FleetModel:
             fields = entry.attribution
             for f in fields:
                 row.attributions[f] += 1
-            row.last_attribution = ",".join(fields) or "unattributed"
+            how = v.evidence.attribution_status
+            row.attribution_status[how or "unstated"] += 1
+            why = f" ({how})" if how else ""
+            row.last_attribution = ",".join(fields) or f"unattributed{why}"
         elif v.status in BAD_STATUSES:
             row.last_attribution = v.status
 
@@ -496,6 +502,7 @@ class FleetModel:
                     "verified": r.verified,
                     "verdicts": dict(r.verdicts),
                     "attributions": dict(r.attributions),
+                    "attribution_status": dict(r.attribution_status),
                     "open_alerts": r.open_alerts,
                     "declared": r.declared,
                 }

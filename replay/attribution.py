@@ -4,7 +4,9 @@ Single-field changes are tried first (batch size with the request in slot 0, att
 implementation, dtype, compile), the field the evidence points at first (`hints`); once one
 reproduces the record bit-exactly the rest of that field's values are tried (batch sizes >= 2
 are often indistinguishable) and the search stops. Only if no single change is exact are pairs
-of changes tried, within a budget.
+of changes tried, within a budget. Every search ends with a status and a note: the exact
+reproduction, or why there is none (budget spent, candidates shed at `max_candidates`, none of
+them reproduces the record, none could be replayed).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fpmon.reproduce import replay_record
 from fpmon.setups import ATTN_IMPLS, DTYPES, Setup
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from fpmon.wire import Candidate
+from fpmon.wire.messages import AttributionStatus
 
 Change = dict[str, Any]
 BUDGET_SPENT = "not tried: the record's replay budget (max_replay_s) was spent"
@@ -94,6 +97,62 @@ def try_setup(
     }
 
 
+@dataclasses.dataclass
+class Attribution:
+    """The candidates tried (exact first, then nearest) and how the search ended.
+
+    `status` is a `wire.AttributionStatus`; `note` says it in words for the verdict, and why
+    no exact setup is named when none is.
+    """
+
+    candidates: list[Candidate]
+    status: AttributionStatus
+    note: str
+
+
+def _changes_text(c: Candidate) -> str:
+    return ", ".join(f"{k}={v}" for k, v in c.changes.items()) or c.field
+
+
+def _nearest(tried: list[Candidate]) -> str:
+    if not tried:
+        return "no candidate was replayed to the end"
+    best = tried[0]
+    return f"nearest {_changes_text(best)} (score {best.score:.3g})"
+
+
+def outcome(
+    candidates: list[Candidate], total: int, max_candidates: int, fields: list[str]
+) -> tuple[AttributionStatus, str]:
+    """(status, note) for `candidates` (as `attribute` orders them) out of `total` possible."""
+    tried = [c for c in candidates if c.score is not None]
+    failed = [c for c in candidates if c.score is None and c.error != BUDGET_SPENT]
+    if tried and tried[0].exact:
+        return "exact", f"reproduced bit-exactly by {_changes_text(tried[0])}"
+    over = ", ".join(fields) or "no fields"
+    if total == 0:
+        return "no_candidates", f"the attribution fields ({over}) give no candidate setup"
+    if any(c.error == BUDGET_SPENT for c in candidates):
+        return "budget", (
+            f"no exact reproduction: attribution stopped at the record's replay budget "
+            f"(max_replay_s) after {len(tried) + len(failed)} of {total} candidates; "
+            f"{_nearest(tried)}"
+        )
+    if len(candidates) >= max_candidates and len(candidates) < total:
+        return "cap", (
+            f"no exact reproduction among the {len(candidates)} candidates tried: "
+            f"max_candidates={max_candidates} shed the other {total - len(candidates)}; "
+            f"{_nearest(tried)}"
+        )
+    if not tried:
+        first = failed[0].error if failed else "no candidate ran"
+        return "failed", f"no candidate setup could be replayed ({len(failed)} tried): {first}"
+    return "nearest", (
+        f"no candidate explains it: none of the {len(tried)} setups tried (one or two changes "
+        f"of {over}) reproduces the record; {_nearest(tried)}"
+    )
+
+
 def attribute(
     engines: EngineCache,
     record: Record,
@@ -102,21 +161,23 @@ def attribute(
     max_candidates: int = 16,
     comparison: Comparison | None = None,
     deadline: float | None = None,
-) -> list[Candidate]:
+) -> Attribution:
     """Candidates tried, exact reproductions first then nearest; each names the field changed.
 
     `comparison` (the declared replay against the record) orders the fields: see `hints`.
     `deadline` (time.monotonic()): candidates count against the record's replay budget; the
     search stops at it, and the candidate it stopped at is listed with `error` saying so.
+    The result says how the search ended (`Attribution.status`, `.note`) in every case.
     """
     order = field_order(record, comparison, fields)
     singles = single_changes(record.setup, tuple(order), batch_sizes)
     dtype = hidden_dtype(record)
     if dtype:  # the dtype the probes betray goes first among dtype candidates
         singles.sort(key=lambda fc: fc[0] == "dtype" and fc[1].get("dtype") != dtype)
+    every = singles + pair_changes(singles)
     results: list[Candidate] = []
     exact_field = ""
-    for field, changes in singles + pair_changes(singles):
+    for field, changes in every:
         if len(results) >= max_candidates:
             break
         if exact_field and field != exact_field:
@@ -140,4 +201,6 @@ def attribute(
     tried = [r for r in results if r.score is not None]
     failed = [r for r in results if r.score is None]
     tried.sort(key=lambda r: (not r.exact, r.score))
-    return tried + failed
+    ordered = tried + failed
+    status, note = outcome(ordered, len(every), max_candidates, order)
+    return Attribution(ordered, status, note)

@@ -3,7 +3,8 @@
 bit-identical -> match; same device class and software -> anything else is a mismatch; another
 GPU (or other software) -> per-probe comparison against the calibrated band of that pair ->
 within_noise or mismatch, and the verdict says it is cross-device. Without a band for the pair
-the judge demands bit-exactness and says so. Mismatches get an attribution.
+the judge demands bit-exactness and says so. Every mismatch gets an attribution or says why
+none (`evidence.attribution_status`, `.attribution_note`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from fpmon.replay.limits import Caps, over_commit, over_record
 from fpmon.replay.scoring import first_difference, probe_evidence, score
 from fpmon.reproduce import replay_record
 from fpmon.wire import Candidate, Commit, Evidence, Verdict
+from fpmon.wire.messages import AttributionStatus
 
 SOFTWARE_FIELDS = ("engine", "engine_version", "torch_version", "cuda_version")
 
@@ -187,7 +189,16 @@ class Judge:
             comp = compare_records(rec, rep)
         except FpmonError as e:
             out.verdict = self._verdict(
-                commit, "mismatch", reason=str(e), replay_s=replay_s, reference=reference
+                commit,
+                "mismatch",
+                reason=str(e),
+                replay_s=replay_s,
+                reference=reference,
+                evidence=Evidence(
+                    attribution_status="not_comparable",
+                    attribution_note="not attributed: the replay could not be compared with the "
+                    "record (see the reason), so no candidate could be either",
+                ),
             )
             return out
         prover = device_class(rec.setup)
@@ -219,26 +230,47 @@ class Judge:
         else:
             status = "mismatch"
         not_greedy = greedy_violations(rep)
-        if not_greedy and status != "mismatch":
+        numerics_differ = status == "mismatch"
+        if not_greedy:
+            evidence = msgspec.structs.replace(evidence, not_greedy=not_greedy)
+        if not_greedy and not numerics_differ:
             # The computation replayed, but the tokens served are not what it chose.
             status = "mismatch"
-            evidence = msgspec.structs.replace(evidence, not_greedy=not_greedy)
             reason = (
                 f"served tokens at positions {', '.join(map(str, not_greedy[:8]))} are not the "
                 "greedy choice of the replayed logits"
             )
         attribution: list[Candidate] = []
-        if status == "mismatch" and not not_greedy and self.options.attribution:
+        att_status: AttributionStatus = ""
+        att_note = ""
+        if status == "mismatch" and not numerics_differ:
+            att_status = "tokens"
+            att_note = (
+                "not attributed: the declared setup reproduces the computation (bit-exactly or "
+                "within the band); the served tokens are not its greedy choice, which no setup "
+                "change explains"
+            )
+        elif status == "mismatch" and not self.options.attribution:
+            att_status = "disabled"
+            att_note = "not attributed: attribution is off in this verifier ([attribution] enabled)"
+        elif status == "mismatch":
+            # Served tokens that are not the declared replay's greedy choice are expected when
+            # the numerics differ (another dtype picks other near-ties): attribute all the same.
             o = self.options
-            attribution = attribute(
+            found = attribute(
                 self.engines, rec, o.fields, o.batch_sizes, o.max_candidates, comp, deadline
             )
+            attribution, att_status, att_note = found.candidates, found.status, found.note
             if any(c.error == BUDGET_SPENT for c in attribution):
                 notes = [
                     *evidence.notes,
                     f"attribution stopped at max_replay_s={caps.max_replay_s:g} s",
                 ]
                 evidence = msgspec.structs.replace(evidence, notes=notes[:64])
+        if att_status:
+            evidence = msgspec.structs.replace(
+                evidence, attribution_status=att_status, attribution_note=att_note[:4096]
+            )
         out.jitter_rel = band.jitter_rel if band else None
         out.verdict = self._verdict(
             commit,

@@ -12,8 +12,17 @@ DEFAULT_TOPK = 8
 
 
 def default_layers(num_layers: int) -> list[int]:
-    """A spread of layers: the first (sees only the embedding and RoPE), quarters, the last."""
-    picks = {0, num_layers // 4, num_layers // 2, (3 * num_layers) // 4, num_layers - 1}
+    """Layers 0 and 1, then a spread (quarters, the last).
+
+    Layer 0's keys see only the embedding, one GEMM and RoPE: bit-identical across H100/H200,
+    so a dtype or weights change shows there against zero noise. Layer 1's keys are the first
+    after an attention: on the H200 (docs/lab/RESULTS.md, "Probe sweep") eager and sdpa-math
+    attention and float16 moved them on 64/64 prompts by 8,000-14,000x what a GEMM-kernel
+    rounding difference (batch 8 vs 1) did there; from layer 2 on every rounding difference has
+    grown to the same size (<= 3.3x). The spread keeps what only later layers see on one GPU
+    (the flash backend moved layer 1 on 23/64 prompts, every prompt from layer 9 on).
+    """
+    picks = {0, 1, num_layers // 4, num_layers // 2, (3 * num_layers) // 4, num_layers - 1}
     return sorted(p for p in picks if 0 <= p < num_layers)
 
 

@@ -176,6 +176,7 @@ def run_spec(
     *,
     keep_going: Callable[[], bool],
     on_batch: Callable[[int, int], None] | None = None,
+    keys_keep: int | None = None,
 ) -> tuple[list[Entry], bool]:
     """Run a spec's batches; returns (entries, complete). Stops early when keep_going() fails."""
     batches = arrange(spec, pset, engine.vocab_limit)
@@ -202,6 +203,7 @@ def run_spec(
                     res.prefill_s,
                     res.decode_s,
                     res.rows[r].probes,
+                    keys_keep,
                 )
             )
         if on_batch:

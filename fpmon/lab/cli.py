@@ -1,4 +1,4 @@
-"""`fpmon lab run` and `fpmon lab compare`."""
+"""`fpmon lab run`, `fpmon lab compare` and `fpmon lab sweep`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,16 @@ def register(sub: Any) -> None:
         help="comma-separated: repeat,batch,composition,attention,compile,dtype,streams,timing",
     )
     r.add_argument("--skip", default="", help="comma-separated setup names not to run")
+    r.add_argument(
+        "--layers",
+        default="default",
+        help="probed layers: default (a spread), all, or comma-separated indices",
+    )
+    r.add_argument(
+        "--keys-keep",
+        type=int,
+        help="dims of each layer's keys kept raw (e.g. 128: one KV head); digests cover all",
+    )
     r.add_argument("--stream-prompts", type=int, default=32, help="prompts per batch-1 load run")
     r.add_argument("--budget-s", type=float, help="stop starting setups after this many seconds")
     r.add_argument("--part", default="main", help="name of this run's files inside --out")
@@ -54,6 +64,28 @@ def register(sub: Any) -> None:
     )
     c.add_argument("--force", action="store_true", help="overwrite existing outputs")
     c.set_defaults(func=compare_cmd)
+
+    s = lsub.add_parser(
+        "sweep",
+        help="per probe (every layer probed): each change's distance against honest noise",
+    )
+    s.add_argument("dir_a", type=Path, help="lab run folder (the prover's GPU)")
+    s.add_argument(
+        "dir_b",
+        type=Path,
+        nargs="?",
+        help="lab run folder of the same model on another GPU model (honest noise across "
+        "devices); without it, honest noise is the repeat on dir_a's GPU",
+    )
+    s.add_argument(
+        "--proxy",
+        default="bs8",
+        help="one GPU only: the change whose distance stands in for a GEMM-kernel rounding "
+        "difference (default bs8); '' for none",
+    )
+    s.add_argument("--json", type=Path, help="full sweep as JSON")
+    s.add_argument("--report", type=Path, help="Markdown table to write")
+    s.set_defaults(func=sweep_cmd)
     lab.set_defaults(func=lambda _a: (lab.print_help(), 2)[1])
 
 
@@ -78,7 +110,11 @@ def run_cmd(args: argparse.Namespace) -> int:
         budget_s=args.budget_s,
         part=args.part,
         force=args.force,
+        layers=parse_layers(args.layers),
+        keys_keep=args.keys_keep,
     )
+    if opts.keys_keep is not None and opts.keys_keep < 1:
+        raise FpmonError("--keys-keep must be at least 1")
     summary = LabRun(opts).run()
     headers, rows = run_rows(summary)
     print(table(headers, rows))
@@ -86,6 +122,31 @@ def run_cmd(args: argparse.Namespace) -> int:
     if run_plot(summary, args.out / f"plot-{args.part}.png"):
         print(f"plot: {args.out / f'plot-{args.part}.png'}", file=sys.stderr)
     return 0
+
+
+ALL_LAYERS = (-1,)  # "all": resolved against the model's layer count by the run
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """() for the default spread, ALL_LAYERS for every layer, else the indices given."""
+    text = text.strip()
+    if text in ("", "default"):
+        return ()
+    if text == "all":
+        return ALL_LAYERS
+    try:
+        out = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise FpmonError(f"--layers {text!r}: use default, all, or indices like 0,1,7") from None
+    if not out or min(out) < 0:
+        raise FpmonError(f"--layers {text!r}: use default, all, or indices >= 0")
+    return out
+
+
+def sweep_cmd(args: argparse.Namespace) -> int:
+    from fpmon.lab.sweep import run_sweep
+
+    return run_sweep(args.dir_a, args.dir_b, args.proxy, args.json, args.report)
 
 
 def compare_cmd(args: argparse.Namespace) -> int:

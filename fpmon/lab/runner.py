@@ -48,6 +48,8 @@ class RunOptions:
     force: bool = False
     topk: int = 8
     skip: tuple[str, ...] = ()
+    layers: tuple[int, ...] = ()  # probed layers; () = the engine's default_layers
+    keys_keep: int | None = None  # dims of each keys probe kept raw (None: all)
 
 
 class LabLog:
@@ -192,7 +194,13 @@ class LabRun:
                 self.progress.update(done, total, spec.name)
 
             entries, complete = run_spec(
-                spec, engine, pset, probes, keep_going=self.keep_going, on_batch=on_batch
+                spec,
+                engine,
+                pset,
+                probes,
+                keep_going=self.keep_going,
+                on_batch=on_batch,
+                keys_keep=self.opts.keys_keep,
             )
         if not entries:  # e.g. a compile warm-up that used up the time budget
             self.summary["skipped"][spec.name] = "time budget ended before its first batch"
@@ -237,7 +245,15 @@ class LabRun:
         engines = Engines(o.model, o.device, self.progress)
         base = engines.get("bf16")
         pset = make_prompts(o.prompts, o.prompt_len, o.decode_steps, base.vocab_limit, o.seed)
-        probes = ProbeSpec(tuple(default_layers(base.num_layers)), topk=o.topk)
+        if o.layers == (-1,):  # --layers all
+            o.layers = tuple(range(base.num_layers))
+        bad = [n for n in o.layers if not 0 <= n < base.num_layers]
+        if bad:
+            raise FpmonError(
+                f"--layers {bad[0]}: {engines.model_name} has layers 0..{base.num_layers - 1}"
+            )
+        layers = o.layers or tuple(default_layers(base.num_layers))
+        probes = ProbeSpec(tuple(sorted(set(layers))), topk=o.topk)
         cuda = base.device.type == "cuda"
         self.summary = {
             "kind": SUMMARY_KIND,
@@ -250,6 +266,7 @@ class LabRun:
                 "gpu_name": torch.cuda.get_device_name(base.device) if cuda else "cpu",
                 "prompts": pset.to_map(),
                 "probes": probes.to_map(),
+                "keys_keep": o.keys_keep,
                 "experiments": list(o.experiments),
                 "budget_s": o.budget_s,
                 "command": " ".join(sys.argv),

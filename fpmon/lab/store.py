@@ -58,8 +58,16 @@ class Entry:
         prefill_s: float,
         decode_s: float,
         probes: dict[str, Blob],
+        keys_keep: int | None = None,
     ) -> Entry:
+        """`keys_keep`: dims of each keys probe kept raw (the first ones: whole KV heads when a
+        multiple of head_dim); None keeps all. Digests always cover the full probes."""
         kept = dict(probes)
+        if keys_keep is not None:
+            for name, b in probes.items():
+                if name.startswith("keys.") and b.shape and b.shape[-1] > keys_keep:
+                    cut = np.ascontiguousarray(b.raw()[..., :keys_keep])
+                    kept[name] = Blob(b.dtype, cut.shape, cut.tobytes())
         hidden = probes.get(HIDDEN_PROBE)
         if hidden is not None and hidden.shape[-1] > HIDDEN_KEEP:
             raw = np.ascontiguousarray(hidden.raw()[..., :HIDDEN_KEEP])

@@ -79,8 +79,10 @@ def verdict(
     layers: int = 4,
 ) -> Verdict:  # fmt: skip
     attribution = []
+    att_status, att_note = "", ""
     rels = [0.0] * layers
     if status == "mismatch":
+        att_status, att_note = "exact", f"reproduced bit-exactly by {field}={value}"
         # The replay daemon's shape (replay/attribution.py): nearest candidate first.
         attribution = [
             Candidate(field=str(field), changes={str(field): value}, exact=True, score=0.0),
@@ -89,6 +91,8 @@ def verdict(
         rels = [0.0 if i == 0 else 10.0 ** (-4 + i / 2) for i in range(layers)]
     evidence = Evidence(
         mode="exact",
+        attribution_status=att_status,
+        attribution_note=att_note,
         probes=[ProbeEvidence(probe=f"keys.L{i}", rel=r, band=0.0) for i, r in enumerate(rels)],
     )
     return Verdict(

@@ -3,6 +3,7 @@
 from fpmon.wire.codec import Limits, WireError, decode, encode
 from fpmon.wire.messages import (
     ALERT_KINDS,
+    ATTRIBUTION_STATUSES,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     STATUSES,
@@ -34,6 +35,7 @@ from fpmon.wire.messages import (
 
 __all__ = [
     "ALERT_KINDS",
+    "ATTRIBUTION_STATUSES",
     "MESSAGE_TYPES",
     "SCHEMA_VERSION",
     "STATUSES",

@@ -12,6 +12,7 @@ import msgspec
 from fpmon.wire.codec import DEFAULT_LIMITS, FRAME_SLACK
 from fpmon.wire.messages import (
     ALERT_KINDS,
+    ATTRIBUTION_STATUSES,
     MESSAGE_TYPES,
     SCHEMA_VERSION,
     STATUSES,
@@ -63,6 +64,10 @@ other schema version |
 
 Verdict statuses: {", ".join(f"`{s}`" for s in STATUSES)}.
 Alert kinds: {", ".join(f"`{k}`" for k in ALERT_KINDS)}.
+A `mismatch` verdict's `evidence.attribution_status` (how its attribution ended; absent on other
+statuses):
+{", ".join(f"`{k}`" for k in ATTRIBUTION_STATUSES if k)}; `attribution_note` says it in words,
+and why no exact setup is named when none is.
 
 The chain: `chain[0] = sha256(32 zero bytes ‖ record_digest[0])`, `chain[n] = sha256(chain[n-1] ‖
 record_digest[n])`, where `record_digest = sha256(canonical msgpack of the record)`. A head

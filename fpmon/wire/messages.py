@@ -94,12 +94,26 @@ AlertKind = Literal[
     "unsigned",
     "gap_unrepaired",
 ]
+# How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
+AttributionStatus = Literal[
+    "",
+    "exact",  # the first candidate reproduces the record bit for bit
+    "nearest",  # every candidate was tried and none reproduces it: the nearest are listed
+    "budget",  # stopped at the record's replay budget (max_replay_s) before an exact one
+    "cap",  # max_candidates reached before an exact one: the rest were shed, not tried
+    "failed",  # no candidate could be replayed (each one's error is listed)
+    "no_candidates",  # the configured fields give no candidate setup
+    "disabled",  # attribution is off in the verifier's config
+    "tokens",  # the declared setup reproduces the computation; the served tokens are the lie
+    "not_comparable",  # the replay could not be compared with the record (see `reason`)
+]
 Severity = Literal["info", "warning", "critical"]
 OpenStatus = Literal["ok", "purged", "unknown", "error"]
 SubmitStatus = Literal["ok", "rejected", "error"]
 TelemetrySource = Literal["nvml", "host"]
 
 STATUSES: tuple[str, ...] = get_args(Status)
+ATTRIBUTION_STATUSES: tuple[str, ...] = get_args(AttributionStatus)
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
 
 
@@ -162,6 +176,12 @@ class Evidence(Part, frozen=True):
     not_greedy: Annotated[list[Count], Meta(max_length=1 << 16)] = []
     chain_break: Key = field(default="", name="break")  # gap, fork, reorder, ...
     commit_t: UnixTime | None = None  # when the node committed it (latency figures)
+    # Every mismatch says how its attribution ended (`Verdict.attribution`), and in words why
+    # it names no exact setup when it does not (budget, candidates shed, none reproduces the
+    # record, ...). Here rather than on the Verdict: omitted when empty, so a verdict signed by
+    # a verifier that predates them still checks on a monitor that knows them.
+    attribution_status: AttributionStatus = ""
+    attribution_note: Text = ""
 
 
 class Candidate(Part, frozen=True):

@@ -41,9 +41,11 @@ class EvidenceScreen(Screen):
     def compose(self) -> ComposeResult:
         v = self.entry.verdict
         yield Header()
+        how = v.evidence.attribution_status
+        how = f" ({how})" if how else ""
         yield Static(
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
-            f"attribution: {', '.join(self.entry.attribution) or '—'}",
+            f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
             id="summary",
         )
         with Horizontal(id="top"):
@@ -70,7 +72,7 @@ class EvidenceScreen(Screen):
             score = cand.score if cand.score is not None else cand.error or "—"
             att.add_row(str(i + 1), _candidate_text(cand), _score(score))
         if not v.attribution:
-            att.add_row("—", "no attribution (only mismatches are attributed)", "")
+            att.add_row("—", no_attribution_text(v), "")
         self._plot()
 
     def _plot(self) -> None:
@@ -110,6 +112,7 @@ class EvidenceScreen(Screen):
                 f"replay        {v.replay_s:.3f} s on {v.reference or '—'}",
                 f"cross-GPU     {'yes (noise band applies)' if v.cross_gpu else 'no (bit-exact)'}",
                 f"reason        {v.reason or '—'}",
+                *([f"attribution   {note}"] if (note := v.evidence.attribution_note) else []),
             ]
         )
 
@@ -166,6 +169,18 @@ def evidence_plot(v: Verdict) -> EvidencePlot:
         yticks=ticks,
         ylabels=["0" if k == floor else f"1e{k}" for k in ticks],
     )
+
+
+def no_attribution_text(v: Verdict) -> str:
+    """What the attribution table says when the verdict lists no candidate: on a mismatch the
+    verifier's stated reason (budget, candidates shed, tokens, ...), never a generic line."""
+    if v.status != "mismatch":
+        return "no attribution (only mismatches are attributed)"
+    if v.evidence.attribution_note:
+        return v.evidence.attribution_note
+    if v.evidence.attribution_status:
+        return f"not attributed ({v.evidence.attribution_status})"
+    return "not attributed, and the verifier gave no reason (an older verifier)"
 
 
 def _candidate_text(cand: Candidate) -> str:

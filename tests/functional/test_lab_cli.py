@@ -114,3 +114,34 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and "unknown preset" in r.stderr
     r = fpmon("compare", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "c.json"))
     assert r.returncode == 2 and "summary" in r.stderr
+
+
+def test_sweep_every_layer_with_cut_keys(tmp_path):
+    out = tmp_path / "sweep"
+    argv = ["lab", "run", *ARGS, "--experiments", "repeat,attention,dtype", "--skip", "int8w",
+            "--layers", "all", "--keys-keep", "16", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    s = json.loads((out / "summary-main.json").read_text())
+    assert s["meta"]["probes"]["layers"] == [0, 1, 2, 3, 4, 5] and s["meta"]["keys_keep"] == 16
+    from fpmon.lab.results import load_results
+
+    r = load_results(out)
+    e = r.entries["base"][0]
+    assert e.probes["keys.L3"].shape[-1] == 16  # kept raw: 16 dims; the digest covers all
+    assert r.entries["base.r2"][0].identical_to(e)
+    js = tmp_path / "sweep.json"
+    assert main(["lab", "sweep", str(out), "--json", str(js), "--proxy", ""]) == 0
+    res = json.loads(js.read_text())
+    assert res["probes"][:6] == [f"keys.L{i}" for i in range(6)]
+    assert res["noise"]["keys.L1"]["max"] == 0  # the repeat is bit-exact
+    eager = res["changes"]["attn.eager"]
+    # attention cannot move layer 0's keys (they precede it); layer 1 is the first that moves
+    assert eager["first_moved"] == "keys.L1" and eager["probes"]["keys.L0"]["ratio"] == 0
+    assert eager["probes"]["keys.L1"]["rate"] == 1.0
+    assert res["changes"]["fp16"]["first_moved"] == "keys.L0"
+
+
+def test_layers_option_checked(tmp_path, capsys):
+    assert main(["lab", "run", *ARGS, "--layers", "0,99", "--out", str(tmp_path / "l")]) == 2
+    assert "--layers 99" in capsys.readouterr().err
+    assert main(["lab", "run", *ARGS, "--layers", "x", "--out", str(tmp_path / "m")]) == 2

@@ -263,3 +263,35 @@ def test_command_palette_and_keymap_rebinding(tmp_path):
             await wait_for(pilot, lambda: app.current_mode == "alerts")
 
     asyncio.run(run())
+
+
+def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
+    import msgspec
+    from textual.app import App
+
+    from fpmon.monitor.model import VerdictEntry
+    from fpmon.monitor.screens.evidence import EvidenceScreen
+
+    v = synth.verdict("dtype-cheat", 7, "mismatch", "dtype", "bfloat16")
+    ev = msgspec.structs.replace(
+        v.evidence,
+        attribution_status="budget",
+        attribution_note="no exact reproduction: attribution stopped at the record's replay "
+        "budget (max_replay_s) after 3 of 9 candidates",
+    )
+    v = msgspec.structs.replace(v, attribution=[], evidence=ev)
+    screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=("dtype-cheat", 7, "", 0)))
+
+    class One(App):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    async def run() -> None:
+        async with One().run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            att = screen.query_one("#attribution")
+            text = " ".join(str(c) for c in att.get_row_at(0))
+            assert "only mismatches" not in text and "replay budget" in text
+            assert "(budget)" in str(screen.query_one("#summary").render())
+
+    asyncio.run(run())

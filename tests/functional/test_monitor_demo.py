@@ -121,6 +121,8 @@ def test_headless_demo_json_and_clean_stop(tmp_path):
         node = next(n for n in data["nodes"] if n["expect"] == field)
         assert set(node["verdicts"]) == {"mismatch"}, node
         assert set(node["attributions"]) == {field}, node
+        # Every mismatch attributed exactly (a dtype cheat whose tokens differ too included).
+        assert node["attribution_status"] == {"exact": node["verdicts"]["mismatch"]}, node
         diff = {k for k in node["declared"] if node["declared"][k] != node["actual"][k]}
         assert diff == {field}
     assert set(by["node-tamper"]["verdicts"]) == {"bad_opening"}

@@ -32,6 +32,31 @@ def test_a_signature_survives_the_wire_and_breaks_on_any_change():
     assert signing.check(pub, decode(encode(a))) is None
 
 
+def test_a_verdict_from_a_verifier_without_attribution_status_still_checks():
+    """The attribution status lives in the evidence, omitted when empty: what a verifier that
+    predates it signed is what a monitor that knows it re-encodes, so the signature holds."""
+    import msgpack
+
+    from fpmon.wire import Evidence
+
+    key = Ed25519PrivateKey.generate()
+    pub = signing.public_key(signing.public_bytes(key))
+    # Every field a verdict had before the attribution status existed, as such a verifier sent it.
+    old_map = {"v": 1, "node": "n", "t": 1.0, "seq": 3, "status": "mismatch", "request_id": "",
+               "evidence": {"mode": "exact"}, "attribution": [], "declared": {}, "replay_s": 0.0,
+               "reference": "cpu", "cross_gpu": False, "reason": ""}  # fmt: skip
+    sig = key.sign(signing.signed_bytes("verdict", old_map))
+    frames = [b"verdict", msgpack.packb({**old_map, "sig": sig}, use_bin_type=True)]
+    got = decode(frames)
+    assert got.evidence.attribution_status == "" and signing.check(pub, got) is None
+    # A status the verifier states is covered like any other field.
+    stated = signing.sign(key, Verdict(node="n", t=1, seq=4, status="mismatch",
+                                       evidence=Evidence(attribution_status="budget")))  # fmt: skip
+    assert signing.check(pub, decode(encode(stated))) is None
+    forged = type(stated)(**{**stated.to_map(), "evidence": {"attribution_status": "exact"}})
+    assert signing.check(pub, forged) == "bad_signature"
+
+
 def test_key_file_is_made_once_private_and_refused_when_world_readable(tmp_path):
     path = tmp_path / "k" / "verifier.key"
     key = signing.load_or_create_key(path)

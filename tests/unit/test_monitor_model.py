@@ -49,6 +49,23 @@ def test_rows_health_and_attribution():
     data = m.to_json()
     assert [n["node"] for n in data["nodes"]] == ["cheat", "honest"]
     assert data["nodes"][0]["attributions"] == {"batch_size": 1}
+    assert data["nodes"][0]["attribution_status"] == {"exact": 1}
+
+
+def test_a_mismatch_without_attribution_says_why():
+    m = FleetModel()
+    v = synth.verdict("cheat", 1, "mismatch", "dtype", "bfloat16")
+    ev = msgspec.structs.replace(v.evidence, attribution_status="budget")
+    budget = msgspec.structs.replace(v, attribution=[], evidence=ev)
+    m.apply(roundtrip(budget))
+    row = m.nodes["cheat"]
+    assert row.last_attribution == "unattributed (budget)"
+    assert row.attribution_status == {"budget": 1} and row.attributions == {}
+    old = msgspec.structs.replace(
+        v, seq=2, attribution=[], evidence=msgspec.structs.replace(ev, attribution_status="")
+    )
+    m.apply(roundtrip(old))  # a verifier that does not say why
+    assert row.last_attribution == "unattributed" and row.attribution_status["unstated"] == 1
 
 
 def test_attribution_names_the_best_candidate_fields():

@@ -100,9 +100,13 @@ def test_attribution_candidates_count_against_the_budget(node) -> None:
     rec = Record.decode(node.records[c.seq])
     engines = EngineCache({"tiny": "tiny"}, factory=shared)
     spent = attribute(engines, rec, FIELDS, (1, 2, 4), 16, deadline=time.monotonic() - 1)
-    assert [(x.field, x.error) for x in spent] == [(spent[0].field, BUDGET_SPENT)]
+    assert [(x.field, x.error) for x in spent.candidates] == [
+        (spent.candidates[0].field, BUDGET_SPENT)
+    ]
+    assert spent.status == "budget" and "max_replay_s" in spent.note
     full = attribute(engines, rec, FIELDS, (1, 2, 4), 16, deadline=time.monotonic() + 60)
-    assert full[0].exact and full[0].field == "batch_size"
+    assert full.candidates[0].exact and full.candidates[0].field == "batch_size"
+    assert full.status == "exact"
 
 
 def test_no_reference_makes_the_node_suspect_but_our_own_failure_does_not(node) -> None:
