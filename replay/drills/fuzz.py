@@ -862,13 +862,14 @@ def print_report(r: FuzzResult, out: Any = None) -> None:
             w, val, pid = r.rss[n][i]
             prev = base[n]
             base[n] = r.rss[n][i]
-            row.append(
-                ""
-                if w == "restart"
-                else f"{(val - prev[1]) / (1 << 20):+.1f}"
-                if pid == prev[2]
-                else "new pid"
-            )
+            if w == "restart":
+                row.append("")
+            elif not val:
+                row.append("dead")
+            elif pid != prev[2]:
+                row.append("new pid")
+            else:
+                row.append(f"{(val - prev[1]) / (1 << 20):+.1f}")
         if when != "restart":
             rows.append(row)
     rows.append(["final", *(mib(r.rss[n][-1][1]) for n in procs)])
