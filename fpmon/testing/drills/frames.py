@@ -327,7 +327,7 @@ def crafted(corpus: dict[str, list[list[bytes]]]) -> list[list[bytes]]:
             if k in base
         ]
         for k in ints or ["seq"]:
-            for v in (-1, I64, 2**64 - 1, -(2**63), 1 << 62):
+            for v in (-1, I64 - 1, I64, 2**64 - 1, -(2**63), 1 << 62):
                 out.append([t, _packed({**base, k: v}) or b""])
         for k in ("t", "prefill_s", "replay_s"):
             for v in (math.nan, -1.0, math.inf, 1e300):

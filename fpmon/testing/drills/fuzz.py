@@ -252,6 +252,8 @@ def _socket(ctx: zmq.Context[Any], kind: str, endpoint: str, p: FuzzParams) -> A
     if kind == "pub":
         s.sndhwm = 10_000
         s.setsockopt(zmq.XPUB_NODROP, 1)  # back-pressure instead of silent drops
+    else:
+        s.immediate = True  # nothing queues for a peer that is gone: a send times out
     s.connect(endpoint)
     return s
 
@@ -264,9 +266,11 @@ def blast(
     mutator: Mutator,
     p: FuzzParams,
     frame_fn: Callable[[], list[bytes]] | None = None,
+    alive: Callable[[], bool] = lambda: True,
 ) -> TargetResult:
     """Send `n` frames to `endpoint` from a `kind` socket (replaced every `churn` frames, and
-    whenever a send times out or the peer drops us). Stuck: nothing accepted for `stuck_s`."""
+    whenever a send times out or the peer drops us). Stops early when the target process
+    died (`alive`) or accepted nothing for `stuck_s`."""
     r = TargetResult(name, endpoint)
     ctx = zmq.Context()
     nxt = frame_fn or mutator.next
@@ -295,6 +299,9 @@ def blast(
     try:
         fresh()
         while r.sent < n:
+            if r.sent % 1000 == 0 and not alive():
+                r.stuck = f"the target process died after {r.sent} frames"
+                break
             if r.sent and r.sent % p.churn == 0:
                 fresh()
             frames = nxt()
@@ -306,6 +313,9 @@ def blast(
                     r.received += _drain(sock)
             except (zmq.Again, OSError):  # OSError: the raw peer dropped us
                 r.send_timeouts += 1
+                if not alive():
+                    r.stuck = f"the target process died after {r.sent} frames"
+                    break
                 if time.monotonic() - last_ok > p.stuck_s:
                     r.stuck = f"no frame accepted for {p.stuck_s:g} s after {r.sent} frames"
                     break
@@ -503,18 +513,34 @@ class Checker:
         return "ok" if ok else f"daemon last heard {AGENT} {age} (hub -> daemon path broken)"
 
     def all(self) -> dict[str, str]:
+        """Every check; one that needs a dead process is "not checked" (no waiting on it)."""
         out = self.alive()
-        out["hub forwards a commit"] = self.hub()
-        out["agent's telemetry flows through the hub"] = self.agent_feed()
-        out["daemon hears the agent"] = self.daemon_hears()
-        out["daemon answers StateRequest"] = self.daemon()
-        status, seq = self.agent()
-        out["agent serves a submit"] = status
-        out["daemon verifies the agent's new commit"] = (
-            self.daemon_verifies(seq)
-            if out["daemon hears the agent"] == "ok"
-            else "not checked: the daemon hears nothing"
-        )
+        dead = [n for n in self.fleet.components() if out[f"{n} alive"] != "ok"]
+
+        def run(name: str, needs: tuple[str, ...], fn: Callable[[], str]) -> None:
+            gone = [n for n in needs if n in dead]
+            out[name] = f"not checked: {', '.join(gone)} dead" if gone else fn()
+
+        run("hub forwards a commit", ("hub",), self.hub)
+        run("agent's telemetry flows through the hub", ("hub", AGENT), self.agent_feed)
+        run("daemon hears the agent", ("hub", AGENT, "replay"), self.daemon_hears)
+        run("daemon answers StateRequest", ("replay",), self.daemon)
+        seq = -1
+
+        def serve() -> str:
+            nonlocal seq
+            status, seq = self.agent()
+            return status
+
+        run("agent serves a submit", (AGENT,), serve)
+        if out["daemon hears the agent"] != "ok":
+            out["daemon verifies the agent's new commit"] = "not checked: the daemon hears nothing"
+        else:
+            run(
+                "daemon verifies the agent's new commit",
+                ("hub", AGENT, "replay"),
+                lambda: self.daemon_verifies(seq),
+            )
         return out
 
 
@@ -535,7 +561,8 @@ BLAME = {
 def heal(fleet: ProcFleet, checks: dict[str, str], check: Checker) -> list[str]:
     """Restart every process a failed check blames (killed first if still running); a
     restarted daemon replays one record first (its engine loaded: RSS comparable again)."""
-    broken = sorted({BLAME.get(k, "") for k, v in checks.items() if v != "ok"} - {""})
+    failed = [k for k, v in checks.items() if v != "ok" and not v.startswith("not checked")]
+    broken = sorted({BLAME.get(k, "") for k in failed} - {""})
     for name in broken:
         fleet.kill(name)
         fleet.restart(name)
@@ -661,8 +688,10 @@ def run(p: FuzzParams, say: Callable[[str], None] = lambda s: None) -> FuzzResul
             for k, v in r.counted.items():
                 totals[k] = totals.get(k, 0.0) + v
             r.checks = check.all()
+            if r.stuck:
+                failures.append(f"{name}: {r.stuck}")
             for k, v in r.checks.items():
-                if v != "ok":
+                if v != "ok" and not v.startswith("not checked"):
                     failures.append(f"after {name}: {k}: {v}")
             results.append(r)
             sample_rss(f"after {name}")
@@ -726,25 +755,35 @@ def _fuzz_target(
     sink: _Sink,
 ) -> TargetResult:
     before = sink.count
+    owner = {
+        "hub-xsub": "hub",
+        "hub-xpub": "hub",
+        "daemon-sub": "replay",
+        "daemon-state": "replay",
+    }.get(name, AGENT)
+
+    def alive() -> bool:
+        return fleet.child(owner).exited() is None
+
     if name == "hub-xsub":
         m = Mutator(rng, corpus, huge_every=p.huge_every)
-        r = blast(name, "pub", fleet.hub_xsub, n, m, p)
+        r = blast(name, "pub", fleet.hub_xsub, n, m, p, alive=alive)
     elif name == "daemon-sub":
         sub = {t: corpus[t] for t in ("commit", "head", "telemetry")}
         m = Mutator(rng, sub, huge_every=p.huge_every)
-        r = blast(name, "pub", fleet.hub_xsub, n, m, p)
+        r = blast(name, "pub", fleet.hub_xsub, n, m, p, alive=alive)
     elif name == "hub-xpub":
         m = Mutator(rng, corpus, huge_every=p.huge_every)
-        r = blast(name, "raw-xsub", fleet.hub_xpub, n, m, p, _subscriptions(rng, m))
+        r = blast(name, "raw-xsub", fleet.hub_xpub, n, m, p, _subscriptions(rng, m), alive=alive)
     elif name == "daemon-state":
         m = Mutator(rng, corpus, {"state?": 8}, huge_every=p.huge_every)
-        r = blast(name, "dealer", fleet.state, n, m, p)
+        r = blast(name, "dealer", fleet.state, n, m, p, alive=alive)
     elif name == "agent-intake":
         m = Mutator(rng, corpus, {"submit": 8}, huge_every=p.huge_every)
-        r = blast(name, "dealer", fleet.intake[AGENT], n, m, p)
+        r = blast(name, "dealer", fleet.intake[AGENT], n, m, p, alive=alive)
     elif name == "agent-openings":
         m = Mutator(rng, corpus, {"open": 8, "links?": 4}, huge_every=p.huge_every)
-        r = blast(name, "dealer", fleet.openings[AGENT], n, m, p)
+        r = blast(name, "dealer", fleet.openings[AGENT], n, m, p, alive=alive)
     else:
         raise ValueError(f"unknown target {name!r}; use {', '.join(TARGETS)}")
     r.ops = {k: v for k, v in m.by_op.items() if v}
@@ -784,7 +823,7 @@ def print_report(r: FuzzResult, out: Any = None) -> None:
 
     def checks(t: TargetResult) -> str:
         bad = [t.stuck] if t.stuck else []
-        bad += [k for k, v in t.checks.items() if v != "ok"]
+        bad += [k for k, v in t.checks.items() if v != "ok" and not v.startswith("not checked")]
         return "FAIL " + "; ".join(bad) if bad else "ok"
 
     def rejected(t: TargetResult) -> str:
@@ -830,13 +869,14 @@ def print_report(r: FuzzResult, out: Any = None) -> None:
             w, val, pid = r.rss[n][i]
             prev = base[n]
             base[n] = r.rss[n][i]
-            row.append(
-                ""
-                if w == "restart"
-                else f"{(val - prev[1]) / (1 << 20):+.1f}"
-                if pid == prev[2]
-                else "new pid"
-            )
+            if w == "restart":
+                row.append("")
+            elif not val:
+                row.append("dead")
+            elif pid != prev[2]:
+                row.append("new pid")
+            else:
+                row.append(f"{(val - prev[1]) / (1 << 20):+.1f}")
         if when != "restart":
             rows.append(row)
     rows.append(["final", *(mib(r.rss[n][-1][1]) for n in procs)])
