@@ -50,6 +50,8 @@ FRAME_SLACK = 4096
 MAX_MESSAGE_BYTES = Limits().max_bytes + FRAME_SLACK
 NODE_TOPICS = frozenset({b"commit", b"head", b"telemetry"})
 VERIFIER_TOPICS = frozenset({b"verdict", b"alert"})
+# Every prefix a subscriber may ask for: the forwarded topics and their prefixes ("" is all).
+SUBSCRIBABLE = frozenset(t[:i] for t in NODE_TOPICS | VERIFIER_TOPICS for i in range(len(t) + 1))
 BATCH = 2000  # messages moved per wake-up before looking at the other socket again
 
 
@@ -280,7 +282,8 @@ class Hub:
             self.forwarded += forwarded
 
     def _subscriptions(self) -> None:
-        """Subscribers -> publishers: (un)subscribe messages only, as zmq.proxy would."""
+        """Subscribers -> publishers: (un)subscribe messages only, and only to the topics the
+        hub forwards (or their prefixes)."""
         for _ in range(BATCH):
             try:
                 msg = self.xpub.recv(zmq.NOBLOCK, copy=False)
@@ -293,6 +296,13 @@ class Hub:
             b = msg.buffer
             if not b or b[0] not in (0, 1):
                 self.dropped["upstream"] += 1
+                continue
+            if bytes(b[1:]) not in SUBSCRIBABLE:
+                # A subscription to anything else matches nothing the hub forwards, but it
+                # would grow every publisher's subscription set: junk subscriptions by the
+                # thousand pushed the real ones past a new publisher's high-water mark (it then
+                # dropped every commit) and, with long topics, crashed libzmq's trie.
+                self.dropped["subscription_topic"] += 1
                 continue
             self.xsub.send(msg, copy=False)
 
