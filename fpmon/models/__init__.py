@@ -227,7 +227,8 @@ def load_model(
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from e
-    model.to(device).eval()
+    # PreTrainedModel.to is @wraps(nn.Module.to): typeshed's _Wrapped keeps the unbound `self`.
+    model.to(device).eval()  # type: ignore[arg-type]
     return LoadedModel(name, model, tokenizer, digest, folder)
 
 
@@ -251,5 +252,6 @@ def _load_preset(
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
     model.tie_weights()
     digest = seeded_init_(model, PRESET_SEED, progress)
-    model.to(dtype=torch_dtype, device=device).eval()
+    # PreTrainedModel.to is @wraps(nn.Module.to): typeshed's _Wrapped keeps the unbound `self`.
+    model.to(dtype=torch_dtype, device=device).eval()  # type: ignore[call-arg]
     return LoadedModel(spec, model, _tiny_tokenizer(), digest, None)
