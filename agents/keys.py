@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fpmon.config import check_private
 from fpmon.errors import FpmonError
+from fpmon.signing import private_pem, read_key
 
 CURVE_NAME = "agent"  # agent.key (public) and agent.key_secret, as zmq.auth writes them
 SIGNING_FILE = "signing.key"
@@ -41,10 +42,7 @@ def keygen(out: Path, name: str = CURVE_NAME) -> dict[str, str]:
             raise FpmonError(f"{out / f} exists: refusing to overwrite a key; use another --out")
     pub, secret = zmq.auth.create_certificates(str(out), name)
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    _write_private(out / SIGNING_FILE, pem)
+    _write_private(out / SIGNING_FILE, private_pem(key))
     pub_hex = signing_public_hex(key)
     _write_private(out / SIGNING_PUB_FILE, (pub_hex + "\n").encode())
     for f in (pub, secret):
@@ -80,23 +78,8 @@ def load_signing_key(keys_dir: Path | None, state_dir: Path) -> Ed25519PrivateKe
         path = Path(state_dir) / SIGNING_FILE
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            key = Ed25519PrivateKey.generate()
-            _write_private(
-                path,
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                ),
-            )
-    check_private(path, "signing key")
-    try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except ValueError as e:
-        raise FpmonError(f"{path}: not a PEM Ed25519 key ({e}); run `fpmon keygen` again") from None
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise FpmonError(f"{path}: not an Ed25519 key; run `fpmon keygen` again")
-    return loaded
+            _write_private(path, private_pem(Ed25519PrivateKey.generate()))
+    return read_key(path, "signing key", "; run `fpmon keygen` again")
 
 
 def load_curve_server(keys_dir: Path, name: str = CURVE_NAME) -> tuple[bytes, bytes]:

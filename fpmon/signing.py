@@ -77,24 +77,31 @@ def _write_private(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def read_key(path: Path, what: str, fix: str = "") -> Ed25519PrivateKey:
+    """An Ed25519 key file (PEM PKCS#8) under the one secret-file policy, or one clear error;
+    the verifier's and every node's signing key are read here."""
+    check_private(path, what)
+    try:
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except ValueError as e:
+        raise FpmonError(f"{path}: not a PEM Ed25519 key ({e}){fix}") from None
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise FpmonError(f"{path}: not an Ed25519 key{fix}")
+    return loaded
+
+
 def load_or_create_key(path: Path) -> Ed25519PrivateKey:
     """The verifier's signing key from `path`, made there (0600) the first time, with its
     public half as hex in `<path>.pub` for monitors' configs. It is the verifier's identity
     across restarts: monitors pin it."""
     if not path.exists():
         key = Ed25519PrivateKey.generate()
-        pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(path, pem)
+        _write_private(path, private_pem(key))
         path.with_name(path.name + ".pub").write_text(public_bytes(key).hex() + "\n")
-    check_private(path, "verifier signing key")
-    try:
-        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except ValueError as e:
-        raise FpmonError(f"{path}: not a PEM Ed25519 key ({e})") from None
-    if not isinstance(loaded, Ed25519PrivateKey):
-        raise FpmonError(f"{path}: not an Ed25519 key")
-    return loaded
+    return read_key(path, "verifier signing key")
