@@ -284,8 +284,8 @@ class Hub:
             self.forwarded += forwarded
 
     def _subscriptions(self) -> None:
-        """Subscribers -> publishers: (un)subscribe messages only, and only to the topics the
-        hub forwards (or their prefixes)."""
+        """Subscribers -> publishers: subscriptions only, and only to the topics the hub
+        forwards (or their prefixes)."""
         for _ in range(BATCH):
             try:
                 msg = self.xpub.recv(zmq.NOBLOCK, copy=False)
@@ -298,6 +298,14 @@ class Hub:
             b = msg.buffer
             if not b or b[0] not in (0, 1):
                 self.dropped["upstream"] += 1
+                continue
+            if b[0] == 0:
+                # libzmq's XPUB passes on an unsubscribe for a topic the sender never
+                # subscribed to ("not found" counts as the last one gone): one forged
+                # `\x00commit` made every publisher stop sending commits. The hub never
+                # forwards unsubscriptions; publishers keep sending the few topics it
+                # forwards, and it drops at the XPUB what nobody asked for.
+                self.dropped["unsubscribe"] += 1
                 continue
             if bytes(b[1:]) not in SUBSCRIBABLE:
                 # A subscription to anything else matches nothing the hub forwards, but it
