@@ -221,7 +221,9 @@ class RecordLog:
 
     def rows(self, first: int, count: int) -> list[LoggedRow]:
         """The logged rows `first` .. `first+count-1` that exist, oldest first."""
-        return self._rows("seq >= ? AND seq < ?", (first, first + count))
+        # Both ends within SQLite's INTEGER: first + count can pass 2^63 (a request near the top).
+        last = min(first + count - 1, MAX_SEQ)
+        return self._rows("seq BETWEEN ? AND ?", (max(first, 0), last))
 
     def head_of_disk(self) -> int:
         """The last durable seq as another connection sees it (readers do not cache it)."""

@@ -89,3 +89,12 @@ def test_unwritable_log_raises_store_error(tmp_path):
             RecordLog(path, node="n").append(_items(1))
     finally:
         os.chmod(tmp_path, 0o700)
+
+
+def test_rows_near_the_top_of_int64_are_empty_not_an_overflow(tmp_path) -> None:
+    """A links? request for the last positions of the seq range: first + count passes 2^63,
+    which SQLite cannot hold (the socket fuzz killed an agent with it)."""
+    from fpmon.agents.store import MAX_SEQ, RecordLog
+
+    log = RecordLog(tmp_path / "r.sqlite", node="n")
+    assert log.rows(MAX_SEQ, 1024) == [] and log.rows(MAX_SEQ - 5, 1024) == []
