@@ -18,7 +18,7 @@ from rich.console import Console
 
 from fpmon.monitor import format as fmt
 from fpmon.monitor.app import MonitorApp
-from fpmon.monitor.config import MonitorConfig
+from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
 from fpmon.testing import synth
 from fpmon.wire import Evidence, ProbeEvidence
@@ -30,7 +30,10 @@ T0 = 1_790_000_000.0
 
 def make_app(model: FleetModel | None = None, **kw) -> MonitorApp:
     app = MonitorApp(
-        MonitorConfig(refresh_s=0.05), model=model or demo_model(), start_feed=False, **kw
+        MonitorConfig(monitor=WatchConfig(refresh_s=0.05)),
+        model=model or demo_model(),
+        start_feed=False,
+        **kw,
     )
     app._last_tick = float("inf")  # the fixed model clock: no ticks from the app
     return app
