@@ -50,6 +50,7 @@ FRAME_SLACK = 4096
 MAX_MESSAGE_BYTES = Limits().max_bytes + FRAME_SLACK
 NODE_TOPICS = frozenset({b"commit", b"head", b"telemetry"})
 VERIFIER_TOPICS = frozenset({b"verdict", b"alert"})
+MAX_SUBSCRIPTION_BYTES = 1024
 # Every prefix a subscriber may ask for: the forwarded topics and their prefixes ("" is all).
 SUBSCRIBABLE = frozenset(t[:i] for t in NODE_TOPICS | VERIFIER_TOPICS for i in range(len(t) + 1))
 BATCH = 2000  # messages moved per wake-up before looking at the other socket again
@@ -196,6 +197,11 @@ class Hub:
         for s in (self.xsub, self.xpub):
             s.linger = 0
             s.maxmsgsize = cfg.hub.max_message_bytes
+        # What subscribers send is subscriptions only, a few bytes each. The socket fuzz saw a
+        # hub crash after subscription frames of ~200 KB and more (libzmq frees its
+        # subscription tree recursively); a larger frame now costs its sender the connection
+        # before it reaches the tree. Not reproduced in isolation: see docs/DRILLS.md.
+        self.xpub.maxmsgsize = MAX_SUBSCRIPTION_BYTES
         if cfg.curve is not None:
             self._curve(cfg.curve)
         else:
