@@ -69,8 +69,8 @@ def diff_blobs(name: str, a: Blob, b: Blob) -> ProbeDiff:
         per = [float(np.mean(x != y)) for x, y in zip(rows, rrows, strict=True)]
         return ProbeDiff(name, identical, float(n_diff), n_diff / max(n, 1), 0, n_diff, n, per)
     if identical:
-        rows = a.shape[0] if a.shape else 1
-        return ProbeDiff(name, True, 0.0, 0.0, 0, 0, n, [0.0] * rows)
+        n_rows = a.shape[0] if a.shape else 1
+        return ProbeDiff(name, True, 0.0, 0.0, 0, 0, n, [0.0] * n_rows)
     fa, fb = a.as_float64(), b.as_float64()
     d = fa - fb
     l2 = float(np.linalg.norm(d))
@@ -85,7 +85,7 @@ def diff_blobs(name: str, a: Blob, b: Blob) -> ProbeDiff:
     da = d.reshape(d.shape[0], -1) if d.ndim > 1 else d.reshape(-1, 1)
     fr = fb.reshape(da.shape)
     per = [
-        float(np.linalg.norm(x) / max(np.linalg.norm(y), 1e-30))
+        float(np.linalg.norm(x) / max(float(np.linalg.norm(y)), 1e-30))
         for x, y in zip(da, fr, strict=True)
     ]
     return ProbeDiff(name, False, l2, rel, ulp, n_diff, n, per)

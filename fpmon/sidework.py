@@ -68,7 +68,7 @@ class Load:
         }
 
 
-def _make_op(kind: str, device: Any) -> tuple[Callable[[], None], float, str]:
+def _make_op(kind: str, device: Any) -> tuple[Callable[[], object], float, str]:
     """The side kernel and its work per call (FLOP or bytes moved) with the unit."""
     import torch
 

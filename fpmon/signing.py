@@ -92,9 +92,9 @@ def load_or_create_key(path: Path) -> Ed25519PrivateKey:
         path.with_name(path.name + ".pub").write_text(public_bytes(key).hex() + "\n")
     check_private(path, "verifier signing key")
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError as e:
         raise FpmonError(f"{path}: not a PEM Ed25519 key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise FpmonError(f"{path}: not an Ed25519 key")
-    return key
+    return loaded

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 # Storage dtype -> (numpy dtype of the raw words, bytes per element)
-_RAW = {
+_RAW: dict[str, np.dtype[Any]] = {
     "bfloat16": np.dtype("<u2"),
     "float16": np.dtype("<f2"),
     "float32": np.dtype("<f4"),

@@ -36,7 +36,8 @@ def bind(sock: zmq.Socket[Any], endpoint: str, what: str) -> str:
             f"cannot bind the {what} socket to {endpoint} ({e}): is another process using "
             f"it? change {what} in the config"
         ) from None
-    return str(sock.last_endpoint.decode())
+    ep = sock.last_endpoint  # a bytes option; pyzmq types every option as str | bytes | int
+    return ep.decode() if isinstance(ep, bytes) else str(ep)
 
 
 def limit(sock: zmq.Socket[Any], limits: Limits, linger: int = 0) -> None:

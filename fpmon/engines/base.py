@@ -88,6 +88,7 @@ class Engine(Protocol):
     weights_digest: str
     num_layers: int
     max_positions: int
+    vocab_limit: int  # the tokenizer's size: filler tokens are drawn below it
 
     def encode(self, text: str) -> list[int]: ...
 

@@ -35,7 +35,7 @@ def build(spec: EngineSpec, progress: Any = None) -> Engine:
             for k in ("max_num_batched_tokens", "max_num_seqs", "kv_cache_bytes")
             if (v := getattr(spec, k)) is not None
         }
-        return VLLMEngine(  # type: ignore[no-any-return]
+        return VLLMEngine(
             spec.model,
             dtype=spec.dtype,
             attn_impl=spec.attn,

@@ -147,6 +147,7 @@ class HFEngine:
     @torch.inference_mode()
     def run_batch(self, req: BatchRequest) -> BatchResult:
         from transformers import DynamicCache
+        from transformers.cache_utils import CacheLayerMixin
 
         self.check_request(req)
         model = self.loaded.model
@@ -190,6 +191,7 @@ class HFEngine:
             nonlocal pending_bytes
             if not pending:
                 return
+            assert probes is not None  # logits are pending only when probes.logits
             chunk = torch.stack(pending, dim=1)[probe_idx]
             v, i = torch.topk(chunk, probes.topk, dim=-1)
             top_vals.append(v)
@@ -216,7 +218,7 @@ class HFEngine:
                 if pending_bytes >= _PENDING_LOGITS_BYTES:
                     reduce_pending()
             nxt = last.argmax(dim=-1)
-            if forced_ids is not None:
+            if forced_ids is not None and forced_rows is not None:  # set together
                 nxt = torch.where(forced_rows, forced_ids[:, step], nxt)
             return nxt
 
@@ -230,7 +232,7 @@ class HFEngine:
             for s in range(1, req.decode_steps + 1):
                 if req.deadline is not None and time.monotonic() > req.deadline:
                     raise OverBudget(f"stopped after {s - 1} of {req.decode_steps} decode steps")
-                if mask is not None:
+                if mask is not None and pos is not None:  # set together (ragged)
                     mask = torch.cat([mask, mask.new_ones((batch, 1))], dim=-1)
                     pos = pos[:, -1:] + 1
                 nxt = forward(nxt[:, None], s)
@@ -247,7 +249,10 @@ class HFEngine:
             stacked: dict[str, torch.Tensor] = {}
             if probes.keys:
                 for layer in probes.layers:
-                    k = cache.layers[layer].keys[probe_idx, :, width - 1 :, :]
+                    layer_cache = cache.layers[layer]
+                    # Full-attention layers, filled by the forward passes above.
+                    assert isinstance(layer_cache, CacheLayerMixin) and layer_cache.keys is not None
+                    k = layer_cache.keys[probe_idx, :, width - 1 :, :]
                     stacked[key_probe(layer)] = k.permute(0, 2, 1, 3).flatten(2)
             if hidden:
                 stacked[HIDDEN_PROBE] = torch.cat(hidden, dim=1)[probe_idx]

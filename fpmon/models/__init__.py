@@ -222,7 +222,7 @@ def load_model(
         )
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from e
-    model.to(device).eval()
+    model.to(device).eval()  # type: ignore[arg-type]  # @wraps'd by HF: typed unbound (self first)
     return LoadedModel(name, model, tokenizer, digest, folder)
 
 
@@ -246,5 +246,7 @@ def _load_preset(
     model.model.rotary_emb = type(model.model.rotary_emb)(config=config)
     model.tie_weights()
     digest = seeded_init_(model, PRESET_SEED, progress)
-    model.to(dtype=torch_dtype, device=device).eval()
+    model.to(  # type: ignore[call-arg]  # @wraps'd by HF: typed unbound (self first)
+        dtype=torch_dtype, device=device
+    ).eval()
     return LoadedModel(spec, model, _tiny_tokenizer(), digest, None)

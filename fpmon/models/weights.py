@@ -44,7 +44,7 @@ def digest_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> str:
         h.update(name.encode() + b"\0" + str(t.dtype).encode() + b"\0")
         h.update(repr(tuple(t.shape)).encode() + b"\0")
         raw = t.view(torch.int16) if t.dtype == torch.bfloat16 else t
-        h.update(memoryview(raw.numpy()).cast("B"))
+        h.update(raw.numpy().data.cast("B"))
     return h.hexdigest()
 
 

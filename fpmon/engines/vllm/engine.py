@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -175,7 +175,8 @@ class VLLMEngine:
         return [int(x) for x in self.tokenizer(text)["input_ids"]]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        # Flat ids decode to one string; transformers types decode for batches too.
+        return cast(str, self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def close(self) -> None:
         """Free the engine so another can start in this process."""
@@ -318,7 +319,7 @@ class VLLMEngine:
             layouts = self._rpc("fpmon_layouts")
             ran_log = [[(names[rid], n, p) for rid, n, p in step] for step in layouts]
             by_req = self._rpc("fpmon_take", list(names))
-            probes_out = [by_req.get(rid, {}) for rid in sorted(names, key=names.get)]
+            probes_out = [by_req.get(rid, {}) for rid in sorted(names, key=names.__getitem__)]
         else:
             ran_log = [[(r, n, -1) for r, n in step] for step in sched_log]
             probes_out = [{} for _ in reqs]

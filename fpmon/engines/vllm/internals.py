@@ -73,6 +73,13 @@ def import_vllm() -> Any:
 class FpmonWorkerExtension:
     """Mixed into vLLM's worker class; `self` is the worker (it has `model_runner`)."""
 
+    _fpmon: _WorkerState | None  # set by fpmon_install, None after fpmon_uninstall
+
+    def _fpmon_state(self) -> _WorkerState:
+        st = self._fpmon
+        assert st is not None, "fpmon_install first"  # the engine installs before it runs
+        return st
+
     def fpmon_install(self, layers: list[int], topk: int) -> int:
         runner = self.model_runner  # type: ignore[attr-defined]
         model = runner.get_model()
@@ -95,7 +102,7 @@ class FpmonWorkerExtension:
         return len(inner.layers)
 
     def fpmon_set(self, enabled: bool) -> None:
-        self._fpmon.enabled = bool(enabled)
+        self._fpmon_state().enabled = bool(enabled)
 
     def fpmon_uninstall(self) -> None:
         st = getattr(self, "_fpmon", None)
@@ -105,17 +112,17 @@ class FpmonWorkerExtension:
 
     def fpmon_take(self, req_ids: list[str]) -> dict[str, dict[str, Any]]:
         """Probes and step layouts of finished requests; forgets them."""
-        st = self._fpmon
+        st = self._fpmon_state()
         return {rid: st.take(rid) for rid in req_ids}
 
     def fpmon_spent(self) -> float:
         """Seconds spent inside fpmon's hooks since the last call (capture cost, attributed)."""
-        st = self._fpmon
+        st = self._fpmon_state()
         got, st.spent_s = st.spent_s, 0.0
         return got
 
     def fpmon_layouts(self) -> list[list[tuple[str, int, int]]]:
-        st = self._fpmon
+        st = self._fpmon_state()
         got, st.layouts = st.layouts, []
         return got
 
@@ -184,6 +191,7 @@ class _WorkerState:
         if not self.enabled:
             return
         positions = kwargs.get("positions", args[1] if len(args) > 1 else None)
+        assert positions is not None  # vLLM's model forward always gets the positions
         batch = self.runner.input_batch
         n = batch.num_reqs
         starts = self.runner.query_start_loc.np[: n + 1].tolist()

@@ -72,7 +72,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
         cfg = runner.vllm_config
         layers = spec.get("layers") or list(range(cfg.model_config.hf_config.num_hidden_layers))
         self.fpmon_install(layers, int(spec.get("topk", 8)))
-        st = self._fpmon
+        st = self._fpmon_state()
         st.meta = {}  # request id -> (prompt length, prompt ids, live output list)
         st.first_step = {}
         st.base = 0  # global index of layouts[0] and STATE.sched[0]
@@ -110,7 +110,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
 
     def fpmon_drain(self, arg: str = "") -> dict[str, Any]:
         """Finished requests since the last drain, as JSON record material."""
-        st = self._fpmon
+        st = self._fpmon_state()
         with STATE.lock:
             done, STATE.finished = STATE.finished, []
             sched = list(STATE.sched)
@@ -124,8 +124,10 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
 
     # -- internals of the plugin ---------------------------------------------------------------
     def _fpmon_window(self, rid: str, sched: list[list[tuple[str, int]]]) -> dict[str, Any]:
-        st = self._fpmon
+        st = self._fpmon_state()
         layouts = st.layouts
+        meta = st.meta
+        assert meta is not None  # served mode: fpmon_attach set it
         g0 = st.first_step[rid] - st.base
         g1 = max(i for i in range(g0, len(layouts)) if any(r == rid for r, _n, _p in layouts[i]))
         steps = range(g0, g1 + 1)
@@ -137,14 +139,14 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
         order.remove(rid)
         order.insert(0, rid)  # the record's own request is slot 0
         index = {r: k for k, r in enumerate(order)}
-        before = {}
-        end = {}
+        before: dict[str, int] = {}
+        end: dict[str, int] = {}
         for i in steps:
             for r, n, p in layouts[i]:
                 before.setdefault(r, p)
                 end[r] = p + n
-        lengths = [st.meta[r][0] for r in order]
-        outs = [max(0, end[r] - st.meta[r][0] + 1) for r in order]
+        lengths = [meta[r][0] for r in order]
+        outs = [max(0, end[r] - meta[r][0] + 1) for r in order]
         schedule = vsched.build(
             lengths,
             outs,
@@ -155,7 +157,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
             [before[r] for r in order],
         )
         bucket = st.take(rid)
-        _n, prompt, output = st.meta[rid]
+        _n, prompt, output = meta[rid]
         return {
             "request_id": rid[:-9] if len(rid) > 9 and rid[-9] == "-" else rid,
             "prompt_ids": prompt,
@@ -176,7 +178,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
         }
 
     def _fpmon_trim(self) -> None:
-        st = self._fpmon
+        st = self._fpmon_state()
         extra = len(st.layouts) - MAX_STEPS
         if extra > 0:
             del st.layouts[:extra]
@@ -186,4 +188,5 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
             live = {r for s in st.layouts for r, _n, _p in s}
             for gone in [r for r in st.first_step if r not in live]:
                 st.first_step.pop(gone, None)
+                assert st.meta is not None  # first_step is noted only in served mode, with meta
                 st.meta.pop(gone, None)
