@@ -37,7 +37,7 @@ def submit(
     curve: tuple[str, str] | None = None,
 ) -> SubmitReply:
     """Send one request and wait for its reply; `curve` = (client .key_secret, agent .key)."""
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[Any] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     try:

@@ -91,12 +91,12 @@ def load_signing_key(keys_dir: Path | None, state_dir: Path) -> Ed25519PrivateKe
             )
     check_private(path, "signing key")
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except ValueError as e:
         raise FpmonError(f"{path}: not a PEM Ed25519 key ({e}); run `fpmon keygen` again") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise FpmonError(f"{path}: not an Ed25519 key; run `fpmon keygen` again")
-    return key
+    return loaded
 
 
 def load_curve_server(keys_dir: Path, name: str = CURVE_NAME) -> tuple[bytes, bytes]:

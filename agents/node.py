@@ -124,7 +124,7 @@ class Agent:
         self.key = load_signing_key(cfg.security.keys_dir, cfg.state_dir)
         self.signer = HeadSigner(self.key, cfg.node)
         # Open the log before loading the model: a bad state directory fails in a second.
-        store_kw = dict(
+        store_kw: dict[str, Any] = dict(
             node=cfg.node,
             synchronous=cfg.store.synchronous.upper(),
             hard_max_bytes=cfg.store.hard_max_bytes,

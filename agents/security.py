@@ -87,6 +87,7 @@ class Security:
         if domain == "publish" and "publish" not in self.allow_counts:
             # Without a subscriber allowlist the PUB still encrypts; any Curve client may listen.
             # Not CURVE_ALLOW_ANY: zmq.auth applies that to *every* domain, opening intake too.
+            assert self.auth is not None  # curve on: __init__ started it
             self.auth.configure_curve_callback("publish", _AnyKey())
         curve_server(sock, self.public, self.secret, domain)
 

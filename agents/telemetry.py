@@ -21,7 +21,7 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -29,6 +29,7 @@ from fpmon.gpm import GpmReader, engine_gpus, torch_runtime_uuid
 from fpmon.wire import GpuSample, HostSample, ProcessSample, Telemetry
 
 log = logging.getLogger("fpmon.agent.telemetry")
+T = TypeVar("T")
 
 
 class HostSampler:
@@ -168,7 +169,9 @@ class NvmlSampler:
         nv: Any = None,
     ) -> None:
         if nv is None:
-            import pynvml as nv
+            import pynvml
+
+            nv = pynvml
         self.nv = nv
         nv.nvmlInit()
         count = nv.nvmlDeviceGetCount()
@@ -207,7 +210,7 @@ class NvmlSampler:
 
     def _processes(self, h: Any, engine: set[int]) -> list[dict[str, Any]]:
         procs = self.nv.nvmlDeviceGetComputeRunningProcesses(h)
-        out = []
+        out: list[dict[str, Any]] = []
         for p in procs:
             pid = int(p.pid)
             mem = getattr(p, "usedGpuMemory", None)
@@ -230,11 +233,11 @@ class NvmlSampler:
                 p["engine"] = None
         return out
 
-    def sample(self) -> list[dict[str, Any]]:
+    def sample(self) -> list[GpuSample]:
         nv = self.nv
         self._drain_xid()
         engine = engine_pids(self.engine_pid)
-        gpus = []
+        gpus: list[GpuSample] = []
         for i, h in enumerate(self.handles):
             g: dict[str, Any] = {"index": self.indices[i]}
             errors: dict[str, str] = {}
@@ -281,7 +284,7 @@ class NvmlSampler:
 _PATH = re.compile(r"at `\$((?:\.\w+|\[\d+\])*)`")
 
 
-def _fit(cls: type, m: dict[str, Any], errors: dict[str, str]) -> Any:
+def _fit(cls: type[T], m: dict[str, Any], errors: dict[str, str]) -> T:
     """`m` through the wire type's bounds; each figure out of bounds is dropped and named in
     `errors` rather than failing the whole sample (one bad sensor must not blind the rest)."""
     has_errors = "errors" in getattr(cls, "__struct_fields__", ())
@@ -336,7 +339,9 @@ class TelemetrySource:
             return
         try:
             if nv is None:
-                import pynvml as nv
+                import pynvml
+
+                nv = pynvml
             nv.nvmlInit()
             uuids = [
                 nv.nvmlDeviceGetUUID(nv.nvmlDeviceGetHandleByIndex(i))
