@@ -40,6 +40,7 @@ from typing import Any
 
 from fpmon.errors import FpmonError
 from fpmon.wire import Telemetry
+from fpmon.wire.messages import AlertKind, Severity
 
 GPM_METRICS = ("sm_util", "sm_occupancy", "tensor_util", "dram_bw_util")
 METRICS = ("util", *GPM_METRICS)
@@ -113,12 +114,12 @@ def settings(raw: dict[str, Any], capacity_margin: float, where: str = "[account
 
 @dataclass(frozen=True)
 class Alarm:
-    kind: str
+    kind: AlertKind
     node: str
     message: str
     alert_id: str
     details: dict[str, Any]
-    severity: str = "warning"
+    severity: Severity = "warning"
 
 
 @dataclass

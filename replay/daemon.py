@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import msgspec
 import zmq
@@ -51,10 +51,11 @@ from fpmon.wire import (
     Verdict,
     encode,
 )
+from fpmon.wire.messages import AlertKind, Severity, Status
 
 log = logging.getLogger("fpmon.replay")
 
-SEVERITY = {
+SEVERITY: dict[str, Severity] = {
     "chain_break": "critical",
     "bad_opening": "critical",
     "mismatch": "critical",
@@ -365,14 +366,17 @@ class ReplayDaemon:
                 self.store.drop_pending(c.node, c.seq)
                 self._shed(c.node)
             return
-        status, reason, severity = o.kind, o.reason, ""
+        status: Status
+        severity: Severity | Literal[""] = ""
         if o.kind == "purged":
-            status, reason, severity = "unopened", *self._purged(c, o.reason)
+            status, (reason, severity) = "unopened", self._purged(c, o.reason)
         elif o.kind == "unknown":
             status, reason = "bad_opening", f"node denies a record it committed: {o.reason}"
+        else:
+            status, reason = o.kind, o.reason
         self._verdict(verdict_for(c, status, reason=reason), c.t, severity=severity)
 
-    def _purged(self, c: Commit, why: str) -> tuple[str, str]:
+    def _purged(self, c: Commit, why: str) -> tuple[str, Severity | Literal[""]]:
         """(reason, severity) for a record the node says it purged: under the configured
         minimum retention after commit it is a dodge (critical), else a plain `unopened`.
 
@@ -420,7 +424,7 @@ class ReplayDaemon:
         alert_id: str = "",
         *,
         suspect: bool = False,
-        severity: str = "",
+        severity: Severity | Literal[""] = "",
     ) -> None:
         """Store and publish `v`, alert what is not a match. `suspect`: a finding even where
         the status alone is not one (an `unverifiable` the node chose: work beyond the caps, a
@@ -453,7 +457,7 @@ class ReplayDaemon:
                 self.sampler.suspect(v.node)
             if v.status in ALERT_KINDS:
                 self.alert(
-                    v.status,
+                    cast(AlertKind, v.status),  # a status that is also an alert kind (checked)
                     v.node,
                     f"{v.node} seq {v.seq}: {v.status}" + (f" — {v.reason}" if v.reason else ""),
                     seq=v.seq,
@@ -464,14 +468,14 @@ class ReplayDaemon:
 
     def alert(
         self,
-        kind: str,
+        kind: AlertKind,
         node: str,
         message: str,
         *,
         seq: int = -1,
         alert_id: str = "",
         details: dict[str, Any] | None = None,
-        severity: str = "",
+        severity: Severity | Literal[""] = "",  # "": the kind's default
     ) -> None:
         a = Alert(
             node=node,

@@ -40,6 +40,7 @@ from fpmon.wire import (
     decode,
     encode,
 )
+from fpmon.wire.messages import OpenStatus
 
 
 class ProverNode:
@@ -214,7 +215,7 @@ class ProverNode:
         data = self.records.get(req.seq)
         if data is not None and self.tamper:
             data = data[:-1] + bytes([data[-1] ^ 1])
-        status = "ok" if data is not None else "unknown"
+        status: OpenStatus = "ok" if data is not None else "unknown"
         if data is not None and self.purge:
             status, data = "purged", None
         return OpenReply(
@@ -244,7 +245,12 @@ class ProverNode:
             for s in range(req.first, req.first + req.count)
             if (c := self.commits.get(s)) is not None
         ]
-        base = {"node": self.name, "t": time.time(), "nonce": req.nonce, "first": req.first}
+        base: dict[str, Any] = {
+            "node": self.name,
+            "t": time.time(),
+            "nonce": req.nonce,
+            "first": req.first,
+        }
         if not seg:
             return LinksReply(**base, status="unknown", log_head=self.seq - 1)
         last = seg[-1]

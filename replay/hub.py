@@ -30,7 +30,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import zmq
@@ -269,7 +269,9 @@ class Hub:
                     dropped["frame_count"] += 1
                     continue
                 # ZAP's User-Id: the Z85 Curve key that sent this message (Curve only).
-                reason = admit(topic.bytes, payload, topic.get("User-Id") if curve else "")
+                # pyzmq types Frame.get as int | str: a named property is a str.
+                user = cast(str, topic.get("User-Id")) if curve else ""
+                reason = admit(topic.bytes, payload, user)
                 if reason is not None:
                     dropped[reason] += 1
                     continue

@@ -25,6 +25,7 @@ from fpmon.replay.limits import Caps, over_commit, over_record
 from fpmon.replay.scoring import first_difference, probe_evidence, score
 from fpmon.reproduce import replay_record
 from fpmon.wire import Candidate, Commit, Evidence, Verdict
+from fpmon.wire.messages import Status
 
 SOFTWARE_FIELDS = ("engine", "engine_version", "torch_version", "cuda_version")
 
@@ -55,7 +56,7 @@ class JudgeOptions:
     caps: Caps = field(default_factory=Caps)
 
 
-def verdict_for(commit: Commit, status: str, **kw: Any) -> Verdict:
+def verdict_for(commit: Commit, status: Status, **kw: Any) -> Verdict:
     """A verdict on a committed record: identity and declared setup from the commitment."""
     return Verdict(
         node=commit.node,
@@ -112,7 +113,7 @@ class Judge:
         self.name = name
         self.meter: Any = None  # replay.accounting.ReferenceMeter, set by the daemon
 
-    def _verdict(self, commit: Commit, status: str, **kw: Any) -> Verdict:
+    def _verdict(self, commit: Commit, status: Status, **kw: Any) -> Verdict:
         return verdict_for(commit, status, **kw)
 
     def _unverifiable(self, commit: Commit, reason: str, suspect: bool) -> Judgement:
@@ -210,12 +211,13 @@ class Judge:
             reason = f"cross-device verdict ({why})"
             if band is None:
                 reason += ": no calibration for this pair, bit-exactness demanded"
+        status: Status
         if comp.identical:
             status = "match"
         elif band is not None:
-            ok, over = within_band(comp, band)
+            ok, over_band = within_band(comp, band)
             status = "within_noise" if ok else "mismatch"
-            evidence = msgspec.structs.replace(evidence, over_band=over)
+            evidence = msgspec.structs.replace(evidence, over_band=over_band)
         else:
             status = "mismatch"
         not_greedy = greedy_violations(rep)

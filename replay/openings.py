@@ -20,7 +20,7 @@ import os
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import zmq
 
@@ -52,7 +52,7 @@ class Pending:
 
 @dataclass(frozen=True)
 class Outcome:
-    kind: str  # opened, bad_opening, unopened, purged, unknown
+    kind: Literal["opened", "bad_opening", "unopened", "purged", "unknown"]
     commit: Commit
     record: bytes | None = None
     reason: str = ""

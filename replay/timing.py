@@ -17,6 +17,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from fpmon.wire.messages import AlertKind
+
 SAMPLES = 32
 BLIND_SPOT = (
     "work in another process barely slows a launch-bound decode (H200: 46-53 tokens/s with and "
@@ -33,7 +35,7 @@ class NodeTiming:
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str  # suspected_hidden_work, undeclared_capacity
+    kind: AlertKind  # suspected_hidden_work, undeclared_capacity
     node: str
     message: str
     details: dict[str, Any]

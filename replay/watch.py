@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from fpmon.replay.accounting import Accounting, Alarm
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.intake import Intake
 from fpmon.replay.timing import TimingModel
 from fpmon.wire import Telemetry
+from fpmon.wire.messages import AlertKind, Severity
 
 TICK_S = 1.0
 
 
 @dataclass(frozen=True)
 class Raise:
-    kind: str
+    kind: AlertKind
     node: str
     message: str
     alert_id: str
     seq: int = -1
-    severity: str = ""
+    severity: Severity | Literal[""] = ""  # "": the kind's default
     details: dict[str, Any] = field(default_factory=dict)
 
 
