@@ -14,7 +14,7 @@ from typing import Any
 from fpmon.loop import BackgroundLoop
 
 
-def kernel_busy(run: Callable[[], None]) -> dict[str, Any]:
+def kernel_busy(run: Callable[[], object]) -> dict[str, Any]:
     import torch
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile

@@ -54,8 +54,8 @@ def load_results(folder: Path) -> LabResults:
         raise FpmonError(f"{folder}: no raw-*.bin probe files; copy them with the summaries")
     loaded, _metas = load_entries(raw)
     entries: dict[str, dict[int, Entry]] = {}
-    for e in loaded:
-        entries.setdefault(e.setup, {})[e.prompt] = e
+    for entry in loaded:
+        entries.setdefault(entry.setup, {})[entry.prompt] = entry
     setups: dict[str, dict[str, Any]] = {}
     for s in summaries:
         for k, v in s.get("setups", {}).items():

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -340,7 +341,7 @@ class LabRun:
             spec = Spec(f"busy.bs{bs}", "timing", batch=bs, max_prompts=n)
             try:
                 out[f"bs{bs}"] = kernel_busy(
-                    lambda spec=spec: run_spec(spec, engine, pset, probes, keep_going=lambda: True)
+                    partial(run_spec, spec, engine, pset, probes, keep_going=lambda: True)
                 )
             except Exception as e:
                 out[f"bs{bs}"] = {"error": f"{type(e).__name__}: {e}"[:300]}

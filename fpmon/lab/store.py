@@ -206,7 +206,8 @@ def _read_file(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def load_entries(paths: Iterable[Path]) -> tuple[list[Entry], list[dict[str, Any]]]:
     """All entries of these raw files, with references resolved; plus each file's meta."""
-    metas, rows = [], []
+    metas: list[dict[str, Any]] = []
+    rows: list[tuple[Path, dict[str, Any]]] = []
     for path in sorted(paths):
         head, items = _read_file(path)
         metas.append(head["meta"])
