@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpmon.errors import FpmonError
+
+if TYPE_CHECKING:
+    from fpmon.monitor.config import MonitorConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +48,7 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inspector", action="store_true", help="read-only: no acknowledge/export")
 
 
-def dashboard_config(args: argparse.Namespace):
+def dashboard_config(args: argparse.Namespace) -> MonitorConfig:
     from fpmon.monitor.config import check_endpoint, load_config
 
     path = getattr(args, "dash_config", None) or getattr(args, "config", None)

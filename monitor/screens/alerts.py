@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header
 
+from fpmon.monitor.model import AlertEntry
 from fpmon.monitor.screens.base import LiveScreen
 from fpmon.monitor.widgets.tables import AlertTable
 
@@ -29,7 +31,7 @@ class AlertsScreen(LiveScreen):
     def on_mount(self) -> None:
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Iterable[tuple[str, AlertEntry]]:
         return self.app.model.alerts.items()
 
     def rebuild(self) -> None:

@@ -83,7 +83,7 @@ class EvidenceScreen(Screen):
         # log scale: zero distances (bit-identical layers) sit on a floor below every value.
         positive = [d for _, d, _ in layers if d > 0] + [b for *_, b in layers if b]
         floor = min(positive) / 10 if positive else 1e-12
-        xs = list(range(1, len(layers) + 1))
+        xs: list[float] = list(range(1, len(layers) + 1))  # plotext's xticks takes floats
         # Points, not a line: probes are categories (layers, hidden state, logits), and a line
         # between them would suggest values in between.
         plt.scatter(xs, [max(d, floor) for _, d, _ in layers], marker="dot", label="distance")

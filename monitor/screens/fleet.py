@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from textual import on
@@ -10,7 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Header, Label, Sparkline
 
-from fpmon.monitor.model import CONN_SYMBOL, HEALTH_SYMBOL
+from fpmon.monitor.model import CONN_SYMBOL, HEALTH_SYMBOL, NodeRow
 from fpmon.monitor.screens.base import LiveScreen
 from fpmon.monitor.widgets.tables import FleetTable
 
@@ -19,6 +20,8 @@ class FleetScreen(LiveScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "evidence", "Evidence", id="evidence")
     ]
+
+    table: FleetTable
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -41,7 +44,7 @@ class FleetScreen(LiveScreen):
         self.table.sort_col = "node"  # stable order by name until the operator sorts
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Iterable[tuple[str, NodeRow]]:
         return ((r.node, r) for r in self.app.model.nodes.values())
 
     def rebuild(self) -> None:
