@@ -233,8 +233,8 @@ class MonitorApp(App):
         self.palette = {k: v[k] for k in v if k.startswith("fpmon-")}
 
     def watch_theme(self, theme: str) -> None:
-        if not self.is_mounted:
-            return
+        # Also runs from __init__ (which sets the configured theme), before any screen: the
+        # palette is ready from the start and there is nothing to repaint yet.
         self._palette()
         for screen in self._live_screens():
             screen.table.palette = self.palette
