@@ -196,8 +196,10 @@ class LiveTable(DataTable):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # no such cell (yet): the stock path
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         value = self._data.get(row_key, {}).get(column_key)
-        rows = self.rows.get(row_key) if row_key is not None else None
+        rows = self.rows.get(row_key)
         if not isinstance(value, Cell) or rows is None or rows.height != 1:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         # By content and place (the mouse meta names the place), not by the update count:
