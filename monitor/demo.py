@@ -374,9 +374,9 @@ GOOD = ("match", "within_noise")
 STATUS_EXPECT = ("bad_opening", "chain_break", "unopened")  # cheats a status names, not a field
 
 
-def alert_counts(model, node: str) -> dict[str, int]:
+def alert_counts(model: FleetModel, node: str) -> dict[str, int]:
     """Alerts by kind (the model groups them per node and kind; each group counts its own)."""
-    out: Counter = Counter()
+    out: Counter[str] = Counter()
     for e in model.alerts.values():
         if e.alert.node == node:
             out[e.alert.kind] += e.count

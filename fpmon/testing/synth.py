@@ -24,7 +24,7 @@ from fpmon.wire import (
     Verdict,
     encode,
 )
-from fpmon.wire.messages import AlertKind, Status
+from fpmon.wire.messages import AlertKind, AttributionStatus, Status
 
 # A declared setup as an agent's commit carries it. Written out (not Setup().to_map()) so the
 # snapshot tests do not change whenever the core's Setup gains a field.
@@ -80,7 +80,8 @@ def verdict(
     layers: int = 4,
 ) -> Verdict:  # fmt: skip
     attribution = []
-    att_status, att_note = "", ""
+    att_status: AttributionStatus = ""
+    att_note = ""
     rels = [0.0] * layers
     if status == "mismatch":
         att_status, att_note = "exact", f"reproduced bit-exactly by {field}={value}"
