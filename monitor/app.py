@@ -5,13 +5,14 @@ updating cells in place. Bursts coalesce (`FeedReady.can_replace`, as Toolong do
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 
@@ -56,7 +57,7 @@ class NodeFlagged(Message):
 class MonitorApp(App):
     CSS_PATH = "monitor.tcss"
     TITLE = "fpmon"
-    MODES: ClassVar[dict[str, type[Screen]]] = {
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
         "fleet": FleetScreen,
         "verdicts": VerdictsScreen,
         "alerts": AlertsScreen,
@@ -246,8 +247,8 @@ class MonitorApp(App):
         self.palette = {k: v[k] for k in v if k.startswith("fpmon-")}
 
     def watch_theme(self, theme: str) -> None:
-        if not self.is_mounted:
-            return
+        # Also runs from __init__ (which sets the configured theme), before any screen: the
+        # palette is ready from the start and there is nothing to repaint yet.
         self._palette()
         for screen in self._live_screens():
             screen.table.palette = self.palette
@@ -324,14 +325,14 @@ def tune_gc() -> None:
 
 
 # Every class that declares bindings, for the help screen and keymap validation.
-BINDING_CLASSES: tuple[type, ...] = (
+BINDING_CLASSES: tuple[type[DOMNode], ...] = (
     MonitorApp, LiveScreen, FleetScreen, VerdictsScreen, AlertsScreen, EvidenceScreen,
     HelpScreen, ColumnsScreen, LiveTable,
 )  # fmt: skip
 
 
 def binding_ids() -> dict[str, Binding]:
-    out = {}
+    out: dict[str, Binding] = {}
     for cls in BINDING_CLASSES:
         for b in cls.BINDINGS:
             if isinstance(b, Binding) and b.id:
@@ -339,7 +340,7 @@ def binding_ids() -> dict[str, Binding]:
     return out
 
 
-def check_keymap(keymap: dict[str, str]) -> None:
+def check_keymap(keymap: Mapping[str, str]) -> None:
     known = binding_ids()
     unknown = sorted(set(keymap) - set(known))
     if unknown:

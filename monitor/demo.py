@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,6 +41,9 @@ from fpmon.errors import FpmonError
 from fpmon.monitor.config import Endpoints, MonitorConfig, WatchConfig
 from fpmon.progress import Progress
 from fpmon.setups import Setup
+
+if TYPE_CHECKING:
+    from fpmon.monitor.model import FleetModel
 
 
 @dataclass(frozen=True)
@@ -328,7 +331,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def summary(model, duration_s: float, problems: Sequence[str] = ()) -> dict[str, Any]:
+def summary(model: FleetModel, duration_s: float, problems: Sequence[str] = ()) -> dict[str, Any]:
     """The headless summary: per node, declared vs actual setup, verdicts and attributions,
     whether the verifier saw it as it is (`pass`, `why`); overall `pass`."""
     nodes = []
@@ -371,9 +374,9 @@ GOOD = ("match", "within_noise")
 STATUS_EXPECT = ("bad_opening", "chain_break", "unopened")  # cheats a status names, not a field
 
 
-def alert_counts(model, node: str) -> dict[str, int]:
+def alert_counts(model: FleetModel, node: str) -> dict[str, int]:
     """Alerts by kind (the model groups them per node and kind; each group counts its own)."""
-    out: Counter = Counter()
+    out: Counter[str] = Counter()
     for e in model.alerts.values():
         if e.alert.node == node:
             out[e.alert.kind] += e.count

@@ -123,7 +123,7 @@ class Inbox:
         self.items.append(item)
 
     def drain(self, limit: int = 1 << 30) -> list[Any]:
-        out = []
+        out: list[Any] = []
         pop = self.items.popleft
         try:
             while len(out) < limit:
@@ -193,6 +193,8 @@ class _Runner:
 
 
 class Feed(_Runner):
+    _mon: zmq.Socket[bytes]  # the SUB's socket monitor, made in _watch_sub
+
     def __init__(
         self,
         inbox: Inbox,
@@ -201,7 +203,7 @@ class Feed(_Runner):
         *,
         limits: Limits | None = None,
         curve: CurveConfig | None = None,
-        record: str = "",
+        record: str | Path | None = "",
         state_timeout_s: float = 2.0,
         burst_s: float = 0.02,
         deaf_after_s: float = 10.0,
@@ -345,6 +347,7 @@ class Feed(_Runner):
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            msg: Message | None  # None: the authenticator dropped it
             try:
                 msg = decode(frames, self.limits, expect=topics)
             except WireError as e:
@@ -370,7 +373,7 @@ class Feed(_Runner):
                 ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ep = ev.get("endpoint", b"")
+            ep: str | bytes = ev.get("endpoint", b"")
             ep = ep.decode() if isinstance(ep, bytes) else str(ep)
             kind = ev["event"]
             if kind == zmq.EVENT_CONNECTED:
@@ -420,8 +423,9 @@ class Player(_Runner):
         return Position(self._at, self.length, self._paused)
 
     def _emit(self, frames: list[bytes]) -> None:
+        msg: Message | None  # None: the authenticator dropped it
         try:
-            msg: Message | None = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
+            msg = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
         except WireError as e:
             self.inbox.put(Rejected(e.reason))
             return

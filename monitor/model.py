@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fpmon.config import Positive, PositiveFloat, Section
 from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verdict
+from fpmon.wire.messages import Status
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
 GOOD_STATUSES = frozenset({"match", "within_noise"})
@@ -214,7 +215,9 @@ def attribution_fields(v: Verdict) -> list[str]:
 class FleetModel:
     """The fleet as the monitor knows it. Not thread-safe: one owner applies messages."""
 
-    def __init__(self, limits: Limits | None = None, clock=time.monotonic) -> None:
+    def __init__(
+        self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits or Limits()
         self.clock = clock
         self.nodes: dict[str, NodeRow] = {}
@@ -253,7 +256,7 @@ class FleetModel:
             return
         self.version += 1
 
-    def apply_many(self, msgs, now: float | None = None) -> None:
+    def apply_many(self, msgs: Iterable[Message], now: float | None = None) -> None:
         now = self.clock() if now is None else now
         for m in msgs:
             try:
@@ -264,7 +267,7 @@ class FleetModel:
     def apply_state(self, reply: StateReply, now: float | None = None) -> None:
         """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""
         now = self.clock() if now is None else now
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[Status, int]] = {}
         for name, summary in reply.nodes.items():
             row = self._row(name, now)
             if row is None:

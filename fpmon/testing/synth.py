@@ -24,6 +24,7 @@ from fpmon.wire import (
     Verdict,
     encode,
 )
+from fpmon.wire.messages import AlertKind, AttributionStatus, Status
 
 # A declared setup as an agent's commit carries it. Written out (not Setup().to_map()) so the
 # snapshot tests do not change whenever the core's Setup gains a field.
@@ -75,11 +76,12 @@ def commit(node: str, seq: int, setup: dict[str, Any] | None = None) -> Commit:
 
 
 def verdict(
-    node: str, seq: int, status: str = "match", field: str | None = None, value: Any = None,
+    node: str, seq: int, status: Status = "match", field: str | None = None, value: Any = None,
     layers: int = 4,
 ) -> Verdict:  # fmt: skip
     attribution = []
-    att_status, att_note = "", ""
+    att_status: AttributionStatus = ""
+    att_note = ""
     rels = [0.0] * layers
     if status == "mismatch":
         att_status, att_note = "exact", f"reproduced bit-exactly by {field}={value}"
@@ -102,7 +104,7 @@ def verdict(
     )  # fmt: skip
 
 
-def alert(node: str, kind: str = "mismatch", n: int = 0) -> Alert:
+def alert(node: str, kind: AlertKind = "mismatch", n: int = 0) -> Alert:
     return Alert(
         node=node, t=time.time(), id=f"{node}-{kind}-{n}", kind=kind, severity="critical",
         message=f"{node}: {kind}", seq=n,

@@ -5,12 +5,14 @@ evidence. Acknowledging a row acknowledges the group until that kind recurs on t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header
 
+from fpmon.monitor.model import AlertEntry
 from fpmon.monitor.screens.base import LiveScreen
 from fpmon.monitor.widgets.tables import AlertTable
 
@@ -32,7 +34,7 @@ class AlertsScreen(LiveScreen):
     def on_mount(self) -> None:
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Mapping[str, AlertEntry]:
         return self.app.model.alerts  # alert_key -> group
 
     def rebuild(self) -> None:

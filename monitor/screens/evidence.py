@@ -41,8 +41,8 @@ class EvidenceScreen(Screen):
     def compose(self) -> ComposeResult:
         v = self.entry.verdict
         yield Header()
-        how = v.evidence.attribution_status
-        how = f" ({how})" if how else ""
+        status = v.evidence.attribution_status
+        how = f" ({status})" if status else ""
         yield Static(
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
             f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
@@ -123,13 +123,13 @@ class EvidencePlot:
 
     title: str
     names: list[str] = field(default_factory=list)
-    xs: list[int] = field(default_factory=list)
+    xs: list[float] = field(default_factory=list)  # whole numbers; plotext's ticks take floats
     ys: list[float] = field(default_factory=list)  # log10(distance); the floor for 0
     zero: list[bool] = field(default_factory=list)  # distance exactly 0 (bit-identical)
     band: list[float] = field(default_factory=list)  # log10(noise band), when there is one
     floor: float = -12.0
     top: float = 0.0
-    yticks: list[int] = field(default_factory=list)
+    yticks: list[float] = field(default_factory=list)  # whole decades, as xs
     ylabels: list[str] = field(default_factory=list)
 
 
@@ -152,7 +152,7 @@ def evidence_plot(v: Verdict) -> EvidencePlot:
     floor = lo - 1  # zero sits one decade below the smallest value, labelled 0
     hi = max(hi, lo)
     step = max(1, math.ceil((hi - lo + 1) / 6))  # at most ~7 labels
-    ticks = [floor, *range(lo, hi + 1, step)]
+    ticks: list[float] = [floor, *range(lo, hi + 1, step)]
     if bands:
         title = "per-probe distance vs noise band (log scale; above the band: differs)"
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from textual import on
@@ -23,6 +24,8 @@ class FleetScreen(LiveScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "evidence", "Evidence", id="evidence")
     ]
+
+    table: FleetTable
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -46,7 +49,7 @@ class FleetScreen(LiveScreen):
     def on_mount(self) -> None:
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Mapping[str, NodeRow]:
         return self.app.model.nodes  # node -> row
 
     def rebuild(self) -> None:

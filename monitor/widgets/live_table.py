@@ -24,6 +24,7 @@ from textual._segment_tools import line_crop
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
 from textual.coordinate import Coordinate
+from textual.css.styles import RenderStyles
 from textual.geometry import Region
 from textual.scrollbar import ScrollBarRender
 from textual.strip import Strip
@@ -141,6 +142,11 @@ class LiveTable(DataTable):
 
     COLUMNS: tuple[Column, ...] = ()
     OFFSCREEN_BUDGET = 16
+    # DataTable's own caches, holding our cell and line keys (see `_render_cell`,
+    # `_render_line`) beside the stock path's: DataTable's clears (restyle, clear, resize)
+    # then drop ours too. Typed here for both kinds of key.
+    _cell_render_cache: LRUCache[tuple[Any, ...], list[list[Segment]]]
+    _line_cache: LRUCache[tuple[Any, ...], Strip]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", id="table.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="table.sort_reverse"),
@@ -163,14 +169,17 @@ class LiveTable(DataTable):
         self._row_renderable_cache = LRUCache(LINE_CACHE)
         self._line_cache = LRUCache(LINE_CACHE)
         self.palette: dict[str, str] = {}
-        self._component_styles: dict[tuple[str, Any], Style] = {}
+        # Our own name: DOMNode's `_component_styles` is Textual's (component -> RenderStyles),
+        # which its stylesheet clears and refills whenever it restyles the table.
+        self._rich_styles: dict[tuple[str, Any], tuple[RenderStyles | None, Style]] = {}
         self._row_version: dict[RowKey, int] = {}
         self._versions = 0  # never reused: a row key removed and added again starts anew
         self._changed_rows: set[RowKey] = set()
 
     def on_mount(self) -> None:
-        self.vertical_scrollbar.renderer = WholeCellScrollBar
-        self.horizontal_scrollbar.renderer = WholeCellScrollBar
+        # Per instance, as Textual's own docs show, though it types `renderer` a ClassVar.
+        self.vertical_scrollbar.renderer = WholeCellScrollBar  # type: ignore[misc]
+        self.horizontal_scrollbar.renderer = WholeCellScrollBar  # type: ignore[misc]
         self._add_columns()
 
     def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
@@ -196,8 +205,10 @@ class LiveTable(DataTable):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # no such cell (yet): the stock path
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         value = self._data.get(row_key, {}).get(column_key)
-        rows = self.rows.get(row_key) if row_key is not None else None
+        rows = self.rows.get(row_key)
         if not isinstance(value, Cell) or rows is None or rows.height != 1:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         # By content and place (the mouse meta names the place), not by the update count:
@@ -326,13 +337,18 @@ class LiveTable(DataTable):
         """A component class's Rich style, computed once per theme and pseudo-class state
         (DataTable computed the header's and the zebra stripe's for every line drawn)."""
         key = (name, self._pseudo_class_state)
-        style = self._component_styles.get(key)
-        if style is None:
-            style = self._component_styles[key] = self.get_component_styles(name).rich_style
+        # Textual restyles a component by putting a new RenderStyles in its place, at times
+        # without notify_style_update: a style computed from an older one is stale.
+        source = self._component_styles.get(name)
+        cached = self._rich_styles.get(key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        style = self.get_component_styles(name).rich_style
+        self._rich_styles[key] = (source, style)
         return style
 
     def notify_style_update(self) -> None:
-        self._component_styles.clear()
+        self._rich_styles.clear()
         super().notify_style_update()
 
     def _get_row_style(self, row_index: int, base_style: Style) -> Style:
@@ -464,7 +480,7 @@ class LiveTable(DataTable):
             self._update_count += 1
             self.refresh()
 
-    def rebuild(self, records: Iterable[tuple[str, Any]]) -> None:
+    def rebuild(self, records: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:
         self.clear(columns=True)
         self._shown.clear()
         self._stale.clear()
@@ -512,6 +528,7 @@ class LiveTable(DataTable):
         written.
         """
         visible = [c.key for c in self.COLUMNS if c.key not in self.hidden]
+        pairs: Iterable[tuple[str, Any]]
         if lazy and isinstance(records, Mapping):
             pairs = self._lazy_pairs(records, changed)
         elif isinstance(records, Mapping):

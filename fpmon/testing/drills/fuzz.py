@@ -588,7 +588,11 @@ class Checker:
                             break
                         except WireError:
                             continue
-                        if m.node == "fuzz-probe" and m.seq == self.probe_seq:
+                        if (
+                            isinstance(m, Commit)
+                            and m.node == "fuzz-probe"
+                            and m.seq == self.probe_seq
+                        ):
                             return "ok"
             return "a valid commit did not flow through the hub"
         finally:
@@ -815,9 +819,9 @@ def run(p: FuzzParams, say: Callable[[str], None] = lambda s: None) -> FuzzResul
             r.checks = check.all()
             if r.stuck:
                 failures.append(f"{name}: {r.stuck}")
-            for k, v in r.checks.items():
-                if v != "ok" and not v.startswith("not checked"):
-                    failures.append(f"after {name}: {k}: {v}")
+            for k, said in r.checks.items():
+                if said != "ok" and not said.startswith("not checked"):
+                    failures.append(f"after {name}: {k}: {said}")
             results.append(r)
             sample_rss(f"after {name}")
             say(
@@ -843,9 +847,9 @@ def run(p: FuzzParams, say: Callable[[str], None] = lambda s: None) -> FuzzResul
         client.close()
         tb_after = _tracebacks(fleet)
         rcs = fleet.stop()
-        for n, rc in rcs.items():
-            if rc not in (0, None):
-                failures.append(f"{n} exited {rc} on SIGTERM after the fuzz")
+        for c, code in rcs.items():  # None: never started
+            if code not in (0, None):
+                failures.append(f"{c} exited {code} on SIGTERM after the fuzz")
         return FuzzResult(
             params=p,
             targets=results,
