@@ -23,15 +23,14 @@ import zmq
 from fpmon.agents.config import AgentConfig
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.keys import load_signing_key, signing_public_hex
-from fpmon.agents.openings import answer_links, open_record
-from fpmon.agents.publisher import Publisher
-from fpmon.agents.redteam import RedTeam
+from fpmon.agents.openings import answer_links
+from fpmon.agents.parts import Parts, parts_for
 from fpmon.agents.republish import logged_tail
 from fpmon.agents.sdnotify import Notifier
 from fpmon.agents.security import Security, limit_untrusted
 from fpmon.agents.store import RecordLog, StoreError, Verified
 from fpmon.agents.telemetry import TelemetrySource
-from fpmon.agents.worker import Job, Worker
+from fpmon.agents.worker import Job
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.factory import EngineSpec, build
 from fpmon.logs import fields
@@ -55,10 +54,10 @@ log = logging.getLogger("fpmon.agent")
 STATUS_EVERY_S = 1.0
 
 
-def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
+def build_engine(cfg: AgentConfig, parts: Parts) -> Any:
     import torch
 
-    e = redteam.actual_engine(cfg.engine)
+    e = parts.engine(cfg.engine)
     if e.threads:
         torch.set_num_threads(e.threads)
     v = cfg.vllm
@@ -117,8 +116,7 @@ def open_verified(cfg: AgentConfig, **store_kw: Any) -> tuple[RecordLog, Verifie
 class Agent:
     def __init__(self, cfg: AgentConfig, engine: Any = None) -> None:
         self.cfg = cfg
-        self.redteam = RedTeam.from_config(cfg.redteam)
-        self.redteam.announce(cfg.node)
+        self.parts = parts_for(cfg.redteam, cfg.node)
         self.started = time.time()
         os.makedirs(cfg.state_dir, exist_ok=True)
         self.key = load_signing_key(cfg.security.keys_dir, cfg.state_dir)
@@ -152,7 +150,7 @@ class Agent:
             raise
 
     def _build(self, cfg: AgentConfig, engine: Any) -> None:
-        self.engine = engine if engine is not None else build_engine(cfg, self.redteam)
+        self.engine = engine if engine is not None else build_engine(cfg, self.parts)
         self.probes = probe_spec(cfg, self.engine.num_layers)
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
         self.rejects = {"intake": RejectCounter(), "openings": RejectCounter()}
@@ -169,7 +167,7 @@ class Agent:
                     after_s=cfg.publish.republish_after_s,
                 ),
             )
-        self.publisher = Publisher(
+        self.publisher = self.parts.publisher(
             self.pub,
             self.signer,
             head_seq=self.store.head_seq,
@@ -179,19 +177,17 @@ class Agent:
             # The engine's own GPUs only (by UUID), and GPM where the GPU has it.
             telemetry=TelemetrySource(cfg.node, cfg.engine.device, gpm=cfg.publish.telemetry_gpm),
             telemetry_every_s=cfg.publish.telemetry_every_s,
-            redteam=self.redteam,
             tail=tail.commits,
             tail_after_s=cfg.publish.republish_after_s,
             on_head=self._mark_published,
         )
-        self.worker = Worker(
+        self.worker = self.parts.worker(
             cfg,
             self.engine,
             self.store,
             self.ctx,
             self.replies_endpoint,
             self.publisher.queue,
-            self.redteam,
             self.probes,
         )
         self.stop_event = threading.Event()
@@ -417,7 +413,7 @@ class Agent:
             self.openings.send_multipart([*env, *encode(links)])
             return
         assert isinstance(msg, OpenRequest)
-        opened = open_record(self.reader, msg, self.cfg.node, self.redteam)
+        opened = self.parts.opener(self.reader, msg, self.cfg.node)
         if opened.fault:
             self._fault("openings", opened.fault, seq=msg.seq, detail=opened.reply.reason)
         self.openings.send_multipart([*env, *encode(opened.reply)])
@@ -446,7 +442,7 @@ class Agent:
             "setup": self.engine.setup.summary(),
             "torch_threads": _torch_threads(),
             "probes": self.probes.to_map(),
-            "redteam": self.redteam.behaviours(),
+            "redteam": list(self.parts.behaviours),
         }
 
     def _write_status(self) -> None:

@@ -14,19 +14,30 @@ a WARNING at start naming every behaviour that is on.
     reorder = false         # publish commitments in swapped pairs
 
 The *declared* setup is always `[engine]`: the record carries it, whatever actually ran.
+
+The agent imports this module only when the table is enabled (agents/parts.py): `compose`
+returns wrappers of the honest worker, publisher and opener, which carry no red-team code.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from typing import Any
 
 import msgspec
 
 from fpmon.agents.config import EngineConfig, RedTeamConfig
+from fpmon.agents.openings import Opened, open_record
+from fpmon.agents.parts import Parts
+from fpmon.agents.publisher import Publisher
+from fpmon.agents.store import RecordLog
+from fpmon.agents.worker import Worker
+from fpmon.engines.batching import filler_ids
 from fpmon.records import Record
 from fpmon.tensors import FLOAT_DTYPES, Blob
-from fpmon.wire import Commit
+from fpmon.wire import Commit, OpenRequest
 
 log = logging.getLogger("fpmon.agent.redteam")
 
@@ -133,6 +144,66 @@ class RedTeam:
             held, self._held = self._held, None
             return [c, held]
         return [c]
+
+
+# -- the wrappers the agent composes (agents/parts.py) ------------------------------------------
+
+
+class LyingWorker(Worker):
+    """Runs hidden filler rows and commits records that claim the declared setup."""
+
+    def __init__(self, team: RedTeam, *args: Any, **kw: Any) -> None:
+        self.team = team
+        super().__init__(*args, **kw)
+
+    def batch_limit(self) -> int:
+        return 1 if self.team.hides_batch else super().batch_limit()
+
+    def rows_for(self, prompts: list[list[int]]) -> list[list[int]]:
+        rows = super().rows_for(prompts)
+        if self.team.hides_batch:
+            n = len(rows[0])
+            rows += [
+                filler_ids(n, r, self.engine.vocab_limit)
+                for r in range(len(rows), self.team.actual_batch)
+            ]
+        return rows
+
+    def declared(self, rec: Record) -> Record:
+        return self.team.declare(rec, self.cfg.engine)
+
+
+class LyingPublisher(Publisher):
+    """Drops or reorders commitments; heads still sign the true chain (the give-away)."""
+
+    def __init__(self, team: RedTeam, *args: Any, **kw: Any) -> None:
+        self.team = team
+        super().__init__(*args, **kw)
+
+    def send_commit(self, c: Commit, republished: bool = False) -> None:
+        for out in self.team.commits(c):  # a drill agent stays one across restarts
+            super().send_commit(out, republished)
+
+
+def _tampering_opener(team: RedTeam, store: RecordLog, req: OpenRequest, node: str) -> Opened:
+    # After the honest opener's digest check, as a node that lies to the verifier would.
+    opened = open_record(store, req, node)
+    if opened.reply.record is None:
+        return opened
+    reply = msgspec.structs.replace(opened.reply, record=team.tamper(opened.reply.record))
+    return dataclasses.replace(opened, reply=reply)
+
+
+def compose(cfg: RedTeamConfig, node: str) -> Parts:
+    team = RedTeam.from_config(cfg)
+    team.announce(node)
+    return Parts(
+        engine=team.actual_engine,
+        worker=functools.partial(LyingWorker, team),
+        publisher=functools.partial(LyingPublisher, team),
+        opener=functools.partial(_tampering_opener, team),
+        behaviours=tuple(team.behaviours()),
+    )
 
 
 def _cast(b: Blob, dtype: str) -> Blob:

@@ -20,12 +20,10 @@ import zmq
 
 from fpmon import canonical
 from fpmon.agents.config import AgentConfig
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog, StoreError, free_bytes
 from fpmon.canonical import digest as sha256
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
-from fpmon.engines.batching import filler_ids
 from fpmon.errors import FpmonError
 from fpmon.logs import fields
 from fpmon.records import Record
@@ -138,18 +136,15 @@ class Worker(threading.Thread):
         ctx: zmq.Context[Any],
         replies_endpoint: str,
         commits: queue.Queue[Commit | None],
-        redteam: RedTeam,
         probes: ProbeSpec,
     ) -> None:
         super().__init__(name="fpmon-engine", daemon=True)
         self.cfg, self.engine, self.store, self.ctx = cfg, engine, store, ctx
         self.replies_endpoint = replies_endpoint
         self.commits = commits
-        self.redteam = redteam
         self.probes = probes
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        max_batch = 1 if redteam.hides_batch else cfg.batching.max_batch
-        self.batcher = Batcher(self.jobs, max_batch, cfg.batching.max_wait_ms / 1000)
+        self.batcher = Batcher(self.jobs, self.batch_limit(), cfg.batching.max_wait_ms / 1000)
         self.stop_event = threading.Event()
         self.refusing = ""  # non-empty: why the agent takes no work (read by the intake)
         self._refusal_recoverable = False
@@ -331,13 +326,20 @@ class Worker(threading.Thread):
             why = f"engine error: {type(e).__name__}: {e}"[:300]
             return replies + [self._reply(j, status="error", reason=why) for j in ok], None
 
+    # Seams a red-team agent overrides (agents/redteam.py); an honest one runs these.
+    def batch_limit(self) -> int:
+        return self.cfg.batching.max_batch
+
+    def rows_for(self, prompts: list[list[int]]) -> list[list[int]]:
+        """The engine's batch rows: the requests' prompts, nothing else."""
+        return [list(p) for p in prompts]
+
+    def declared(self, rec: Record) -> Record:
+        """The record as committed: what actually ran."""
+        return rec
+
     def _run(self, jobs: list[Job], prompts: list[list[int]]) -> Pending:
-        rows = [list(p) for p in prompts]
-        if self.redteam.hides_batch:
-            rows += [
-                filler_ids(len(rows[0]), r, self.engine.vocab_limit)
-                for r in range(len(rows), self.redteam.actual_batch)
-            ]
+        rows = self.rows_for(prompts)
         steps = jobs[0].req.max_tokens - 1
         t0 = time.time()
         result = self.engine.run_batch(
@@ -361,7 +363,7 @@ class Worker(threading.Thread):
                 t_start=t0,
                 t_end=t1,
             )
-            rec = self.redteam.declare(rec, self.cfg.engine)
+            rec = self.declared(rec)
             m = rec.to_map()  # once: the setup map goes into the commitment too
             data = canonical.pack(m)  # == rec.encode()
             items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
