@@ -23,6 +23,7 @@ from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rej
 from fpmon.monitor.model import FleetModel, VerdictEntry
 from fpmon.monitor.screens.alerts import AlertsScreen
 from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.screens.capacity import CapacityScreen
 from fpmon.monitor.screens.evidence import EvidenceScreen
 from fpmon.monitor.screens.fleet import FleetScreen
 from fpmon.monitor.screens.modals import ColumnsScreen, HelpScreen
@@ -121,6 +122,7 @@ class MonitorApp(App):
                 curve=config.curve,
                 record=config.monitor.record,
                 state_timeout_s=config.monitor.state_timeout_s,
+                state_refresh_s=config.monitor.state_refresh_s,
                 deaf_after_s=config.monitor.deaf_after_s,
                 verifier_key=config.monitor.verifier_key,
             )
@@ -217,6 +219,10 @@ class MonitorApp(App):
         screen = self.live_screen()
         if screen is not None:
             screen.repaint()
+        else:  # a full screen with live figures; the stack is empty while the app exits
+            top = self.screen_stack[-1] if self.screen_stack else None
+            if isinstance(top, CapacityScreen):
+                top.repaint()
         if self.problems is not None:
             for p in self.problems():
                 self.notify(p, severity="error", timeout=30)
@@ -264,6 +270,12 @@ class MonitorApp(App):
     # -- screens -------------------------------------------------------------------------
     def show_evidence(self, entry: VerdictEntry) -> None:
         self.push_screen(EvidenceScreen(entry))
+
+    def show_capacity(self, node: str) -> None:
+        if node not in self.model.nodes:
+            self.notify(f"{node} is not in the fleet view", severity="warning")
+            return
+        self.push_screen(CapacityScreen(node))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_rows(self)))
@@ -327,7 +339,7 @@ def tune_gc() -> None:
 # Every class that declares bindings, for the help screen and keymap validation.
 BINDING_CLASSES: tuple[type[DOMNode], ...] = (
     MonitorApp, LiveScreen, FleetScreen, VerdictsScreen, AlertsScreen, EvidenceScreen,
-    HelpScreen, ColumnsScreen, LiveTable,
+    CapacityScreen, HelpScreen, ColumnsScreen, LiveTable,
 )  # fmt: skip
 
 
@@ -354,7 +366,8 @@ def check_keymap(keymap: Mapping[str, str]) -> None:
 BINDING_PLACES: dict[type, str] = {
     MonitorApp: "anywhere", LiveScreen: "fleet, verdicts, alerts", LiveTable: "any table",
     FleetScreen: "fleet", VerdictsScreen: "verdicts", AlertsScreen: "alerts",
-    EvidenceScreen: "evidence", HelpScreen: "this help", ColumnsScreen: "columns dialog",
+    EvidenceScreen: "evidence", CapacityScreen: "capacity", HelpScreen: "this help",
+    ColumnsScreen: "columns dialog",
 }  # fmt: skip
 
 
@@ -373,17 +386,18 @@ def help_rows(app: App) -> list[tuple[str, str, str, str]]:
     keymap = app._keymap if hasattr(app, "_keymap") else {}
     playing = isinstance(getattr(app, "source", None), Player)
     inspector = bool(getattr(app, "inspector", False))
-    rows = []
-    seen = set()
+    rows: dict[str, list[str]] = {}  # one row per id; a binding on two screens names both
     for cls in BINDING_CLASSES:
         for b in cls.BINDINGS:
-            if not isinstance(b, Binding) or not b.id or b.id in seen:
+            if not isinstance(b, Binding) or not b.id:
                 continue
-            seen.add(b.id)
+            if b.id in rows:
+                rows[b.id][2] += f", {BINDING_PLACES.get(cls, '')}"
+                continue
             if b.id.startswith("play.") and not playing:
                 continue
             if inspector and b.id in ("alerts.ack", "alerts.ack_all", "verdicts.export"):
                 continue
             key = key_display(app, keymap.get(b.id, b.key))
-            rows.append((key, b.description or b.action, BINDING_PLACES.get(cls, ""), b.id))
-    return rows
+            rows[b.id] = [key, b.description or b.action, BINDING_PLACES.get(cls, ""), b.id]
+    return [(k, what, where, bid) for k, what, where, bid in rows.values()]

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fpmon.errors import FpmonError
-from fpmon.wire import Telemetry
+from fpmon.wire import CapacityMetric, CapacityWindow, Telemetry
 from fpmon.wire.messages import AlertKind, Severity
 
 GPM_METRICS = ("sm_util", "sm_occupancy", "tensor_util", "dram_bw_util")
@@ -151,6 +151,7 @@ class Accounting:
         self._foreign: dict[tuple[str, str, int], int] = {}
         self._foreign_alerted: set[tuple[str, str, int]] = set()
         self.last: dict[str, str] = {}  # node -> the last window's verdict, for the summary
+        self.windows: dict[str, CapacityWindow] = {}  # node -> the last window, typed
 
     # --- observed ---------------------------------------------------------------------------
     def telemetry(self, node: str, t: Telemetry, now: float) -> list[Alarm]:
@@ -276,6 +277,7 @@ class Accounting:
         tokens = int(tokens_since(w.start))
         metrics: dict[str, dict[str, Any]] = {}
         skipped: dict[str, str] = {}
+        judged: list[CapacityMetric] = []  # the same figures, unrounded, as the wire has them
         over = []
         for m in METRICS:
             if m not in w.sums:
@@ -297,6 +299,17 @@ class Accounting:
             ratio = obs / exp if exp > 0 else None
             threshold = self.s.ratio[m]
             is_over = obs - exp > floor_s and (ratio is None or ratio > threshold)
+            judged.append(
+                CapacityMetric(
+                    metric=m,
+                    observed_s=_clamp(obs),
+                    explained_s=_clamp(exp),
+                    threshold=threshold,
+                    floor_s=_clamp(floor_s),
+                    over=is_over,
+                    explained_by=why[:4096],
+                )
+            )
             metrics[m] = {
                 "observed_s": round(obs, 3),
                 "explained_s": round(exp, 3),
@@ -309,6 +322,15 @@ class Accounting:
             if is_over:
                 over.append(m)
         self.last[node] = _describe(w, metrics, skipped, tokens, window)
+        self.windows[node] = CapacityWindow(
+            start_t=min(max(w.start, 0.0), 1e10),
+            window_s=_clamp(window),
+            tokens=tokens,
+            gpus=min(len(w.gpus), 1 << 16),
+            metrics=judged,
+            not_judged={m: why[:4096] for m, why in skipped.items()},
+            threshold_source=self.s.source[:4096],
+        )
         if not over:
             return None
         parts = [
@@ -339,6 +361,10 @@ class Accounting:
     def describe(self, node: str) -> str:
         return self.last.get(node, "")
 
+    def window(self, node: str) -> CapacityWindow | None:
+        """The last window's figures, for the node summary a monitor shows (NodeSummary)."""
+        return self.windows.get(node)
+
 
 def _ratio(r: float | None) -> str:
     return "no tokens to explain it" if r is None else f"ratio {r:.2f}"
@@ -359,6 +385,12 @@ def _describe(
     if skipped:
         out += f"; not judged: {', '.join(sorted(skipped))}"
     return out[:4096]
+
+
+def _clamp(x: float) -> float:
+    """Within the wire's bound on activity-seconds: one figure beyond it would make the whole
+    state reply a schema reject at every monitor (no real window comes near it)."""
+    return min(x, 1e12)
 
 
 class ReferenceMeter:

@@ -592,8 +592,9 @@ class ReplayDaemon:
 
     # --- state (Clone pattern snapshot) ---------------------------------------------------
     def summary(self) -> dict[str, Any]:
+        acc = self.watch.accounting
         return node_summaries(
-            self.intake, self.store, self.sampler, self.shed, self.watch.accounting.describe
+            self.intake, self.store, self.sampler, self.shed, acc.describe, acc.window
         )
 
     def state_reply(self, since: int = 0) -> StateReply:

@@ -17,6 +17,8 @@ from fpmon.wire.messages import (
     SCHEMA_VERSION,
     STATUSES,
     Candidate,
+    CapacityMetric,
+    CapacityWindow,
     Evidence,
     GpmMetrics,
     GpuProcess,
@@ -38,6 +40,8 @@ PARTS = (
     HostSample,
     ProcessSample,
     NodeSummary,
+    CapacityWindow,
+    CapacityMetric,
     Link,
 )
 

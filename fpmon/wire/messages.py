@@ -289,6 +289,40 @@ class ProcessSample(Part, frozen=True):
     note: Text = ""  # how it was measured (psutil, /proc) or why not
 
 
+# Activity-seconds (a % of the time x seconds, summed over a node's GPUs) and the window they
+# cover: wider than `Seconds`, since one absurd figure in a node summary would make the whole
+# state reply a schema reject.
+ActivitySeconds = Annotated[float, Meta(ge=0.0, le=1e12)]
+RatioThreshold = Annotated[float, Meta(ge=1.0, le=1e6)]  # as `[accounting] ratio` is checked
+
+
+class CapacityMetric(Part, frozen=True):
+    """One metric of a node's accounting window (replay/accounting.py): what its GPUs did
+    against what its committed tokens explain. The ratio is observed / explained; the verifier
+    calls it `over` when it is above `threshold` and the excess above `floor_s`."""
+
+    metric: Key  # util, sm_util, sm_occupancy, tensor_util, dram_bw_util
+    observed_s: ActivitySeconds  # activity-seconds the node's own GPUs reported
+    explained_s: ActivitySeconds  # committed tokens x the reference's activity per token
+    threshold: RatioThreshold
+    floor_s: ActivitySeconds = 0.0
+    over: bool = False
+    explained_by: Text = ""  # where the per-token figure came from
+
+
+class CapacityWindow(Part, frozen=True):
+    """The verifier's latest accounting window for one node: every metric it judged, and why
+    each other one was not (no GPM on the node, no replay on the reference yet, ...)."""
+
+    start_t: UnixTime
+    window_s: ActivitySeconds
+    tokens: Count  # committed in the window
+    gpus: Annotated[int, Meta(ge=0, le=1 << 16)] = 0
+    metrics: Annotated[list[CapacityMetric], Meta(max_length=32)] = []
+    not_judged: Annotated[dict[Key, Text], Meta(max_length=32)] = {}
+    threshold_source: Text = ""
+
+
 # --- messages --------------------------------------------------------------------------------
 Setup = Annotated[dict[Key, Value1], Meta(max_length=64)]
 
@@ -460,8 +494,9 @@ class NodeSummary(Part, frozen=True):
     shed: Count = 0
     suspect: bool = False
     sample_rate: Number = 0.0
-    capacity: Text = ""
+    capacity: Text = ""  # the accounting in words: checked or not, and the last window
     declared: Setup = {}
+    accounting: CapacityWindow | None = None  # the last window's figures; None: none yet
 
 
 class StateRequest(Message, frozen=True):

@@ -23,6 +23,7 @@ from textual import events
 from textual._segment_tools import line_crop
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.content import Content
 from textual.coordinate import Coordinate
 from textual.css.styles import RenderStyles
 from textual.geometry import Region
@@ -54,14 +55,16 @@ def _meta_beyond(row: int) -> Style:
 class Cell:
     """One line of styled text that renders as a single Segment, and the raw value its
     column sorts by. Rich `Text` goes through wrapping and span joining for every cell on
-    every repaint; a fleet table repaints hundreds of cells, so cells stay this simple."""
+    every repaint; a fleet table repaints hundreds of cells, so cells stay this simple.
+    `tip`: the why behind a short cell (a `—`), shown as the table's tooltip on hover."""
 
-    __slots__ = ("sort_key", "style", "text")
+    __slots__ = ("sort_key", "style", "text", "tip")
 
-    def __init__(self, text: str, style: str = "", sort_key: Any = None) -> None:
+    def __init__(self, text: str, style: str = "", sort_key: Any = None, tip: str = "") -> None:
         self.text = text
         self.style = style
         self.sort_key = text if sort_key is None else sort_key
+        self.tip = tip
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield Segment(self.text, _style(self.style))
@@ -71,7 +74,12 @@ class Cell:
         return Measurement(n, n)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Cell) and self.text == other.text and self.style == other.style
+        return (
+            isinstance(other, Cell)
+            and self.text == other.text
+            and self.style == other.style
+            and self.tip == other.tip
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -82,8 +90,8 @@ class Cell:
         return f"Cell({self.text!r}, {self.style!r})"
 
 
-def cell(text: str, style: str = "", sort_key: Any = None) -> Cell:
-    return Cell(text, style, sort_key)
+def cell(text: str, style: str = "", sort_key: Any = None, tip: str = "") -> Cell:
+    return Cell(text, style, sort_key, tip)
 
 
 def _sort_key(value: Any) -> tuple:
@@ -175,6 +183,7 @@ class LiveTable(DataTable):
         self._row_version: dict[RowKey, int] = {}
         self._versions = 0  # never reused: a row key removed and added again starts anew
         self._changed_rows: set[RowKey] = set()
+        self._tip = ""  # the hovered cell's tip, shown as the tooltip
 
     def on_mount(self) -> None:
         # Per instance, as Textual's own docs show, though it types `renderer` a ClassVar.
@@ -274,6 +283,23 @@ class LiveTable(DataTable):
         self._versions += 1
         self._row_version[row_key] = self._versions
         self._changed_rows.add(row_key)
+
+    def watch_hover_coordinate(self, old: Coordinate, value: Coordinate) -> None:
+        super().watch_hover_coordinate(old, value)
+        self._hover_tip()
+
+    def _hover_tip(self) -> None:
+        """The hovered cell's `tip` as the tooltip (None hides it)."""
+        try:
+            value = self.get_cell_at(self.hover_coordinate)
+        except CellDoesNotExist:
+            value = None
+        tip = getattr(value, "tip", "")
+        if tip != self._tip:
+            self._tip = tip
+            # Content, not a str: a tooltip string is read as markup, and a tip quotes the
+            # wire (process names) where a `[` must not be taken for a tag.
+            self.tooltip = Content(tip) if tip else None
 
     def _refresh_changed_rows(self) -> None:
         """Redraw the changed rows that are on screen, each once (rows are one line high)."""

@@ -16,7 +16,17 @@ from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
 from fpmon.replay.watch import Watch
-from fpmon.wire import GpmMetrics, GpuProcess, GpuSample, Limits, Telemetry, encode
+from fpmon.wire import (
+    GpmMetrics,
+    GpuProcess,
+    GpuSample,
+    Limits,
+    NodeSummary,
+    StateReply,
+    Telemetry,
+    decode,
+    encode,
+)
 from tests.fakenvml import FakeGpu, FakeNvml
 
 # The H200's honest launch-bound decode (docs/GPU.md): ~50 tokens/s, NVML util ~22%, GPM SM
@@ -201,3 +211,30 @@ def test_bad_telemetry_is_refused_counted_and_never_an_alert() -> None:
     (t,) = intake.drain()[2]  # only the good one reaches the accounting
     watch.telemetry(t.node, t)
     assert watch.check(now + 5) == []
+
+
+def test_the_last_window_is_kept_typed_for_the_node_summary() -> None:
+    """What a monitor's fleet column reads (NodeSummary.accounting): the same figures as the
+    alert, unrounded, the verifier's own `over`, and why each other metric was not judged."""
+    acc = Accounting(settings({}, 0.25), window_s=60)
+    assert acc.window("n") is None
+    reference(acc, "n")
+    a = run(acc, "n", HIDDEN, 60)
+    w = acc.window("n")
+    assert a is not None and w is not None
+    assert w.tokens == TOKENS_PER_S * 60 and w.window_s == pytest.approx(a.details["window_s"])
+    by = {m.metric: m for m in w.metrics}
+    assert set(by) == {"util", "sm_util", "tensor_util", "dram_bw_util"}
+    assert {m for m, x in by.items() if x.over} == set(a.details["over"])
+    t = a.details["metrics"]["tensor_util"]
+    assert by["tensor_util"].observed_s == pytest.approx(t["observed_s"], abs=1e-3)
+    assert by["tensor_util"].explained_s == pytest.approx(t["explained_s"], abs=1e-3)
+    assert by["tensor_util"].threshold == t["threshold"]
+    assert "sm_occupancy" in w.not_judged and w.threshold_source == DEFAULT_SOURCE
+    # It crosses the wire inside a state reply as it is.
+    reply = StateReply(node="replay", t=time.time(), nodes={"n": NodeSummary(accounting=w)})
+    assert decode(encode(reply)).nodes["n"].accounting == w
+    # An honest window replaces it: the summary shows the latest, over or not.
+    assert run(acc, "n", HONEST, 60, t0=2000.0) is None
+    w2 = acc.window("n")
+    assert w2 is not None and w2.start_t > w.start_t and not any(m.over for m in w2.metrics)
