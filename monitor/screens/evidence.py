@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -15,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from fpmon.monitor.format import printable
 from fpmon.monitor.model import VerdictEntry, evidence_layers
 from fpmon.monitor.widgets.tables import status_text
 from fpmon.setups import NUMERIC_FIELDS
@@ -47,13 +49,14 @@ class EvidenceScreen(Screen):
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
             f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
             id="summary",
+            markup=False,  # node names and values come from the wire: text, never markup
         )
         with Horizontal(id="top"):
             yield DataTable(id="setup", cursor_type="none", zebra_stripes=True)
             yield PlotextPlot(id="plot")
         with Horizontal(id="bottom"):
             yield DataTable(id="attribution", cursor_type="row")
-            yield Static(self._meta(), id="meta")
+            yield Static(self._meta(), id="meta", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -65,14 +68,14 @@ class EvidenceScreen(Screen):
         fields = [f for f in NUMERIC_FIELDS if f in v.declared or f in replayed]
         for f in fields:
             a, b = v.declared.get(f, "—"), replayed.get(f, "—")
-            setup.add_row(f, str(a), str(b), "≠ differs" if a != b else "")
+            setup.add_row(_plain(f), _plain(a), _plain(b), "≠ differs" if a != b else "")
         att = self.query_one("#attribution", DataTable)
         att.add_columns("rank", "candidate", "score")
         for i, cand in enumerate(v.attribution[:20]):
             score = cand.score if cand.score is not None else cand.error or "—"
-            att.add_row(str(i + 1), _candidate_text(cand), _score(score))
+            att.add_row(str(i + 1), _plain(_candidate_text(cand)), _plain(_score(score)))
         if not v.attribution:
-            att.add_row("—", no_attribution_text(v), "")
+            att.add_row("—", _plain(no_attribution_text(v)), "")
         self._plot()
 
     def _plot(self) -> None:
@@ -192,3 +195,8 @@ def _score(x: Any) -> str:
     if isinstance(x, int | float) and not isinstance(x, bool):
         return "0" if x == 0 else f"{x:.3g}" if math.isfinite(x) else str(x)
     return str(x)
+
+
+def _plain(value: object) -> Text:
+    # DataTable reads a str cell as Rich markup: a node's "[/]" in a setup value would raise.
+    return Text(printable(str(value)))

@@ -267,3 +267,33 @@ def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
             assert "(budget)" in str(screen.query_one("#summary").render())
 
     asyncio.run(run())
+
+
+def test_evidence_shows_markup_in_wire_strings_as_text() -> None:
+    # Node names and setup values are the node's own words: Rich markup in them ("[/]" raises
+    # MarkupError when parsed) must be drawn as text, never crash the inspector's dashboard.
+    import msgspec
+    from textual.app import App
+
+    from fpmon.monitor.model import VerdictEntry
+    from fpmon.monitor.screens.evidence import EvidenceScreen
+
+    v = synth.verdict("dtype-cheat", 7, "mismatch", "dtype", "bfloat16")
+    v = msgspec.structs.replace(
+        v, node="[/]evil[bold", declared={**v.declared, "dtype": "[/]\x1b[31m"}
+    )
+    screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=(v.node, 7, "", 0)))
+
+    class One(App):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    async def run() -> None:
+        async with One().run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            assert "[/]evil[bold" in str(screen.query_one("#summary").render())
+            rows = screen.query_one("#setup")
+            cells = [str(c) for r in range(rows.row_count) for c in rows.get_row_at(r)]
+            assert "[/]?[31m" in cells
+
+    asyncio.run(run())
