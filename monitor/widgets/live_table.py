@@ -32,6 +32,8 @@ from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, CellKey, ColumnKey, RowKey
 
+from fpmon.monitor.format import printable
+
 CELL_CACHE = 4000  # about four screens of cells
 LINE_CACHE = 400
 
@@ -61,7 +63,9 @@ class Cell:
     __slots__ = ("sort_key", "style", "text", "tip")
 
     def __init__(self, text: str, style: str = "", sort_key: Any = None, tip: str = "") -> None:
-        self.text = text
+        # Cells hold the wire's words (node names, reasons): an escape sequence in one would
+        # be written to the terminal as is, since this fast path skips Rich's own handling.
+        self.text = text if text.isprintable() else printable(text)
         self.style = style
         self.sort_key = text if sort_key is None else sort_key
         self.tip = tip
