@@ -80,6 +80,8 @@ class Phase:
     t_ready: float = 0.0  # the condition holds from here
     t_end: float = 0.0
     restart_s: float | None = None
+    restart_from: float = 0.0  # the node was held, stopped and restarted between these
+    restart_to: float = 0.0
     side_info: str = ""
 
     @property
@@ -247,7 +249,8 @@ class Matrix:
         self.events: list[str] = []
         self.startup: dict[str, float] = {}
         self.agents: dict[str, AgentProcess] = {}
-        self.node_redteam: dict[str, Any] | None = None
+        self.procs: list[AgentProcess] = []  # every agent process started, for teardown
+        self.node_redteam: dict[str, Any] | str | None = None  # "down": stopped, not back
         self.ports = {n: free_ports(3) for n in NODES}
         self.loads: dict[str, Load] = {}
         self.daemon: ReplayDaemon | None = None
@@ -255,6 +258,7 @@ class Matrix:
         self.windows: WindowLog | None = None
         self.stop_load = threading.Event()
         self.meter = ""
+        self.out_of_time = False  # a phase was skipped or cut for lack of time
 
     # --- time --------------------------------------------------------------------------------
     def left(self) -> float:
@@ -283,11 +287,24 @@ class Matrix:
 
     # --- fleet -------------------------------------------------------------------------------
     def start_agent(self, name: str, label: str, redteam: dict[str, Any] | None) -> None:
+        """Start `name` and wait until it serves. Raises Deadline when the deadline, not the
+        agent, cut the wait short; FpmonError when the agent exited or never served."""
         doc = agent_doc(self.tmp, name, self.args, self.ports[name], redteam)
         path = write_agent_config(self.tmp, name, label, doc)
         a = AgentProcess(path, log_path=self.tmp / f"{name}.log")  # one log across restarts
-        timeout = max(min(240.0, self.left()), 1.0)
-        a.start(timeout_s=timeout)
+        self.procs.append(a)  # stopped at the end even if interrupted while starting
+        # Half the teardown reserve may go to a start: the other half stops the fleet.
+        budget = self.deadline - self.args.reserve_s / 2 - time.time()
+        if budget < 1:
+            raise Deadline
+        timeout = min(240.0, budget)
+        t = time.time()
+        try:
+            a.start(timeout_s=timeout)
+        except FpmonError:
+            if timeout < 240 and time.time() - t >= timeout - 1:
+                raise Deadline from None  # still loading when time ran out (it was killed)
+            raise
         self.agents[name] = a
         if name in self.loads:
             self.loads[name].agent = a
@@ -381,28 +398,38 @@ class Matrix:
                 "skipped",
                 f"{self.left():.0f} s left, a restart and phase need {need:.0f}",
             )
+            self.out_of_time = True
             self.say(f"{p.name}: SKIPPED: {p.note}")
             return False
         self.say(f"{p.name}: restarting node with [redteam] {want}")
         load = self.loads["node"]
-        t = time.time()
+        p.restart_from = time.time()
         load.hold()  # no request in flight: SIGTERM finds the agent idle
         if not self.drain_openings("node", 10.0):
             self.say(f"{p.name}: openings of node still pending after 10 s; restarting anyway")
         try:
             self.agents["node"].stop(timeout_s=20)
+            self.node_redteam = "down"
             try:
                 self.start_agent("node", p.name, want)
+            except Deadline:
+                p.status, p.note = "cut", "deadline while the node restarted"
+                raise
             except FpmonError as e:
                 p.status, p.note = "failed", f"node did not start with [redteam] {want}: {e}"
-                self.say(f"{p.name}: FAILED: {p.note[:600]}; restarting it honest")
+                self.say(f"{p.name}: FAILED: {p.note[:600]}")
+                if self.left() < self.args.restart_estimate_s + self.args.min_phase_s:
+                    self.say("node left down: no time to restart it honest")
+                    return False
+                self.say("restarting node honest")
                 self.start_agent("node", "honest-again", None)
                 self.node_redteam = None
                 return False
         finally:
+            p.restart_to = time.time()
             load.resume()
         self.node_redteam = want
-        p.restart_s = round(time.time() - t, 1)
+        p.restart_s = round(p.restart_to - p.restart_from, 1)
         self.say(f"{p.name}: node serving again after {p.restart_s} s")
         return True
 
@@ -425,17 +452,16 @@ class Matrix:
     def run_phase(self, p: Phase) -> None:
         p.t_prepare = time.time()
         if p.redteam != self.node_redteam and not self.restart_node(p):
-            p.t_prepare = 0.0
+            if not p.restart_from:
+                p.t_prepare = 0.0  # skipped before touching the node: owns no time
             return
-        if p.kind in ("compute", "memory") and self.left() < self.args.min_phase_s + 10:
-            p.status, p.note = "skipped", f"{self.left():.0f} s left"
-            self.say(f"{p.name}: SKIPPED: {p.note}")
-            p.t_prepare = 0.0
-            return
-        if self.left() < self.args.min_phase_s:
-            p.status, p.note = "skipped", f"{self.left():.0f} s left"
-            self.say(f"{p.name}: SKIPPED: {p.note}")
-            p.t_prepare = 0.0
+        need = self.args.min_phase_s + (10 if p.kind in ("compute", "memory") else 0)
+        if self.left() < need:  # 10 s: a side process takes ~5 s to launch, more to stop
+            p.status, p.note = ("cut" if p.restart_from else "skipped"), f"{self.left():.0f} s left"
+            self.out_of_time = True
+            self.say(f"{p.name}: {p.status.upper()}: {p.note}")
+            if not p.restart_from:
+                p.t_prepare = 0.0
             return
         side: Any = NoSide()
         if p.kind in ("compute", "memory") and not self.args.dry_run:
@@ -456,14 +482,14 @@ class Matrix:
         self.write()
 
     def run(self) -> None:
-        self.start_fleet()
-        self.status = "running"
-        self.write()
         try:
+            self.start_fleet()
+            self.status = "running"
+            self.write()
             for p in self.phases:
                 if p.status == "pending":
                     self.run_phase(p)
-            self.status = "done"
+            self.status = "deadline" if self.out_of_time else "done"
         except Deadline:
             self.status = "deadline"
             self.say(f"deadline ({self.args.deadline_s:g} s): stopping")
@@ -471,6 +497,8 @@ class Matrix:
             for p in self.phases:
                 if p.status == "pending":
                     p.status, p.note = "skipped", "not reached (deadline or stop)"
+                elif p.status == "running":  # interrupted (SIGTERM) inside the phase
+                    p.status, p.note = "cut", "interrupted"
 
     def finish(self) -> None:
         """Stop the load, let the daemon take one more tick, write everything, stop the fleet."""
@@ -483,8 +511,8 @@ class Matrix:
             if self.daemon is not None:
                 self.daemon.stop()
                 self.daemon_thread.join(timeout=10)
-        for a in self.agents.values():
-            a.stop(timeout_s=8)
+        for a in self.procs:
+            a.stop(timeout_s=8)  # returns at once for one already stopped
         tails = []
         for name in NODES:
             log = self.tmp / f"{name}.log"
@@ -544,12 +572,12 @@ class Matrix:
             p = started.get(key)
             return p is not None and t < (p.t_ready or float("inf"))
 
-        restarts = [(p.t_prepare, p.t_ready) for p in started.values() if p.restart_s]
+        restarts = [(p.restart_from, p.restart_to or time.time()) for p in self.phases]
 
         def during_restart(t: float) -> bool:
             """Raised while the node was down for a restart (deaf, an opening it missed),
             whichever phase served the record: an artifact of the bench, not of hidden work."""
-            return any(a <= t <= b for a, b in restarts)
+            return any(a <= t <= b for a, b in restarts if a)
 
         served = {n: list(self.loads[n].served) if n in self.loads else [] for n in NODES}
         seq_owner = {n: {seq: owner(t) for t, seq, _ in served[n]} for n in NODES}
@@ -597,6 +625,7 @@ class Matrix:
             r
             for r in rows
             if r["segment"] in quiet
+            and r["node"] == "node"
             and not (r["carried_over"] or r["verifier_itself"] or r["during_restart"])
         ]
         control_alerts = [r for r in rows if r["node"] == "control" and not r["verifier_itself"]]
@@ -617,7 +646,7 @@ class Matrix:
             "events": self.events,
             "phases": phases_out,
             "summary": {
-                "false_alarms_in_quiet": len(false_alarms),
+                "node_alerts_in_quiet": len(false_alarms),
                 "control_alerts": len(control_alerts),
                 "control_alerts_verifier_itself": sum(
                     r["verifier_itself"] for r in rows if r["node"] == "control"
@@ -758,8 +787,9 @@ def table(doc: dict[str, Any]) -> str:
         )
     s = doc["summary"]
     lines.append(
-        f"false alarms in quiet phases: {s['false_alarms_in_quiet']} over {s['quiet_node_s']} s "
-        f"of quiet node; control alerts: {s['control_alerts']} over {s['control_serving_s']} s "
+        f"false alarms: node alerts in quiet phases {s['node_alerts_in_quiet']} over "
+        f"{s['quiet_node_s']} s of quiet node; control alerts: {s['control_alerts']} over "
+        f"{s['control_serving_s']} s "
         f"(+{s['control_alerts_verifier_itself']} foreign_process naming the verifier itself, "
         "whose reference shares the control's GPU)"
     )
@@ -808,7 +838,7 @@ def main() -> int:
         m.status = "interrupted"
         m.say("interrupted: writing what there is")
     except Exception as e:
-        m.status = f"error: {e!r}"[:2000]
+        m.status = f"error: {e!r}"[:600]
         m.say(m.status)
         rc = 0 if m.daemon is not None else 1  # data from a started fleet is still data
     finally:
