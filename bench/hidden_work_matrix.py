@@ -22,10 +22,12 @@ from its preparation: side process launch or restart), alerts on the control (mu
 is counted apart), alerts in quiet phases (false alarms), every accounting window's
 observed/explained per metric, the undeclared_capacity details, verdicts and tokens/s.
 
-Self-time-boxed: `--deadline-s` after start it stops cleanly (the running phase is cut short,
-later ones are marked skipped), writes what it has and exits 0. `--out`/matrix.json is
-rewritten after every phase and every `--flush-s` inside one, so a killed run still leaves data.
+Self-time-boxed: `--deadline-s` after the bench's start (after its imports) it stops cleanly
+(the running phase is cut short, later ones are marked skipped), writes what it has and exits
+0. `--out`/matrix.json is rewritten after every phase and every `--flush-s` inside one, so a
+killed run still leaves data.
 
+    bash bench/gpu_matrix.sh                   # the device call: carried wheels, then this
     PYTHONPATH=. python bench/hidden_work_matrix.py --out /tmp/matrix          # two GPUs
     PYTHONPATH=. python bench/hidden_work_matrix.py --dry-run --out /tmp/mx \\
         --phases quiet:10,compute0.1:6,batch4:12,instream0.5:8 --window-s 4 --tokens 8
