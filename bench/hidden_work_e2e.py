@@ -24,11 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from fpmon.lab.sidework import SideProcess
-
 from fpmon.agents.client import submit
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
+from fpmon.sidework import SideProcess
 from fpmon.testing.spawn import AgentProcess, write_config
 
 
