@@ -225,7 +225,7 @@ class Fleet:
                 "sampling": {"rate": self.rate, "suspect_rate": self.rate},
                 "openings": {"deadline_s": 3.0, "retries": 2},
                 "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
-                # Eight processes share two CPU cores here: per-request time is scheduler
+                # Nine processes share two CPU cores here: per-request time is scheduler
                 # noise, not evidence. The demo shows numerics; timing needs a quiet GPU.
                 "timing": {"margin": 4.0, "capacity_window_s": CAPACITY_WINDOW_S},
                 "node": nodes,

@@ -114,12 +114,15 @@ def test_dashboard_on_a_real_demo_fleet(tmp_path):
 
 def test_headless_demo_json_and_clean_stop(tmp_path):
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
-    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "45", "--json",
+    # 60 s, the default: the hidden-work node's first capacity window closes 35-50 s after start
+    # (the agents load the model, then one 15 s window that waits for the first replay).
+    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "60", "--json",
             "--workdir", str(tmp_path)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    data = json.loads(out.stdout)
-    assert data["duration_s"] >= 45
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+    data = json.loads(out.stdout) if out.stdout.strip() else {}
+    whys = {n["node"]: n["why"] for n in data.get("nodes", []) if not n["pass"]}
+    assert out.returncode == 0, (whys, out.stderr[-2000:])
+    assert data["duration_s"] >= 60
     assert data["pass"] is True and data["failed"] == [], data["failed"]
     by = {n["node"]: n for n in data["nodes"]}
     assert set(by) == {n.name for n in NODES}
