@@ -17,6 +17,7 @@ import msgspec
 
 from fpmon import config
 from fpmon.config import (
+    Fraction,
     Invalid,
     NonNegative,
     NonNegativeFloat,
@@ -136,6 +137,8 @@ class RedTeamConfig(Section):
     tamper_openings: bool = False
     drop_every: NonNegative = 0
     reorder: bool = False
+    side_work_duty: Fraction = 0.0  # > 0: hidden work in the engine process, this share of time
+    side_work_kind: Literal["compute", "memory"] = "compute"
 
 
 class AgentConfig(Section):

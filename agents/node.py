@@ -233,6 +233,8 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.stop_event.set())
+        # Drills and the demo only; started first, so that a failure to start stops nothing.
+        side_work = self.parts.side_work(self.cfg.engine.device)
         pub_thread = threading.Thread(target=self.publisher.run, name="fpmon-publish", daemon=True)
         pub_thread.start()
         self.worker.start()
@@ -274,6 +276,8 @@ class Agent:
                 self._write_status()
         finally:
             self.notifier.stopping()
+            if side_work is not None:
+                side_work.stop()
             self.worker.stop()
             self.worker.join(timeout=30)
             # Replies for work already durable still go out before the sockets close.

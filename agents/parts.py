@@ -24,6 +24,10 @@ def _as_declared(e: EngineConfig) -> EngineConfig:
     return e
 
 
+def _no_side_work(device: str) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Parts:
     engine: Callable[[EngineConfig], EngineConfig] = _as_declared  # what actually runs
@@ -31,8 +35,8 @@ class Parts:
     publisher: Callable[..., Publisher] = Publisher
     opener: Callable[[RecordLog, OpenRequest, str], Opened] = open_record
     behaviours: tuple[str, ...] = ()
-    # Started beside the engine and stopped with the agent (red-team side work), if any.
-    extras: tuple[Any, ...] = ()
+    # Hidden work started beside the engine on its device; something to `.stop()`, or None.
+    side_work: Callable[[str], Any] = _no_side_work
 
 
 HONEST = Parts()

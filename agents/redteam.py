@@ -12,6 +12,13 @@ a WARNING at start naming every behaviour that is on.
     tamper_openings = true  # flip one byte of a probe in every opened record
     drop_every = 0          # N > 0: never publish every Nth commitment
     reorder = false         # publish commitments in swapped pairs
+    side_work_duty = 0.5    # > 0: hidden work inside the engine process, this share of the time
+    side_work_kind = "compute"  # ... matmuls ("compute") or large copies ("memory")
+
+Side work is real: a thread of the agent (the engine's process) runs the lab's side-work loop
+(`fpmon/sidework.py`) on the engine's device, on its own CUDA stream on a GPU, plain on the
+CPU. It leaves every record honest; only the node's activity (GPU metrics, or the engine
+process's CPU time) shows it.
 
 The *declared* setup is always `[engine]`: the record carries it, whatever actually ran.
 
@@ -51,6 +58,8 @@ class RedTeam:
     tamper_openings: bool = False
     drop_every: int = 0
     reorder: bool = False
+    side_work_duty: float = 0.0
+    side_work_kind: str = "compute"
     _count: int = 0
     _held: Commit | None = None
 
@@ -77,6 +86,11 @@ class RedTeam:
             out.append(f"drops every {self.drop_every}th commitment")
         if self.reorder:
             out.append("reorders commitments")
+        if self.side_work_duty > 0:
+            out.append(
+                f"runs hidden {self.side_work_kind} work in its engine process at "
+                f"{self.side_work_duty:.0%} duty"
+            )
         return out
 
     def announce(self, node: str) -> None:
@@ -85,6 +99,30 @@ class RedTeam:
                 "RED-TEAM MODE: this agent lies on purpose (drill/demo only)",
                 extra={"fields": {"node": node, "behaviours": self.behaviours()}},
             )
+
+    # -- hidden work beside the declared work ------------------------------------------------
+
+    def side_work(self, device: str) -> Any:
+        """The running side-work loop on the engine's `device` (stop it with `.stop()`), or
+        None for a node without it."""
+        if not (self.enabled and self.side_work_duty > 0):
+            return None
+        from fpmon.sidework import SideWork
+
+        work = SideWork(self.side_work_kind, self.side_work_duty, device)
+        work.start()
+        log.warning(
+            "RED-TEAM: hidden side work running in the engine process",
+            extra={
+                "fields": {
+                    "kind": work.kind,
+                    "duty": work.duty,
+                    "device": str(work.device),
+                    "op_ms": round(work.op_s * 1e3, 3),
+                }
+            },
+        )
+        return work
 
     # -- declare one setup, run another ------------------------------------------------------
 
@@ -203,6 +241,7 @@ def compose(cfg: RedTeamConfig, node: str) -> Parts:
         publisher=functools.partial(LyingPublisher, team),
         opener=functools.partial(_tampering_opener, team),
         behaviours=tuple(team.behaviours()),
+        side_work=team.side_work,
     )
 
 

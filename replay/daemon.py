@@ -414,7 +414,7 @@ class ReplayDaemon:
             )
             if f is not None:
                 self._finding(f)
-            self.watch.judged(v.node, j.reference_s, j.tokens, j.activity)
+            self.watch.judged(v.node, j.reference_s, j.tokens, j.activity, j.cpu_s)
 
     # --- outputs --------------------------------------------------------------------------
     def _verdict(

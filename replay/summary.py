@@ -53,9 +53,12 @@ def node_summaries(
 
 
 def _capacity(node: str, tele: Telemetry | None, accounting: Callable[[str], str] | None) -> str:
-    """Whether the node's GPU activity is accounted, and the last window's figures."""
-    if tele is None or not tele.gpus:
-        why = tele.scope if tele is not None and tele.scope else "gpus: []"
-        return f"not checked: the node reports no GPUs ({why})"
+    """Whether the node's activity (its GPUs', or a CPU engine's CPU time) is accounted, and
+    the last window's figures."""
+    if tele is None:
+        return "not checked: no telemetry yet"
+    if not tele.gpus and (tele.engine is None or tele.engine.cpu_s is None):
+        why = tele.scope or "gpus: []"
+        return f"not checked: the node reports no GPUs ({why}) and no engine CPU time"
     last = accounting(node) if accounting is not None else ""
     return f"checked: {last}" if last else "checked: first window not complete"
