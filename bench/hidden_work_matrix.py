@@ -131,35 +131,39 @@ class NoSide:
 class WindowLog:
     """Every accounting window's observed/explained per metric, alert or not: the honest spread
     (how far below the threshold quiet windows stay) is what a false-alarm run measures, and
-    the alert carries only windows that went over. Wraps the daemon's Accounting in place."""
+    the alert carries only windows that went over. Reads the typed window the daemon keeps for
+    its state replies (`Accounting.windows`) after each check."""
 
     def __init__(self, acc: Any) -> None:
         self.rows: list[dict[str, Any]] = []
-        self._node = ""
-        check, describe = acc.check, accounting_mod._describe
+        check = acc.check
 
         def wrapped_check(node: str, now: float, tokens_since: Any) -> Any:
-            self._node = node  # _describe is not told the node; check runs in one thread
-            return check(node, now, tokens_since)
-
-        def wrapped_describe(w: Any, metrics: Any, skipped: Any, tokens: int, s: float) -> str:
-            self.rows.append(
-                {
-                    "node": self._node,
-                    "t_start": w.start,
-                    "t_end": w.start + s,
-                    "tokens": tokens,
-                    "metrics": {
-                        m: {k: v[k] for k in ("observed_s", "explained_s", "ratio", "over")}
-                        for m, v in metrics.items()
-                    },
-                    "not_judged": sorted(skipped),
-                }
-            )
-            return str(describe(w, metrics, skipped, tokens, s))
+            before = acc.windows.get(node)
+            out = check(node, now, tokens_since)
+            w = acc.windows.get(node)
+            if w is not None and w is not before:
+                self.rows.append(
+                    {
+                        "node": node,
+                        "t_start": w.start_t,
+                        "t_end": w.start_t + w.window_s,
+                        "tokens": w.tokens,
+                        "metrics": {
+                            m.metric: {
+                                "observed_s": m.observed_s,
+                                "explained_s": m.explained_s,
+                                "ratio": m.observed_s / m.explained_s if m.explained_s else None,
+                                "over": m.over,
+                            }
+                            for m in w.metrics
+                        },
+                        "not_judged": sorted(w.not_judged),
+                    }
+                )
+            return out
 
         acc.check = wrapped_check
-        accounting_mod._describe = wrapped_describe  # looked up at call time by check()
 
 
 class Load(threading.Thread):

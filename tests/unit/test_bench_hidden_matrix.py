@@ -14,7 +14,6 @@ from types import ModuleType
 import pytest
 
 from fpmon.errors import FpmonError
-from fpmon.replay import accounting
 from fpmon.replay.accounting import Accounting, settings
 from fpmon.wire import GpmMetrics, GpuSample, Telemetry
 
@@ -60,8 +59,6 @@ def test_a_key_the_agent_config_does_not_know_is_refused_before_any_restart(
 def test_every_accounting_window_is_logged_with_its_ratios(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # WindowLog wraps the accounting module's _describe: put the original back afterwards.
-    monkeypatch.setattr(accounting, "_describe", accounting._describe)
     acc = Accounting(settings({}, 0.25), window_s=10)
     log = bench.WindowLog(acc)
     for _ in range(5):  # replays: 32 tokens, 0.64 s, the honest decode's GPM activity
