@@ -5,7 +5,7 @@ on `--node-device`, `control` on `--control-device`; the replay daemon judges bo
 reference on `--reference` (GPM around its replays where that is a GPU), accounting their
 telemetry over `--window-s` windows. After the daemon has judged a few records of each node:
 `--quiet-s` of honest serving, then `--hidden-s` with a side process of bf16 matmuls at
-`--duty` on the node's device (`fpmon.lab.sidework`). Prints and writes (`--out`) every alert
+`--duty` on the node's device (`fpmon.sidework`). Prints and writes (`--out`) every alert
 with its phase, the nodes' capacity summaries and the undeclared_capacity details.
 Expected: no alert in the quiet phase or for the control; `foreign_process` and
 `undeclared_capacity` for the node in the hidden phase.
