@@ -394,15 +394,29 @@ def test_agent_in_sidecar_mode_commits_records_that_replay_match(sidecar):
     assert "attached to the vLLM server" in sidecar["log"]
 
 
-def test_a_server_without_fpmons_plugin_is_named(vllm_server):
-    """What a `vllm serve` without `--worker-extension-cls` answers for a plugin method, read
-    from the real server (the plugin's own methods stand in for the missing one)."""
+def test_servers_the_agent_cannot_use_are_named(vllm_server):
+    """Against the real server: what it answers for a plugin method it lacks (as a `vllm serve`
+    without `--worker-extension-cls` answers for all of them), and a model or dtype other than
+    `[engine]` declares — each one line naming `[vllm] server`."""
+    from fpmon.agents.config import AgentConfig, EngineConfig, VllmConfig
+    from fpmon.agents.sidecar import attach, connect
     from fpmon.engines.vllm.attach import PLUGIN_FLAGS, ServerTap
     from fpmon.errors import FpmonError
 
     with pytest.raises(FpmonError, match="does not run fpmon's plugin") as err:
         ServerTap(vllm_server)._rpc("fpmon_not_there", {})
     assert PLUGIN_FLAGS in str(err.value)
+    for engine, why in (
+        ({"model": "/models/other-model"}, "serves model 'tiny', but \\[engine\\] model"),
+        ({"dtype": "float32"}, "runs bfloat16, but \\[engine\\] dtype declares float32"),
+    ):
+        cfg = AgentConfig(
+            engine=EngineConfig(kind="vllm", **engine), vllm=VllmConfig(server=vllm_server)
+        )
+        tap = connect(cfg)
+        assert tap.num_layers == 6 and tap.max_positions > 0
+        with pytest.raises(FpmonError, match=f"^\\[vllm\\] server = '{vllm_server}' {why}"):
+            attach(tap, cfg, [0], 8)
 
 
 def _seq(reply) -> int:
