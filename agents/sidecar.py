@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +36,9 @@ from fpmon.logs import fields
 from fpmon.records import HIDDEN_PROBE, TOPK_IDS, TOPK_VALUES, Record
 
 log = logging.getLogger("fpmon.agent.sidecar")
+
+# What a request thread hands the loop: the completion, the plugin's material, when it ended.
+Served = tuple[Completion, dict[str, Any] | None, float]
 
 POLL_S = 0.01  # how often the loop looks at requests in flight and the intake queue
 # A finished request reaches the plugin's log at the server's next engine step: a few ms.
@@ -75,19 +80,68 @@ def attach(tap: ServerTap, cfg: AgentConfig, layers: list[int], topk: int) -> No
     )
 
 
+class _Drains:
+    """The plugin's finished requests, drained by whichever request thread asks first; what
+    a drain brings for other requests waits here for them (one drain at a time)."""
+
+    def __init__(self, tap: ServerTap, reattach: Callable[[], None]) -> None:
+        self.tap, self.reattach = tap, reattach
+        self.lock = threading.Lock()
+        self.stash: dict[str, dict[str, Any]] = {}
+
+    def take(self, key: str) -> dict[str, Any] | None:
+        """The material for request `key`; None if the plugin never reports it."""
+        deadline = time.monotonic() + DRAIN_WAIT_S
+        pause = 0.002
+        while True:
+            with self.lock:
+                if key not in self.stash:
+                    self._drain()
+                if key in self.stash:
+                    return self.stash.pop(key)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(pause)  # the plugin logs a finish at the server's next engine step
+            pause = min(pause * 2, 0.1)
+
+    def _drain(self) -> None:
+        try:
+            drained = self.tap.drain()
+        except NotAttached:
+            # The server restarted: what it ran before is gone, what comes next is probed.
+            log.warning("the vLLM server lost fpmon's probes: attaching again")
+            self.reattach()
+            raise
+        for item in drained:
+            self.stash[item["request_id"]] = item
+
+    def forget(self, keep: set[str]) -> list[str]:
+        """Drop material no request in `keep` will take: requests the agent did not send."""
+        with self.lock:
+            gone = [k for k in self.stash if k not in keep]
+            for k in gone:
+                del self.stash[k]
+        return gone
+
+
 class SidecarWorker(Worker):
-    """The engine loop with the engine in another process: forward, wait, collect, record."""
+    """The engine loop with the engine in another process: forward, wait, collect, record.
+
+    Each request runs in a pool thread (completion, then its probes from the plugin), so the
+    loop itself only admits requests and builds records: it never waits on the server."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tap: ServerTap = self.engine
-        attach(self.tap, self.cfg, list(self.probes.layers), self.probes.topk)
+        self._attach()
+        self.drains = _Drains(self.tap, self._attach)
         self.limit = self.cfg.batching.max_batch
         self.pool = ThreadPoolExecutor(self.limit, thread_name_prefix="fpmon-vllm")
-        self.flight: dict[Future[Completion], tuple[Job, str, float]] = {}
-        # Drained material by request key, for requests whose completion has not come back.
-        self.stash: dict[str, dict[str, Any]] = {}
+        self.flight: dict[Future[Served], tuple[Job, str, float]] = {}
         self.unclaimed = 0  # requests the server finished that the agent did not send
+
+    def _attach(self) -> None:
+        attach(self.tap, self.cfg, list(self.probes.layers), self.probes.topk)
 
     def run(self) -> None:
         try:
@@ -136,74 +190,54 @@ class SidecarWorker(Worker):
             if self.refusing:
                 frames.append(self._reply(job, status="rejected", reason=self.refusing))
                 continue
-            tag = uuid.uuid4().hex
-            fut = self.pool.submit(self.tap.complete, job.req.prompt, job.req.max_tokens, tag)
-            self.flight[fut] = (job, drain_key(tag), time.time())
+            key = drain_key(tag := uuid.uuid4().hex)
+            self.flight[self.pool.submit(self._serve_one, job, tag)] = (job, key, time.time())
         return frames
 
-    def _harvest(self, done: set[Future[Completion]]) -> list[list[bytes]]:
-        """Completed requests: their probes from the plugin, then records for the committer."""
+    def _serve_one(self, job: Job, tag: str) -> Served:
+        """Pool thread: the completion, then the plugin's material for it."""
+        comp = self.tap.complete(job.req.prompt, job.req.max_tokens, tag)
+        return comp, self.drains.take(comp.key), time.time()
+
+    def _harvest(self, done: set[Future[Served]]) -> list[list[bytes]]:
+        """Served requests become records for the committer, in the order they finished."""
         frames: list[list[bytes]] = []
-        finished: list[tuple[Job, Completion, float, float]] = []
-        for fut in done:
+        jobs: list[Job] = []
+        records: list[Record] = []
+        texts: list[str] = []
+        for fut in sorted(done, key=_finish_time):
             job, _key, t0 = self.flight.pop(fut)
             try:
-                finished.append((job, fut.result(), t0, time.time()))
+                comp, item, t1 = fut.result()
             except RequestRefused as e:
                 frames.append(self._reply(job, status="rejected", reason=str(e)[:300]))
+                continue
             except Exception as e:  # the server is gone or broke off: this request only
                 frames.append(self._fault(job, e))
-        if not finished:
-            return frames
-        try:
-            items = self._collect([c.key for _j, c, _a, _b in finished])
-        except Exception as e:
-            return frames + [self._fault(job, e) for job, *_ in finished]
-        jobs, records, texts = [], [], []
-        for job, comp, t0, t1 in finished:
+                continue
             try:
-                rec = self._record(job, comp, items.get(comp.key), t0, t1)
+                rec = self._record(job, comp, item, t0, t1)
             except FpmonError as e:
                 frames.append(self._reply(job, status="error", reason=str(e)[:300]))
                 log.error("no record for a served request", extra=fields(error=str(e)))
                 continue
-            seq = self._next_seq + len(records)  # numbered in the order requests finished
+            seq = self._next_seq + len(records)
             records.append(rec.with_identity(self.cfg.node, seq, rec.request_id))
             jobs.append(job)
             texts.append(comp.text)
         if jobs:
             self.hand_over(self.prepare(jobs, records, texts))
+        self._count_unclaimed()
         return frames
 
-    def _collect(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The plugin's material for `keys`, draining until all have come (or a deadline)."""
-        in_flight = {key for _j, key, _t in self.flight.values()}
-        deadline = time.monotonic() + DRAIN_WAIT_S
-        pause = 0.002
-        while True:
-            try:
-                drained = self.tap.drain()
-            except NotAttached:
-                # The server restarted: what it ran before is gone, what comes next is probed.
-                log.warning("the vLLM server lost fpmon's probes: attaching again")
-                attach(self.tap, self.cfg, list(self.probes.layers), self.probes.topk)
-                raise
-            for item in drained:
-                self.stash[item["request_id"]] = item
-            if all(k in self.stash for k in keys) or time.monotonic() > deadline:
-                break
-            time.sleep(pause)  # the plugin logs a finish at the server's next step
-            pause = min(pause * 2, 0.1)
-        got = {k: self.stash.pop(k) for k in keys if k in self.stash}
-        for k in [k for k in self.stash if k not in in_flight]:
-            del self.stash[k]
+    def _count_unclaimed(self) -> None:
+        for key in self.drains.forget({k for _j, k, _t in self.flight.values()}):
             self.unclaimed += 1
             if self.unclaimed & (self.unclaimed - 1) == 0:
                 log.warning(
                     "the vLLM server ran a request the agent did not send: not recorded",
-                    extra=fields(request=k, count=self.unclaimed),
+                    extra=fields(request=key, count=self.unclaimed),
                 )
-        return got
 
     def _record(
         self, job: Job, comp: Completion, item: dict[str, Any] | None, t0: float, t1: float
@@ -255,3 +289,10 @@ def _keep(rec: Record, probes: Any) -> Record:
         return rec
     kept = {k: v for k, v in rec.probes.items() if k not in drop}
     return dataclasses.replace(rec, probes=kept)
+
+
+def _finish_time(fut: Future[Served]) -> float:
+    try:
+        return fut.result()[2]
+    except Exception:
+        return 0.0

@@ -5,8 +5,9 @@ agent attached to it (`[vllm] server`). Each round sends the same requests, with
 concurrency, once straight to the server's completions route and once through the agent
 (which forwards them, collects probes and schedule windows, logs, commits and publishes);
 the order alternates so drift on a shared machine hits both sides. Printed: tokens/s of each
-side per round, the ratio of medians, the median of paired ratios, and each side's median
-request latency.
+side per round, the ratio of medians, the median of paired ratios, each side's median
+request latency, and the agent process's own CPU time per request (what it costs beside the
+server, less disturbed by other jobs than wall time).
 
     python bench/vllm_sidecar.py --server http://127.0.0.1:8000 [--model FOLDER]
 """
@@ -63,6 +64,7 @@ def main() -> None:
                 assert r.status == "ok", r.reason
                 return len(r.output_ids), time.perf_counter() - t0
 
+            cpu0 = _cpu_s(agent.proc.pid)
             sides = {"direct": direct, "agent": via_agent}
             rate: dict[str, list[float]] = {k: [] for k in sides}
             lat: dict[str, list[float]] = {k: [] for k in sides}
@@ -83,6 +85,7 @@ def main() -> None:
                         f"agent {rate['agent'][-1]:7.1f} tok/s"
                     )
             st = agent.read_status()
+            cpu = _cpu_s(agent.proc.pid) - cpu0
     med = {k: statistics.median(v) for k, v in rate.items()}
     paired = statistics.median(a / d for a, d in zip(rate["agent"], rate["direct"], strict=True))
     print(
@@ -91,8 +94,17 @@ def main() -> None:
     )
     for k in sides:
         print(f"{k:7s} median request latency {statistics.median(lat[k]) * 1000:.0f} ms")
+    print(f"agent CPU per request: {cpu / (args.requests * (args.rounds + 1)) * 1000:.1f} ms")
     # `unclaimed` counts the direct requests: the agent saw them in the plugin, did not record them.
     print(f"agent served {st['served']} requests; sidecar status {st.get('sidecar')}")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    import os
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 if __name__ == "__main__":
