@@ -46,8 +46,8 @@ DRAIN_WAIT_S = 10.0
 
 
 def connect(cfg: AgentConfig) -> ServerTap:
-    """The operator's server, checked: reachable, running fpmon's plugin, serving what
-    `[engine]` declares. Every refusal is one line naming `[vllm] server`."""
+    """The operator's server, checked: reachable, vLLM's OpenAI server, dev mode on, fpmon's
+    plugin loaded. Every refusal is one line naming `[vllm] server` and the command to run."""
     url = cfg.vllm.server
     tap = ServerTap(url, timeout_s=cfg.batching.stall_s)
     try:
@@ -60,6 +60,7 @@ def connect(cfg: AgentConfig) -> ServerTap:
 
 
 def attach(tap: ServerTap, cfg: AgentConfig, layers: list[int], topk: int) -> None:
+    """Install the probes; refuse a server running another model or dtype than declared."""
     try:
         info = tap.attach(layers, topk)
     except FpmonError as e:
