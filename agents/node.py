@@ -55,6 +55,10 @@ STATUS_EVERY_S = 1.0
 
 
 def build_engine(cfg: AgentConfig, parts: Parts) -> Any:
+    if cfg.vllm.server:  # sidecar: the operator's server runs the model (agents/sidecar.py)
+        from fpmon.agents.sidecar import connect
+
+        return connect(cfg)
     import torch
 
     e = parts.engine(cfg.engine)
@@ -181,7 +185,14 @@ class Agent:
             tail_after_s=cfg.publish.republish_after_s,
             on_head=self._mark_published,
         )
-        self.worker = self.parts.worker(
+        worker_cls = self.parts.worker
+        if cfg.vllm.server:
+            # The operator's server runs the model: no worker-level lie applies (the config
+            # refuses [redteam] actual_*); publisher and opener lies still compose.
+            from fpmon.agents.sidecar import SidecarWorker
+
+            worker_cls = SidecarWorker
+        self.worker = worker_cls(
             cfg,
             self.engine,
             self.store,
@@ -447,6 +458,7 @@ class Agent:
             "torch_threads": _torch_threads(),
             "probes": self.probes.to_map(),
             "redteam": list(self.parts.behaviours),
+            **self.worker.status(),
         }
 
     def _write_status(self) -> None:

@@ -69,8 +69,7 @@ class Pending:
     records: list[Record]
     setups: list[dict[str, Any]]
     items: list[tuple[str, bytes, bytes, int]]
-    prefill_s: float
-    decode_s: float
+    completions: list[str] | None = None  # the text sent back; None: decode the record's tokens
 
 
 class Batcher:
@@ -178,12 +177,10 @@ class Worker(threading.Thread):
         out.linger = 0
         out.connect(self.replies_endpoint)
         try:
-            while not self.stop_event.is_set() and self.failed is None:
+            while self.running() and self.failed is None:
                 self.heartbeat = time.monotonic()
-                batch = self.batcher.collect(self.stop_event, on_idle=self.on_idle)
-                if batch:
-                    for frames in self.begin(batch):
-                        out.send_multipart(frames)
+                for frames in self.step():
+                    out.send_multipart(frames)
         except BaseException as e:  # the main loop sees this and exits non-zero
             self.failed = e
             log.exception("engine loop died", extra=fields(error=str(e)))
@@ -192,6 +189,18 @@ class Worker(threading.Thread):
             self.pending.put(None)
             committer.join()
             self.store.close()
+
+    def running(self) -> bool:
+        return not self.stop_event.is_set()
+
+    def step(self) -> list[list[bytes]]:
+        """One turn of the engine loop: a batch by the batching policy, run to records."""
+        batch = self.batcher.collect(self.stop_event, on_idle=self.on_idle)
+        return self.begin(batch) if batch else []
+
+    def status(self) -> dict[str, Any]:
+        """What this loop adds to the agent's status file (nothing for the in-process engine)."""
+        return {}
 
     def on_idle(self, now: float | None = None) -> None:
         """No work came: feed the watchdog, and re-check the disk now and then."""
@@ -232,10 +241,14 @@ class Worker(threading.Thread):
         """Run a batch and queue its records for the committer; return immediate replies."""
         frames, pending = self._execute(batch)
         if pending is not None:
-            with self._idle:
-                self._in_flight += 1
-            self.pending.put(pending)
+            self.hand_over(pending)
         return frames
+
+    def hand_over(self, pending: Pending) -> None:
+        """Queue built records for the committer (blocks while it is two batches behind)."""
+        with self._idle:
+            self._in_flight += 1
+        self.pending.put(pending)
 
     def finish(self, p: Pending) -> list[list[bytes]]:
         """Make a batch durable, then publish and reply (committer thread)."""
@@ -348,30 +361,38 @@ class Worker(threading.Thread):
             )
         )
         t1 = time.time()
-        seq0 = self._next_seq
-        items, records, setups = [], [], []
-        for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
-            rec = record_from_row(
+        records = [
+            record_from_row(
                 self.engine,
                 result,
                 i,
                 ids,
                 self.probes,
                 node=self.cfg.node,
-                seq=seq0 + i,
+                seq=self._next_seq + i,
                 request_id=job.req.request_id,
                 t_start=t0,
                 t_end=t1,
             )
+            for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True))
+        ]
+        return self.prepare(jobs, records)
+
+    def prepare(
+        self, jobs: list[Job], records: list[Record], completions: list[str] | None = None
+    ) -> Pending:
+        """Records numbered from the next seq, as declared, encoded once for log and commit."""
+        items, declared, setups = [], [], []
+        for job, rec in zip(jobs, records, strict=True):
             rec = self.declared(rec)
             m = rec.to_map()  # once: the setup map goes into the commitment too
             data = canonical.pack(m)  # == rec.encode()
             items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
-            records.append(rec)
+            declared.append(rec)
             setups.append(m["setup"])
         self._next_seq += len(jobs)
         self.engine_faults = 0
-        return Pending(jobs, records, setups, items, result.prefill_s, result.decode_s)
+        return Pending(jobs, declared, setups, items, completions)
 
     def _commit(self, p: Pending) -> list[list[bytes]]:
         appended = self.store.append(p.items)  # the durability point: nothing is said before it
@@ -382,7 +403,8 @@ class Worker(threading.Thread):
         jobs, records = p.jobs, p.records
         now = time.time()
         frames = []
-        for job, rec, setup, a in zip(jobs, records, p.setups, appended, strict=True):
+        texts = p.completions or [self.engine.decode(r.output_ids) for r in records]
+        for job, rec, setup, a, text in zip(jobs, records, p.setups, appended, texts, strict=True):
             self.commits.put(
                 Commit(
                     node=self.cfg.node,
@@ -395,15 +417,16 @@ class Worker(threading.Thread):
                     model=rec.model,
                     prompt_tokens=len(rec.prompt_ids),
                     output_tokens=len(rec.output_ids),
-                    prefill_s=p.prefill_s,
-                    decode_s=p.decode_s,
+                    # The record's own times (a batch's, or one served request's).
+                    prefill_s=rec.timings.get("prefill_s", 0.0),
+                    decode_s=rec.timings.get("decode_s", 0.0),
                 )
             )
             frames.append(
                 self._reply(
                     job,
                     status="ok",
-                    completion=self.engine.decode(rec.output_ids),
+                    completion=text,
                     output_ids=list(rec.output_ids),
                     seq=a.seq,
                 )

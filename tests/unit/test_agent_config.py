@@ -112,10 +112,22 @@ def test_demo_configs_and_documented_config_load(tmp_path):
     assert len(RedTeam.from_config(cfg.redteam).behaviours()) == 5
 
 
-def test_vllm_engine_config_loads_and_sidecar_is_refused(tmp_path):
+def test_vllm_engine_config_loads_and_sidecar_is_checked(tmp_path):
     cfg = load_config(EXAMPLE.parent / "agent.vllm.example.toml")
     assert cfg.engine.kind == "vllm" and cfg.vllm.max_num_seqs == 16
-    with pytest.raises(FpmonError, match=r"\[vllm\]: server \(sidecar mode"):
-        load_config(_write(tmp_path, '[vllm]\nserver = "http://127.0.0.1:8000"\n'))
+    vllm = '[engine]\nkind = "vllm"\n'
+    server = '[vllm]\nserver = "http://127.0.0.1:8000"\n'
+    assert load_config(_write(tmp_path, vllm + server)).vllm.server == "http://127.0.0.1:8000"
+    with pytest.raises(FpmonError, match=r'\[vllm\] server attaches .* kind = "vllm"'):
+        load_config(_write(tmp_path, server))
+    with pytest.raises(FpmonError, match=r"\[vllm\]: server: give the server's URL"):
+        load_config(_write(tmp_path, vllm + '[vllm]\nserver = "127.0.0.1:8000"\n'))
+    with pytest.raises(FpmonError, match=r"leave attn = \"sdpa\""):
+        load_config(_write(tmp_path, vllm + 'attn = "eager"\n' + server))
+    lie = "[redteam]\nenabled = true\nactual_batch = 4\n"
+    with pytest.raises(FpmonError, match=r"operator's server runs: unset them"):
+        load_config(_write(tmp_path, vllm + server + lie))
+    tamper = "[redteam]\nenabled = true\ntamper_openings = true\n"
+    assert load_config(_write(tmp_path, vllm + server + tamper)).redteam.tamper_openings
     with pytest.raises(FpmonError, match=r"\[engine\] kind = 'trt': use one of hf, vllm"):
         load_config(_write(tmp_path, '[engine]\nkind = "trt"\n'))
