@@ -171,9 +171,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "engine":
         return engine_main(args)
-    from fpmon.sidework import SideProcess
-
     from fpmon.agents.telemetry import TelemetrySource
+    from fpmon.sidework import SideProcess
 
     args.out.mkdir(parents=True, exist_ok=True)
     node_dev, ctl_dev = f"cuda:{args.node_gpu}", f"cuda:{args.control_gpu}"
