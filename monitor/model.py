@@ -474,7 +474,9 @@ class FleetModel:
             rw.append((now, row.commits))
             if len(rw) > RATE_WINDOW:
                 rw.popleft()
-            if len(rw) > 1 and rw[-1][0] > rw[0][0]:
+            # At least a second apart: a one-shot snapshot ticks microseconds after the state
+            # reply that brought a node's whole count (it printed 62,000 commits/s for 33).
+            if len(rw) > 1 and rw[-1][0] - rw[0][0] >= 1.0:
                 row.commits_per_s = (rw[-1][1] - rw[0][1]) / (rw[-1][0] - rw[0][0])
             row.util_hist.append(row.util or 0.0)
             # Share of bad verdicts among the last `recent` (what decides health): steady
