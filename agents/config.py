@@ -136,6 +136,7 @@ class RedTeamConfig(Section):
     tamper_openings: bool = False
     drop_every: NonNegative = 0
     reorder: bool = False
+    hidden_work_s: NonNegativeFloat = 0.0  # covert forward passes after each batch, uncommitted
 
 
 class AgentConfig(Section):

@@ -12,6 +12,8 @@ a WARNING at start naming every behaviour that is on.
     tamper_openings = true  # flip one byte of a probe in every opened record
     drop_every = 0          # N > 0: never publish every Nth commitment
     reorder = false         # publish commitments in swapped pairs
+    hidden_work_s = 0.0     # after each batch, this long of covert forward passes (its rows
+                            # again) in the engine thread, outside the committed times
 
 The *declared* setup is always `[engine]`: the record carries it, whatever actually ran.
 """
@@ -20,10 +22,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
+from typing import Any
 
 import msgspec
 
 from fpmon.agents.config import EngineConfig, RedTeamConfig
+from fpmon.engines.base import BatchRequest
 from fpmon.records import Record
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from fpmon.wire import Commit
@@ -40,6 +45,7 @@ class RedTeam:
     tamper_openings: bool = False
     drop_every: int = 0
     reorder: bool = False
+    hidden_work_s: float = 0.0
     _count: int = 0
     _held: Commit | None = None
 
@@ -66,6 +72,8 @@ class RedTeam:
             out.append(f"drops every {self.drop_every}th commitment")
         if self.reorder:
             out.append("reorders commitments")
+        if self.hidden_work_s:
+            out.append(f"hides {self.hidden_work_s:g} s of work after each batch")
         return out
 
     def announce(self, node: str) -> None:
@@ -103,6 +111,23 @@ class RedTeam:
         if self.actual_dtype and self.actual_dtype != declared.dtype:
             probes = {k: _cast(b, declared.dtype) for k, b in probes.items()}
         return dataclasses.replace(record, setup=setup, schedule=schedule, probes=probes)
+
+    # -- work nobody declared ----------------------------------------------------------------
+
+    def hidden_work(self, engine: Any, rows: list[list[int]], steps: int) -> int:
+        """Covert work: the batch's rows run again, unprobed, until `hidden_work_s` has passed
+        (at least once). Real forward passes in the engine thread, so they compete for the
+        engine's device as hidden work does; the batch's committed prefill/decode times leave
+        them out, and every request of the node waits for them. Returns the passes run."""
+        if not (self.enabled and self.hidden_work_s > 0):
+            return 0
+        until, passes = time.monotonic() + self.hidden_work_s, 0
+        while passes == 0 or time.monotonic() < until:
+            engine.run_batch(
+                BatchRequest(rows=rows, decode_steps=steps, probe_rows=[], probes=None)
+            )
+            passes += 1
+        return passes
 
     # -- openings ----------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from typing import cast
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
-from fpmon.wire import NodeSummary, Telemetry
+from fpmon.wire import ChallengeSummary, NodeSummary, Telemetry
 from fpmon.wire.messages import Status
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
@@ -21,6 +21,7 @@ def node_summaries(
     sampler: Sampler,
     shed: Counter[str],
     accounting: Callable[[str], str] | None = None,
+    challenges: Callable[[str], ChallengeSummary | None] | None = None,
 ) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
@@ -46,6 +47,7 @@ def node_summaries(
             suspect=sampler.is_suspect(node),
             sample_rate=sampler.rate_for(node),
             capacity=_capacity(node, tele, accounting),
+            challenges=challenges(node) if challenges is not None else None,
         )
     return out
 

@@ -17,6 +17,8 @@ from fpmon.wire.messages import (
     SCHEMA_VERSION,
     STATUSES,
     Candidate,
+    ChallengePoint,
+    ChallengeSummary,
     Evidence,
     GpmMetrics,
     GpuProcess,
@@ -38,6 +40,8 @@ PARTS = (
     HostSample,
     ProcessSample,
     NodeSummary,
+    ChallengeSummary,
+    ChallengePoint,
     Link,
 )
 

@@ -67,3 +67,16 @@ def test_drop_and_reorder_commitments():
     swap = RedTeam(enabled=True, reorder=True)
     out = [c.seq for i in range(4) for c in swap.commits(_commit(i))]
     assert out == [1, 0, 3, 2]
+
+
+def test_hidden_work_runs_real_passes_for_as_long_as_configured():
+    eng = tiny_engine("bfloat16", "sdpa")
+    rows = [eng.encode("covert rows")]
+    rt = RedTeam.from_config(RedTeamConfig(enabled=True, hidden_work_s=0.3))
+    assert "hides 0.3 s of work after each batch" in rt.behaviours()
+    t0 = time.monotonic()
+    passes = rt.hidden_work(eng, rows, 4)
+    assert passes >= 1 and time.monotonic() - t0 >= 0.3
+    # an honest node (no [redteam], or hidden_work_s 0) runs nothing
+    assert RedTeam().hidden_work(eng, rows, 4) == 0
+    assert RedTeam.from_config(RedTeamConfig(enabled=True)).hidden_work(eng, rows, 4) == 0
