@@ -75,7 +75,7 @@ def test_challenges_are_read(tmp_path: Path) -> None:
     cfg = config.parse(tmp_path / "replay.toml", doc)
     ch = cfg.challenges
     assert ch.token_choices == (8, 64) and ch.pool == ("inline", "first prompt", "second prompt")
-    assert (ch.max_ratio, ch.slack_s, ch.confirm, ch.window) == (1.5, 1.0, 3, 5)
+    assert (ch.max_ratio, ch.slack_s, ch.confirm, ch.window) == (1.5, 0.5, 5, 7)
     assert cfg.nodes[0].intake == "tcp://127.0.0.1:7710"
 
 
@@ -117,7 +117,7 @@ def test_caps_and_grace_are_read(tmp_path: Path) -> None:
             lambda d: d["challenges"].update(enabled=True, max_new_tokens=[]),
             "max_new_tokens is an empty list",
         ),
-        (lambda d: d["challenges"].update(enabled=True, window=2), "window 2 is below confirm 3"),
+        (lambda d: d["challenges"].update(enabled=True, window=4), "window 4 is below confirm 5"),
         (lambda d: d["challenges"].update(enabled=True, prompt_file="none.txt"), "prompt_file"),
         (
             lambda d: (d["challenges"].update(enabled=True), d["node"][0].pop("intake")),
