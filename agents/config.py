@@ -140,6 +140,7 @@ class RedTeamConfig(Section):
     reorder: bool = False
     side_work_duty: Fraction = 0.0  # > 0: hidden work in the engine process, this share of time
     side_work_kind: Literal["compute", "memory"] = "compute"
+    hidden_work_s: NonNegativeFloat = 0.0  # covert forward passes after each batch, uncommitted
 
 
 class AgentConfig(Section):

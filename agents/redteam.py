@@ -14,6 +14,8 @@ a WARNING at start naming every behaviour that is on.
     reorder = false         # publish commitments in swapped pairs
     side_work_duty = 0.5    # > 0: hidden work inside the engine process, this share of the time
     side_work_kind = "compute"  # ... matmuls ("compute") or large copies ("memory")
+    hidden_work_s = 0.0     # after each batch, this long of covert forward passes (its rows
+                            # again) in the engine thread, outside the committed times
 
 Side work is real: a thread of the agent (the engine's process) runs the lab's side-work loop
 (`fpmon/sidework.py`) on the engine's device, on its own CUDA stream on a GPU, plain on the
@@ -31,6 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import time
 from typing import Any
 
 import msgspec
@@ -41,6 +44,7 @@ from fpmon.agents.parts import Parts
 from fpmon.agents.publisher import Publisher
 from fpmon.agents.store import RecordLog
 from fpmon.agents.worker import Worker
+from fpmon.engines.base import BatchRequest
 from fpmon.engines.batching import filler_ids
 from fpmon.records import Record
 from fpmon.tensors import FLOAT_DTYPES, Blob
@@ -60,6 +64,7 @@ class RedTeam:
     reorder: bool = False
     side_work_duty: float = 0.0
     side_work_kind: str = "compute"
+    hidden_work_s: float = 0.0
     _count: int = 0
     _held: Commit | None = None
 
@@ -91,6 +96,8 @@ class RedTeam:
                 f"runs hidden {self.side_work_kind} work in its engine process at "
                 f"{self.side_work_duty:.0%} duty"
             )
+        if self.hidden_work_s:
+            out.append(f"hides {self.hidden_work_s:g} s of work after each batch")
         return out
 
     def announce(self, node: str) -> None:
@@ -153,6 +160,23 @@ class RedTeam:
             probes = {k: _cast(b, declared.dtype) for k, b in probes.items()}
         return dataclasses.replace(record, setup=setup, schedule=schedule, probes=probes)
 
+    # -- work nobody declared ----------------------------------------------------------------
+
+    def hidden_work(self, engine: Any, rows: list[list[int]], steps: int) -> int:
+        """Covert work: the batch's rows run again, unprobed, until `hidden_work_s` has passed
+        (at least once). Real forward passes in the engine thread, so they compete for the
+        engine's device as hidden work does; the batch's committed prefill/decode times leave
+        them out, and every request of the node waits for them. Returns the passes run."""
+        if not (self.enabled and self.hidden_work_s > 0):
+            return 0
+        until, passes = time.monotonic() + self.hidden_work_s, 0
+        while passes == 0 or time.monotonic() < until:
+            engine.run_batch(
+                BatchRequest(rows=rows, decode_steps=steps, probe_rows=[], probes=None)
+            )
+            passes += 1
+        return passes
+
     # -- openings ----------------------------------------------------------------------------
 
     def tamper(self, data: bytes) -> bytes:
@@ -209,6 +233,9 @@ class LyingWorker(Worker):
 
     def declared(self, rec: Record) -> Record:
         return self.team.declare(rec, self.cfg.engine)
+
+    def after_batch(self, rows: list[list[int]], steps: int) -> None:
+        self.team.hidden_work(self.engine, rows, steps)
 
 
 class LyingPublisher(Publisher):

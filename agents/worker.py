@@ -351,6 +351,9 @@ class Worker(threading.Thread):
         """The record as committed: what actually ran."""
         return rec
 
+    def after_batch(self, rows: list[list[int]], steps: int) -> None:
+        """Between a batch's end and its commit: nothing, on an honest node."""
+
     def _run(self, jobs: list[Job], prompts: list[list[int]]) -> Pending:
         rows = self.rows_for(prompts)
         steps = jobs[0].req.max_tokens - 1
@@ -361,6 +364,7 @@ class Worker(threading.Thread):
             )
         )
         t1 = time.time()
+        self.after_batch(rows, steps)
         records = [
             record_from_row(
                 self.engine,

@@ -9,7 +9,7 @@ from typing import cast
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
-from fpmon.wire import CapacityWindow, NodeSummary, Telemetry
+from fpmon.wire import CapacityWindow, ChallengeSummary, NodeSummary, Telemetry
 from fpmon.wire.messages import Status
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
@@ -22,6 +22,7 @@ def node_summaries(
     shed: Counter[str],
     accounting: Callable[[str], str] | None = None,
     window: Callable[[str], CapacityWindow | None] | None = None,
+    challenges: Callable[[str], ChallengeSummary | None] | None = None,
 ) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
@@ -48,6 +49,7 @@ def node_summaries(
             sample_rate=sampler.rate_for(node),
             capacity=_capacity(node, tele, accounting),
             accounting=window(node) if window is not None else None,
+            challenges=challenges(node) if challenges is not None else None,
         )
     return out
 

@@ -19,6 +19,8 @@ from fpmon.wire.messages import (
     Candidate,
     CapacityMetric,
     CapacityWindow,
+    ChallengePoint,
+    ChallengeSummary,
     Evidence,
     GpmMetrics,
     GpuProcess,
@@ -42,6 +44,8 @@ PARTS = (
     NodeSummary,
     CapacityWindow,
     CapacityMetric,
+    ChallengeSummary,
+    ChallengePoint,
     Link,
 )
 

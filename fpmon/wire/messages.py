@@ -93,6 +93,7 @@ AlertKind = Literal[
     "spoofed",
     "unsigned",
     "gap_unrepaired",
+    "challenge_failed",  # a verifier-timed challenge refused, unanswered, uncommitted, unopened
 ]
 # How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
 AttributionStatus = Literal[
@@ -477,6 +478,35 @@ class SubmitReply(Message, frozen=True):
     reason: Text = ""
 
 
+class ChallengePoint(Part, frozen=True):
+    """One judged verifier-timed challenge (replay/challenges.py): the verifier's stopwatch."""
+
+    t: UnixTime  # when the verifier sent it
+    seq: Seq  # the node's record of it
+    latency_s: Seconds  # send -> reply, timed by the verifier
+    reference_s: Seconds  # the reference's replay of the record (prefill + decode)
+    queue_s: Seconds = 0.0  # committed work the node did meanwhile (it queued behind)
+    committed_s: Seconds = 0.0  # what the node's record says its engine spent on it
+    ratio: Number = 0.0  # latency_s / reference_s
+    over: bool = False  # beyond max_ratio x (reference_s + queue_s) + slack_s
+
+
+class ChallengeSummary(Part, frozen=True):
+    """A node's verifier-timed challenges so far (this daemon's run)."""
+
+    sent: Count = 0
+    answered: Count = 0
+    judged: Count = 0
+    over: Count = 0
+    failed: Count = 0  # refused, timed out, unreachable, uncommitted, unopened
+    not_judged: Count = 0  # the verifier's side: shed, cross-device, unverifiable, ...
+    median_ratio: Number | None = None  # over `recent`
+    max_ratio: Number = 0.0  # the band: latency <= max_ratio x expected + slack_s
+    slack_s: Seconds = 0.0
+    alerted: bool = False  # suspected_hidden_work raised and still holding
+    recent: Annotated[list[ChallengePoint], Meta(max_length=64)] = []
+
+
 class NodeSummary(Part, frozen=True):
     """One node as the verifier sees it, in a `StateReply` (replay/summary.py)."""
 
@@ -497,6 +527,7 @@ class NodeSummary(Part, frozen=True):
     capacity: Text = ""  # the accounting in words: checked or not, and the last window
     declared: Setup = {}
     accounting: CapacityWindow | None = None  # the last window's figures; None: none yet
+    challenges: ChallengeSummary | None = None  # None: this node is not challenged
 
 
 class StateRequest(Message, frozen=True):

@@ -93,3 +93,16 @@ def test_a_red_team_agent_composes_the_lying_wrappers():
     assert isinstance(parts.worker, functools.partial) and parts.worker.func is LyingWorker
     assert isinstance(parts.publisher, functools.partial)
     assert parts.publisher.func is LyingPublisher
+
+
+def test_hidden_work_runs_real_passes_for_as_long_as_configured():
+    eng = tiny_engine("bfloat16", "sdpa")
+    rows = [eng.encode("covert rows")]
+    rt = RedTeam.from_config(RedTeamConfig(enabled=True, hidden_work_s=0.3))
+    assert "hides 0.3 s of work after each batch" in rt.behaviours()
+    t0 = time.monotonic()
+    passes = rt.hidden_work(eng, rows, 4)
+    assert passes >= 1 and time.monotonic() - t0 >= 0.3
+    # an honest node (no [redteam], or hidden_work_s 0) runs nothing
+    assert RedTeam().hidden_work(eng, rows, 4) == 0
+    assert RedTeam.from_config(RedTeamConfig(enabled=True)).hidden_work(eng, rows, 4) == 0
