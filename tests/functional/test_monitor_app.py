@@ -106,7 +106,7 @@ def test_rows_appear_cheat_turns_red_with_attribution(pub, tmp_path):
             rows = {
                 str(setup.get_row_at(i)[0]): setup.get_row_at(i) for i in range(setup.row_count)
             }
-            assert rows["batch_size"][1:] == ["1", "4", "≠ differs"]
+            assert [str(c) for c in rows["batch_size"][1:]] == ["1", "4", "≠ differs"]
             await pilot.press("escape")
 
             # alerts: one open, acknowledge it

@@ -98,7 +98,7 @@ def test_dashboard_on_a_real_demo_fleet(tmp_path):
             rows = {
                 str(setup.get_row_at(i)[0]): setup.get_row_at(i) for i in range(setup.row_count)
             }
-            assert rows["batch_size"][1] == "1" and rows["batch_size"][3] == "≠ differs"
+            assert str(rows["batch_size"][1]) == "1" and rows["batch_size"][3] == "≠ differs"
             await pilot.press("escape")
             await pilot.press("q")
 
