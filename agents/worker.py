@@ -7,6 +7,7 @@ intake nor publishing ever waits on the model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -28,8 +29,11 @@ from fpmon.engines.base import BatchRequest, ProbeSpec
 from fpmon.engines.batching import filler_ids
 from fpmon.errors import FpmonError
 from fpmon.logs import fields
+from fpmon.manifest import FILLER, root, row_for
 from fpmon.records import Record
 from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
+from fpmon.wire.codec import payload
+from fpmon.wire.messages import ClientRequest
 
 log = logging.getLogger("fpmon.agent.worker")
 
@@ -45,6 +49,12 @@ class Job:
     ident: list[bytes]  # ROUTER envelope to reply to
     req: SubmitRequest
     arrived: float
+    # The client's key and bytes as the intake received them; None (jobs made in-process):
+    # the decoded request re-encoded, with no client key.
+    request: ClientRequest | None = None
+
+    def client_request(self) -> ClientRequest:
+        return self.request or ClientRequest(submit=payload(self.req))
 
 
 def _adopt_torch_threads() -> None:
@@ -302,17 +312,14 @@ class Worker(threading.Thread):
             return [self._reply(j, status="rejected", reason=self.refusing) for j in batch], None
         ok, replies, prompts = [], [], []
         for j in batch:
-            ids = self.engine.encode(j.req.prompt)
+            ids, why = self._prompt_ids(j.req)
             longest = len(ids) + j.req.max_tokens
-            if not ids or longest > self.engine.max_positions:
+            if not why and longest > self.engine.max_positions:
                 why = (
-                    "empty prompt"
-                    if not ids
-                    else (
-                        f"prompt of {len(ids)} tokens + {j.req.max_tokens} new tokens exceeds the "
-                        f"model's {self.engine.max_positions} positions: shorten it"
-                    )
+                    f"prompt of {len(ids)} tokens + {j.req.max_tokens} new tokens exceeds the "
+                    f"model's {self.engine.max_positions} positions: shorten it"
                 )
+            if why:
                 replies.append(self._reply(j, status="rejected", reason=why))
                 continue
             ok.append(j)
@@ -331,6 +338,18 @@ class Worker(threading.Thread):
             why = f"engine error: {type(e).__name__}: {e}"[:300]
             return replies + [self._reply(j, status="error", reason=why) for j in ok], None
 
+    def _prompt_ids(self, req: SubmitRequest) -> tuple[list[int], str]:
+        """The request's prompt tokens, or why there are none to run."""
+        if req.prompt_ids is None:
+            ids = self.engine.encode(req.prompt)
+            return ids, "" if ids else "empty prompt"
+        if req.prompt:
+            return [], "give the prompt as text or as token ids, not both"
+        vocab = self.engine.vocab_limit
+        if not req.prompt_ids or any(i >= vocab for i in req.prompt_ids):
+            return [], f"prompt_ids must be 1 or more token ids below the vocabulary's {vocab}"
+        return list(req.prompt_ids), ""
+
     def _run(self, jobs: list[Job], prompts: list[list[int]]) -> Pending:
         rows = [list(p) for p in prompts]
         if self.redteam.hides_batch:
@@ -347,6 +366,11 @@ class Worker(threading.Thread):
         )
         t1 = time.time()
         seq0 = self._next_seq
+        # Every row the engine ran, in row order: a request's row names it and its client's
+        # digest; a row no request came with (there is none on an honest node) is a filler.
+        requests = [j.client_request() for j in jobs]
+        manifest = tuple(row_for(j.req.request_id, r) for j, r in zip(jobs, requests, strict=True))
+        manifest += (FILLER,) * (len(rows) - len(jobs))
         items, records, setups = [], [], []
         for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
             rec = record_from_row(
@@ -361,6 +385,7 @@ class Worker(threading.Thread):
                 t_start=t0,
                 t_end=t1,
             )
+            rec = dataclasses.replace(rec, manifest=manifest, request=requests[i])
             rec = self.redteam.declare(rec, self.cfg.engine)
             m = rec.to_map()  # once: the setup map goes into the commitment too
             data = canonical.pack(m)  # == rec.encode()
@@ -395,6 +420,7 @@ class Worker(threading.Thread):
                     output_tokens=len(rec.output_ids),
                     prefill_s=p.prefill_s,
                     decode_s=p.decode_s,
+                    manifest=root(rec.manifest),
                 )
             )
             frames.append(

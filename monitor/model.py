@@ -20,7 +20,7 @@ from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verd
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
 GOOD_STATUSES = frozenset({"match", "within_noise"})
-BAD_STATUSES = frozenset({"mismatch", "bad_opening", "chain_break", "unopened"})
+BAD_STATUSES = frozenset({"mismatch", "bad_opening", "chain_break", "unopened", "covert_rows"})
 
 # Node health, worst last. Every status has a word and a symbol, never colour alone.
 HEALTH_SYMBOL = {
@@ -42,6 +42,7 @@ STATUS_SYMBOL = {
     "mismatch": "✗",
     "unopened": "∅",
     "bad_opening": "≠",
+    "covert_rows": "+",
     "chain_break": "#",
     "unverifiable": "?",
 }

@@ -11,6 +11,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
+from fpmon.replay.rows import RowBook
 from fpmon.replay.sampling import Sampler
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
@@ -55,6 +56,7 @@ class Intake:
         self.breaks: list[tuple[Break, Commit | None]] = []
         self.samples: list[Commit] = []
         self.telemetry: list[Telemetry] = []
+        self.rows = RowBook()  # verified commits, for linking opened rows (replay/rows.py)
 
     def reject(self, node: str | None, reason: str) -> None:
         st = self.stats.get(node) if node else None
@@ -116,6 +118,7 @@ class Intake:
         """Count, sample and report what a chain step verified (see replay/chains.py)."""
         st = self.stats[node]
         for c in res.accepted:
+            self.rows.add(c)
             st.commits += 1
             st.repaired += repaired
             st.last_commit_t = max(st.last_commit_t, c.t)
