@@ -19,6 +19,8 @@ import pytest
 from fpmon.agents.client import submit
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
+from fpmon.replay.rows import BLIND_SPOT
+from fpmon.replay.store import Store
 from fpmon.testing.fleet import wait_verdicts
 from fpmon.testing.spawn import AgentProcess, write_config
 from tests.conftest import tiny_engine
@@ -128,6 +130,13 @@ def test_batch_cheats_are_covert_rows_on_every_opened_record(tmp_path: Path) -> 
     for v in forged[:-1]:
         assert v["status"] == "covert_rows", v
         assert "no committed request stands behind row" in v["reason"]
+    store = Store(cfg.replay.store)
+    try:
+        covert = [a for a in store.alerts() if a.kind == "covert_rows"]
+    finally:
+        store.close()
+    assert {a.node for a in covert} == {"filler", "forger"}
+    assert all(a.severity == "critical" and a.details["blind_spot"] == BLIND_SPOT for a in covert)
     last = forged[-1]
     assert last["status"] == "covert_rows" or any(
         "not committed when judged" in n for n in last["evidence"].get("notes", [])
