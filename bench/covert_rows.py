@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
@@ -43,6 +43,7 @@ from fpmon.replay.calibration import Calibration
 from fpmon.replay.engines import EngineCache
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.replay.rows import RowBook
+from fpmon.setups import Dtype
 from fpmon.wire import Commit, SubmitRequest
 from fpmon.wire.codec import payload
 from fpmon.wire.messages import ClientRequest
@@ -89,7 +90,9 @@ def serve(
     """`n` short requests through the agent's engine loop, one at a time (as they arrive)."""
     with tempfile.TemporaryDirectory() as tmp:
         # The declared setup (what the red team's records claim): the engine's own but batch.
-        cfg = AgentConfig(node="bench", state_dir=Path(tmp), engine=EngineConfig(dtype=dtype))
+        cfg = AgentConfig(
+            node="bench", state_dir=Path(tmp), engine=EngineConfig(dtype=cast(Dtype, dtype))
+        )
         store = RecordLog(cfg.db_path, node="bench")
         commits: queue.Queue[Commit | None] = queue.Queue()
         ctx: zmq.Context[Any] = zmq.Context()
