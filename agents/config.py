@@ -17,6 +17,7 @@ import msgspec
 
 from fpmon import config
 from fpmon.config import (
+    Fraction,
     Invalid,
     NonNegative,
     NonNegativeFloat,
@@ -48,18 +49,19 @@ class EngineConfig(Section):
 
 
 class VllmConfig(Section):
-    """`fpmon.engines.vllm.VLLMEngine` settings, used when `engine.kind = "vllm"`."""
+    """vLLM settings, used when `engine.kind = "vllm"`: the sizes of the engine the agent
+    hosts, or `server`, the URL of an operator's `vllm serve` running fpmon's plugin (sidecar
+    mode, agents/sidecar.py; the sizes are then the server's own flags)."""
 
     max_num_batched_tokens: Positive = 2048
     max_num_seqs: Positive = 16
     kv_cache_bytes: Positive = 128 << 20
-    server: str = ""  # sidecar mode (attach to an operator's `vllm serve`): not in the agent yet
+    server: str = ""  # e.g. "http://127.0.0.1:8000"; empty: vLLM runs inside the agent
 
     def __post_init__(self) -> None:
-        if self.server:
+        if self.server and not self.server.startswith(("http://", "https://")):
             raise ValueError(
-                "server (sidecar mode, attaching to an operator's `vllm serve`) is not "
-                "supported by the agent yet: leave it unset to host vLLM in the agent"
+                f"server: give the server's URL (http://HOST:PORT), got {self.server!r}"
             )
 
 
@@ -137,6 +139,9 @@ class RedTeamConfig(Section):
     tamper_openings: bool = False
     drop_every: NonNegative = 0
     reorder: bool = False
+    side_work_duty: Fraction = 0.0  # > 0: hidden work in the engine process, this share of time
+    side_work_kind: Literal["compute", "memory"] = "compute"
+    hidden_work_s: NonNegativeFloat = 0.0  # covert forward passes after each batch, uncommitted
 
 
 class AgentConfig(Section):
@@ -174,6 +179,24 @@ class AgentConfig(Section):
             )
         if self.security.curve and not self.security.keys_dir:
             raise Invalid("[security] curve = true needs keys_dir (run `fpmon keygen --out DIR`)")
+        if self.vllm.server:
+            self._check_sidecar()
+
+    def _check_sidecar(self) -> None:
+        """What cannot hold when the engine is an operator's server, refused before start."""
+        if self.engine.kind != "vllm":
+            raise Invalid('[vllm] server attaches to a vLLM server: set [engine] kind = "vllm"')
+        if self.engine.attn != "sdpa" or self.engine.compiled:
+            raise Invalid(
+                "[engine] attn/compiled: vLLM picks its own attention and runs eager for the "
+                'probes; leave attn = "sdpa" and compiled = false with [vllm] server'
+            )
+        rt = self.redteam
+        if rt.enabled and (rt.actual_batch or rt.actual_attn or rt.actual_dtype):
+            raise Invalid(
+                "[redteam] actual_batch/actual_attn/actual_dtype change what the agent's own "
+                "engine runs; with [vllm] server the operator's server runs: unset them"
+            )
 
 
 def _is_local(endpoint: str) -> bool:

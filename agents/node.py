@@ -23,15 +23,14 @@ import zmq
 from fpmon.agents.config import AgentConfig
 from fpmon.agents.heads import HeadSigner
 from fpmon.agents.keys import load_signing_key, signing_public_hex
-from fpmon.agents.openings import answer_links, open_record
-from fpmon.agents.publisher import Publisher
-from fpmon.agents.redteam import RedTeam
+from fpmon.agents.openings import answer_links
+from fpmon.agents.parts import Parts, parts_for
 from fpmon.agents.republish import logged_tail
 from fpmon.agents.sdnotify import Notifier
 from fpmon.agents.security import Security, limit_untrusted
 from fpmon.agents.store import RecordLog, StoreError, Verified
 from fpmon.agents.telemetry import TelemetrySource
-from fpmon.agents.worker import Job, Worker
+from fpmon.agents.worker import Job
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.factory import EngineSpec, build
 from fpmon.logs import fields
@@ -56,10 +55,14 @@ log = logging.getLogger("fpmon.agent")
 STATUS_EVERY_S = 1.0
 
 
-def build_engine(cfg: AgentConfig, redteam: RedTeam) -> Any:
+def build_engine(cfg: AgentConfig, parts: Parts) -> Any:
+    if cfg.vllm.server:  # sidecar: the operator's server runs the model (agents/sidecar.py)
+        from fpmon.agents.sidecar import connect
+
+        return connect(cfg)
     import torch
 
-    e = redteam.actual_engine(cfg.engine)
+    e = parts.engine(cfg.engine)
     if e.threads:
         torch.set_num_threads(e.threads)
     v = cfg.vllm
@@ -118,8 +121,7 @@ def open_verified(cfg: AgentConfig, **store_kw: Any) -> tuple[RecordLog, Verifie
 class Agent:
     def __init__(self, cfg: AgentConfig, engine: Any = None) -> None:
         self.cfg = cfg
-        self.redteam = RedTeam.from_config(cfg.redteam)
-        self.redteam.announce(cfg.node)
+        self.parts = parts_for(cfg.redteam, cfg.node)
         self.started = time.time()
         os.makedirs(cfg.state_dir, exist_ok=True)
         self.key = load_signing_key(cfg.security.keys_dir, cfg.state_dir)
@@ -153,7 +155,7 @@ class Agent:
             raise
 
     def _build(self, cfg: AgentConfig, engine: Any) -> None:
-        self.engine = engine if engine is not None else build_engine(cfg, self.redteam)
+        self.engine = engine if engine is not None else build_engine(cfg, self.parts)
         self.probes = probe_spec(cfg, self.engine.num_layers)
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
         self.rejects = {"intake": RejectCounter(), "openings": RejectCounter()}
@@ -170,7 +172,7 @@ class Agent:
                     after_s=cfg.publish.republish_after_s,
                 ),
             )
-        self.publisher = Publisher(
+        self.publisher = self.parts.publisher(
             self.pub,
             self.signer,
             head_seq=self.store.head_seq,
@@ -180,19 +182,24 @@ class Agent:
             # The engine's own GPUs only (by UUID), and GPM where the GPU has it.
             telemetry=TelemetrySource(cfg.node, cfg.engine.device, gpm=cfg.publish.telemetry_gpm),
             telemetry_every_s=cfg.publish.telemetry_every_s,
-            redteam=self.redteam,
             tail=tail.commits,
             tail_after_s=cfg.publish.republish_after_s,
             on_head=self._mark_published,
         )
-        self.worker = Worker(
+        worker_cls = self.parts.worker
+        if cfg.vllm.server:
+            # The operator's server runs the model: no worker-level lie applies (the config
+            # refuses [redteam] actual_*); publisher and opener lies still compose.
+            from fpmon.agents.sidecar import SidecarWorker
+
+            worker_cls = SidecarWorker
+        self.worker = worker_cls(
             cfg,
             self.engine,
             self.store,
             self.ctx,
             self.replies_endpoint,
             self.publisher.queue,
-            self.redteam,
             self.probes,
         )
         self.stop_event = threading.Event()
@@ -238,6 +245,8 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, lambda *_: self.stop_event.set())
+        # Drills and the demo only; started first, so that a failure to start stops nothing.
+        side_work = self.parts.side_work(self.cfg.engine.device)
         pub_thread = threading.Thread(target=self.publisher.run, name="fpmon-publish", daemon=True)
         pub_thread.start()
         self.worker.start()
@@ -279,6 +288,8 @@ class Agent:
                 self._write_status()
         finally:
             self.notifier.stopping()
+            if side_work is not None:
+                side_work.stop()
             self.worker.stop()
             self.worker.join(timeout=30)
             # Replies for work already durable still go out before the sockets close.
@@ -431,7 +442,7 @@ class Agent:
             self.openings.send_multipart([*env, *encode(links)])
             return
         assert isinstance(msg, OpenRequest)
-        opened = open_record(self.reader, msg, self.cfg.node, self.redteam)
+        opened = self.parts.opener(self.reader, msg, self.cfg.node)
         if opened.fault:
             self._fault("openings", opened.fault, seq=msg.seq, detail=opened.reply.reason)
         self.openings.send_multipart([*env, *encode(opened.reply)])
@@ -460,7 +471,8 @@ class Agent:
             "setup": self.engine.setup.summary(),
             "torch_threads": _torch_threads(),
             "probes": self.probes.to_map(),
-            "redteam": self.redteam.behaviours(),
+            "redteam": list(self.parts.behaviours),
+            **self.worker.status(),
         }
 
     def _write_status(self) -> None:

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fpmon.agents.heads import HeadSigner
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.republish import rebuild
 from fpmon.agents.store import RecordLog, StoreError
 from fpmon.wire import Link, LinksReply, LinksRequest, OpenReply, OpenRequest
@@ -25,7 +24,7 @@ class Opened:
     fault: str = ""  # a counted reason when the node, not the request, is at fault
 
 
-def open_record(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> Opened:
+def open_record(store: RecordLog, req: OpenRequest, node: str) -> Opened:
     try:
         status, data = store.get(req.seq)
     except StoreError as e:
@@ -41,8 +40,6 @@ def open_record(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam)
         reason = "record body removed by retention (size/age); its commitment stands"
     elif status == "unknown":
         reason = f"no record {req.seq} on this node (head is {store.head_of_disk()})"
-    if data is not None:
-        data = redteam.tamper(data)
     reply = OpenReply(
         node=node,
         t=time.time(),
@@ -62,8 +59,8 @@ def _error(req: OpenRequest, node: str, fault: str, reason: str) -> Opened:
     return Opened(reply, fault)
 
 
-def answer(store: RecordLog, req: OpenRequest, node: str, redteam: RedTeam) -> OpenReply:
-    return open_record(store, req, node, redteam).reply
+def answer(store: RecordLog, req: OpenRequest, node: str) -> OpenReply:
+    return open_record(store, req, node).reply
 
 
 def answer_links(store: RecordLog, req: LinksRequest, node: str, signer: HeadSigner) -> LinksReply:

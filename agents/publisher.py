@@ -23,7 +23,6 @@ import msgpack
 import zmq
 
 from fpmon.agents.heads import HeadSigner
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.telemetry import TelemetrySource
 from fpmon.logs import fields
 from fpmon.wire import Commit, encode
@@ -56,7 +55,6 @@ class Publisher:
         head_every_n: int = 1000,
         telemetry: TelemetrySource | None = None,
         telemetry_every_s: float = 1.0,
-        redteam: RedTeam | None = None,
         tail: Sequence[Commit] = (),
         tail_after_s: float = 1.0,
         on_head: Callable[[int], None] | None = None,
@@ -66,7 +64,6 @@ class Publisher:
         self.seq, self.chain = head_seq, head_chain
         self.head_every_s, self.head_every_n = head_every_s, head_every_n
         self.telemetry, self.telemetry_every_s = telemetry, telemetry_every_s
-        self.redteam = redteam or RedTeam()
         self.queue: queue.Queue[Commit | None] = queue.Queue()
         self.published = 0
         self.heads = 0
@@ -83,15 +80,19 @@ class Publisher:
         self.stop_event = threading.Event()
 
     def commit(self, c: Commit) -> None:
-        # The chain position advances even when the red team drops or holds the frame back:
-        # heads still sign the true chain, which is exactly what exposes the hole.
+        # The chain position advances even when a red-team publisher drops or holds the frame
+        # back: heads still sign the true chain, which is exactly what exposes the hole.
         self.seq, self.chain = c.seq, c.chain
-        for out in self.redteam.commits(c):
-            self.pub.send_multipart(commit_frames(out), copy=False)
-            self.published += 1
+        self.send_commit(c)
         self._since_head += 1
         if self._since_head >= self.head_every_n:
             self.head()
+
+    def send_commit(self, c: Commit, republished: bool = False) -> None:
+        """Publish one commitment (a red-team publisher, agents/redteam.py, overrides this)."""
+        self.pub.send_multipart(commit_frames(c), copy=False)
+        if not republished:
+            self.published += 1
 
     def head(self) -> None:
         self._next_head = time.monotonic() + self.head_every_s
@@ -107,8 +108,7 @@ class Publisher:
 
     def _send_tail(self) -> None:
         for c in self._tail:
-            for out in self.redteam.commits(c):  # a drill agent stays one across restarts
-                self.pub.send_multipart(commit_frames(out), copy=False)
+            self.send_commit(c, republished=True)
         self.republished += len(self._tail)
         log.info(
             "republished the logged tail",

@@ -21,12 +21,10 @@ import zmq
 
 from fpmon import canonical
 from fpmon.agents.config import AgentConfig
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog, StoreError, free_bytes
 from fpmon.canonical import digest as sha256
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
-from fpmon.engines.batching import filler_ids
 from fpmon.errors import FpmonError
 from fpmon.logs import fields
 from fpmon.manifest import FILLER, root, row_for
@@ -81,8 +79,7 @@ class Pending:
     records: list[Record]
     setups: list[dict[str, Any]]
     items: list[tuple[str, bytes, bytes, int]]
-    prefill_s: float
-    decode_s: float
+    completions: list[str] | None = None  # the text sent back; None: decode the record's tokens
 
 
 class Batcher:
@@ -148,18 +145,15 @@ class Worker(threading.Thread):
         ctx: zmq.Context[Any],
         replies_endpoint: str,
         commits: queue.Queue[Commit | None],
-        redteam: RedTeam,
         probes: ProbeSpec,
     ) -> None:
         super().__init__(name="fpmon-engine", daemon=True)
         self.cfg, self.engine, self.store, self.ctx = cfg, engine, store, ctx
         self.replies_endpoint = replies_endpoint
         self.commits = commits
-        self.redteam = redteam
         self.probes = probes
         self.jobs: queue.Queue[Job | None] = queue.Queue()
-        max_batch = 1 if redteam.hides_batch else cfg.batching.max_batch
-        self.batcher = Batcher(self.jobs, max_batch, cfg.batching.max_wait_ms / 1000)
+        self.batcher = Batcher(self.jobs, self.batch_limit(), cfg.batching.max_wait_ms / 1000)
         self.stop_event = threading.Event()
         self.refusing = ""  # non-empty: why the agent takes no work (read by the intake)
         self._refusal_recoverable = False
@@ -193,12 +187,10 @@ class Worker(threading.Thread):
         out.linger = 0
         out.connect(self.replies_endpoint)
         try:
-            while not self.stop_event.is_set() and self.failed is None:
+            while self.running() and self.failed is None:
                 self.heartbeat = time.monotonic()
-                batch = self.batcher.collect(self.stop_event, on_idle=self.on_idle)
-                if batch:
-                    for frames in self.begin(batch):
-                        out.send_multipart(frames)
+                for frames in self.step():
+                    out.send_multipart(frames)
         except BaseException as e:  # the main loop sees this and exits non-zero
             self.failed = e
             log.exception("engine loop died", extra=fields(error=str(e)))
@@ -207,6 +199,18 @@ class Worker(threading.Thread):
             self.pending.put(None)
             committer.join()
             self.store.close()
+
+    def running(self) -> bool:
+        return not self.stop_event.is_set()
+
+    def step(self) -> list[list[bytes]]:
+        """One turn of the engine loop: a batch by the batching policy, run to records."""
+        batch = self.batcher.collect(self.stop_event, on_idle=self.on_idle)
+        return self.begin(batch) if batch else []
+
+    def status(self) -> dict[str, Any]:
+        """What this loop adds to the agent's status file (nothing for the in-process engine)."""
+        return {}
 
     def on_idle(self, now: float | None = None) -> None:
         """No work came: feed the watchdog, and re-check the disk now and then."""
@@ -247,10 +251,14 @@ class Worker(threading.Thread):
         """Run a batch and queue its records for the committer; return immediate replies."""
         frames, pending = self._execute(batch)
         if pending is not None:
-            with self._idle:
-                self._in_flight += 1
-            self.pending.put(pending)
+            self.hand_over(pending)
         return frames
+
+    def hand_over(self, pending: Pending) -> None:
+        """Queue built records for the committer (blocks while it is two batches behind)."""
+        with self._idle:
+            self._in_flight += 1
+        self.pending.put(pending)
 
     def finish(self, p: Pending) -> list[list[bytes]]:
         """Make a batch durable, then publish and reply (committer thread)."""
@@ -350,13 +358,23 @@ class Worker(threading.Thread):
             return [], f"prompt_ids must be 1 or more token ids below the vocabulary's {vocab}"
         return list(req.prompt_ids), ""
 
+    # Seams a red-team agent overrides (agents/redteam.py); an honest one runs these.
+    def batch_limit(self) -> int:
+        return self.cfg.batching.max_batch
+
+    def rows_for(self, prompts: list[list[int]]) -> list[list[int]]:
+        """The engine's batch rows: the requests' prompts, nothing else."""
+        return [list(p) for p in prompts]
+
+    def declared(self, rec: Record) -> Record:
+        """The record as committed: what actually ran."""
+        return rec
+
+    def after_batch(self, rows: list[list[int]], steps: int) -> None:
+        """Between a batch's end and its commit: nothing, on an honest node."""
+
     def _run(self, jobs: list[Job], prompts: list[list[int]]) -> Pending:
-        rows = [list(p) for p in prompts]
-        if self.redteam.hides_batch:
-            rows += [
-                filler_ids(len(rows[0]), r, self.engine.vocab_limit)
-                for r in range(len(rows), self.redteam.actual_batch)
-            ]
+        rows = self.rows_for(prompts)
         steps = jobs[0].req.max_tokens - 1
         t0 = time.time()
         result = self.engine.run_batch(
@@ -365,36 +383,48 @@ class Worker(threading.Thread):
             )
         )
         t1 = time.time()
-        seq0 = self._next_seq
+        self.after_batch(rows, steps)
         # Every row the engine ran, in row order: a request's row names it and its client's
         # digest; a row no request came with (there is none on an honest node) is a filler.
         requests = [j.client_request() for j in jobs]
         manifest = tuple(row_for(j.req.request_id, r) for j, r in zip(jobs, requests, strict=True))
         manifest += (FILLER,) * (len(rows) - len(jobs))
-        items, records, setups = [], [], []
-        for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True)):
-            rec = record_from_row(
-                self.engine,
-                result,
-                i,
-                ids,
-                self.probes,
-                node=self.cfg.node,
-                seq=seq0 + i,
-                request_id=job.req.request_id,
-                t_start=t0,
-                t_end=t1,
+        records = [
+            dataclasses.replace(
+                record_from_row(
+                    self.engine,
+                    result,
+                    i,
+                    ids,
+                    self.probes,
+                    node=self.cfg.node,
+                    seq=self._next_seq + i,
+                    request_id=job.req.request_id,
+                    t_start=t0,
+                    t_end=t1,
+                ),
+                manifest=manifest,
+                request=requests[i],
             )
-            rec = dataclasses.replace(rec, manifest=manifest, request=requests[i])
-            rec = self.redteam.declare(rec, self.cfg.engine)
+            for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True))
+        ]
+        return self.prepare(jobs, records)
+
+    def prepare(
+        self, jobs: list[Job], records: list[Record], completions: list[str] | None = None
+    ) -> Pending:
+        """Records numbered from the next seq, as declared, encoded once for log and commit."""
+        items, declared, setups = [], [], []
+        for job, rec in zip(jobs, records, strict=True):
+            rec = self.declared(rec)
             m = rec.to_map()  # once: the setup map goes into the commitment too
             data = canonical.pack(m)  # == rec.encode()
             items.append((job.req.request_id, sha256(data), data, len(rec.output_ids)))
-            records.append(rec)
+            declared.append(rec)
             setups.append(m["setup"])
         self._next_seq += len(jobs)
         self.engine_faults = 0
-        return Pending(jobs, records, setups, items, result.prefill_s, result.decode_s)
+        return Pending(jobs, declared, setups, items, completions)
 
     def _commit(self, p: Pending) -> list[list[bytes]]:
         appended = self.store.append(p.items)  # the durability point: nothing is said before it
@@ -405,7 +435,8 @@ class Worker(threading.Thread):
         jobs, records = p.jobs, p.records
         now = time.time()
         frames = []
-        for job, rec, setup, a in zip(jobs, records, p.setups, appended, strict=True):
+        texts = p.completions or [self.engine.decode(r.output_ids) for r in records]
+        for job, rec, setup, a, text in zip(jobs, records, p.setups, appended, texts, strict=True):
             self.commits.put(
                 Commit(
                     node=self.cfg.node,
@@ -418,8 +449,9 @@ class Worker(threading.Thread):
                     model=rec.model,
                     prompt_tokens=len(rec.prompt_ids),
                     output_tokens=len(rec.output_ids),
-                    prefill_s=p.prefill_s,
-                    decode_s=p.decode_s,
+                    # The record's own times (a batch's, or one served request's).
+                    prefill_s=rec.timings.get("prefill_s", 0.0),
+                    decode_s=rec.timings.get("decode_s", 0.0),
                     manifest=root(rec.manifest),
                 )
             )
@@ -427,7 +459,7 @@ class Worker(threading.Thread):
                 self._reply(
                     job,
                     status="ok",
-                    completion=self.engine.decode(rec.output_ids),
+                    completion=text,
                     output_ids=list(rec.output_ids),
                     seq=a.seq,
                 )

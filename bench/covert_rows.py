@@ -33,10 +33,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 import zmq
 
-from fpmon.agents.config import AgentConfig, EngineConfig
-from fpmon.agents.redteam import RedTeam
+from fpmon.agents.config import AgentConfig, EngineConfig, RedTeamConfig
+from fpmon.agents.parts import parts_for
 from fpmon.agents.store import RecordLog
-from fpmon.agents.worker import Job, Worker
+from fpmon.agents.worker import Job
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.hf import HFEngine
 from fpmon.replay.calibration import Calibration
@@ -81,7 +81,7 @@ WORDS = [
 def serve(
     engine: HFEngine,
     dtype: str,
-    redteam: RedTeam,
+    redteam: RedTeamConfig,
     n: int,
     max_tokens: int,
     words: tuple[int, int],
@@ -97,7 +97,8 @@ def serve(
         commits: queue.Queue[Commit | None] = queue.Queue()
         ctx: zmq.Context[Any] = zmq.Context()
         probes = ProbeSpec(tuple(default_layers(engine.num_layers)))
-        w = Worker(cfg, engine, store, ctx, "inproc://r", commits, redteam, probes)
+        make = parts_for(redteam, "bench").worker  # the honest worker, or the red team's
+        w = make(cfg, engine, store, ctx, "inproc://r", commits, probes)
         out = []
         try:
             for i in range(n):
@@ -156,8 +157,8 @@ def main() -> int:
     rows = []
     t0 = time.time()
     for dtype in dtypes:
-        runs = [("honest", 1, RedTeam())] + [
-            (v or "listed", b, RedTeam(enabled=True, actual_batch=b, hide_rows=v))
+        runs = [("honest", 1, RedTeamConfig())] + [
+            (v or "listed", b, RedTeamConfig(enabled=True, actual_batch=b, hide_rows=v))
             for b in (int(x) for x in a.batches.split(","))
             for v in ("", "strip", "forge")
         ]

@@ -5,7 +5,7 @@ on `--node-device`, `control` on `--control-device`; the replay daemon judges bo
 reference on `--reference` (GPM around its replays where that is a GPU), accounting their
 telemetry over `--window-s` windows. After the daemon has judged a few records of each node:
 `--quiet-s` of honest serving, then `--hidden-s` with a side process of bf16 matmuls at
-`--duty` on the node's device (`fpmon.lab.sidework`). Prints and writes (`--out`) every alert
+`--duty` on the node's device (`fpmon.sidework`). Prints and writes (`--out`) every alert
 with its phase, the nodes' capacity summaries and the undeclared_capacity details.
 Expected: no alert in the quiet phase or for the control; `foreign_process` and
 `undeclared_capacity` for the node in the hidden phase.
@@ -24,11 +24,10 @@ import threading
 import time
 from pathlib import Path
 
-from fpmon.lab.sidework import SideProcess
-
 from fpmon.agents.client import submit
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
+from fpmon.sidework import SideProcess
 from fpmon.testing.spawn import AgentProcess, write_config
 
 

@@ -3,7 +3,7 @@
 On a host with two GPUs: a serving engine process on each (HF engine, batch-1 decode, the
 `random:qwen2.5-1.5b` preset by default), the node GPU and a control GPU. The agent's own
 telemetry code (`agents.telemetry.TelemetrySource`, scoped to each engine's GPU and pid)
-samples both at 1 Hz while, on the node GPU only, a side process (`fpmon.lab.sidework`: bf16
+samples both at 1 Hz while, on the node GPU only, a side process (`fpmon.sidework`: bf16
 8192^3 matmuls, or 1 GiB copies) runs phase by phase: quiet, compute at 10%, 50%, 100% duty,
 memory-bound at 100%, quiet again. The control engine also meters its own batches with GPM
 (`fpmon.gpm.GpmReader` around each batch, as the replay daemon does around its replays): the
@@ -171,9 +171,8 @@ def main() -> int:
     args = ap.parse_args()
     if args.cmd == "engine":
         return engine_main(args)
-    from fpmon.lab.sidework import SideProcess
-
     from fpmon.agents.telemetry import TelemetrySource
+    from fpmon.sidework import SideProcess
 
     args.out.mkdir(parents=True, exist_ok=True)
     node_dev, ctl_dev = f"cuda:{args.node_gpu}", f"cuda:{args.control_gpu}"

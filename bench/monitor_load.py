@@ -51,7 +51,9 @@ def pct(xs: list[float], q: float) -> float:
 def make_frames(rng: random.Random) -> tuple[list[list[bytes]], list[list[bytes]]]:
     """Wire frames encoded once (the publishers' work): telemetry per node, a verdict pool."""
     names = [f"node-{i:04d}" for i in range(NODES)]
-    tele = [encode(synth.telemetry(n, GPUS, util=rng.uniform(10, 99))) for n in names]
+    tele = [encode(synth.telemetry(n, GPUS, util=rng.uniform(10, 99))) for n in names[1:]]
+    # One node doing hidden work: GPM figures and a foreign process on its GPUs.
+    tele.insert(0, encode(synth.gpm_telemetry(names[0], hidden=True, gpus=GPUS)))
     verdicts = [encode(synth.random_verdict(rng, names, seq)) for seq in range(4000)]
     return tele, verdicts
 

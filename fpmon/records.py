@@ -124,6 +124,11 @@ class Record:
     def digest(self) -> bytes:
         return canonical.digest(self.encode())
 
+    def probes_digest(self) -> bytes:
+        """sha256 of the probe tensors alone (names, dtypes, shapes, bytes): equal for two
+        bit-identical captures, unlike `digest`, which also covers the request id and times."""
+        return canonical.digest(canonical.pack({k: b.to_map() for k, b in self.probes.items()}))
+
     @classmethod
     def decode(cls, data: bytes) -> Record:
         try:

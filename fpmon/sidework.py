@@ -5,6 +5,10 @@ medium 50%, heavy: back to back, two in flight), optionally only while the decla
 a given phase (prefill or decode). The process variant runs the same loop in a child process
 (its own CUDA context, time-sliced by the driver rather than sharing SMs like streams do).
 Run as `python -m fpmon.sidework KIND DUTY` for that child.
+
+On a CPU device the same loop runs plain (no stream: each op returns when done) with smaller
+operands, so that one op is milliseconds and the duty cycle is a share of wall time: the
+CPU-only demo's hidden-work node (agents/redteam.py) runs it inside its engine process.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,22 +77,28 @@ def _make_op(kind: str, device: Any) -> tuple[Callable[[], object], float, str]:
     """The side kernel and its work per call (FLOP or bytes moved) with the unit."""
     import torch
 
+    cuda = torch.device(device).type == "cuda"
+    # On the CPU: float32 (bf16 GEMMs are slow without AMX) and sizes that take milliseconds
+    # per op, so a thread can keep a duty cycle; 64 MiB copies are still far beyond L3.
+    dtype = torch.bfloat16 if cuda else torch.float32
     if kind == "compute":
-        n = 8192
-        a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-        b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-        c = torch.empty(n, n, device=device, dtype=torch.bfloat16)
+        n = 8192 if cuda else 512
+        a = torch.randn(n, n, device=device, dtype=dtype)
+        b = torch.randn(n, n, device=device, dtype=dtype)
+        c = torch.empty(n, n, device=device, dtype=dtype)
         return (lambda: torch.mm(a, b, out=c)), 2.0 * n**3, "FLOP"
     if kind == "memory":
-        n = 1 << 29  # 1 GiB of bf16 each way: far beyond L2, so HBM bandwidth bound
-        src = torch.randn(n, device=device, dtype=torch.bfloat16)
+        # 1 GiB of bf16 each way on a GPU: far beyond L2, so HBM bandwidth bound
+        n = 1 << 29 if cuda else 1 << 24
+        src = torch.randn(n, device=device, dtype=dtype)
         dst = torch.empty_like(src)
-        return (lambda: dst.copy_(src)), 2.0 * n * 2, "B"
+        return (lambda: dst.copy_(src)), 2.0 * n * src.element_size(), "B"
     raise ValueError(f"unknown side-work kind {kind!r}")
 
 
 class SideWork(BackgroundLoop):
-    """Side kernels on another stream from a thread, gated by `active()`."""
+    """Side kernels from a thread, gated by `active()`: on their own CUDA stream, or plain on
+    the CPU."""
 
     thread_name = "fpmon-sidework"
 
@@ -103,28 +114,59 @@ class SideWork(BackgroundLoop):
         super().__init__()
         self.kind = kind
         self.duty = duty_of(intensity)
-        self.device = device
+        self.device = torch.device(device)
         self.active = active or (lambda: True)
-        self.stream = torch.cuda.Stream(device)
-        with torch.cuda.stream(self.stream):
-            self._op, self.work, self.unit = _make_op(kind, device)
+        self.stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        with self._on_stream():
+            self._op, self.work, self.unit = _make_op(kind, self.device)
             for _ in range(3):
                 self._op()
-        self.stream.synchronize()
+        self._sync()
         t0 = time.perf_counter()
-        with torch.cuda.stream(self.stream):
+        with self._on_stream():
             for _ in range(5):
                 self._op()
-        self.stream.synchronize()
+        self._sync()
         self.op_s = (time.perf_counter() - t0) / 5
         self.calls = 0
         self.busy_s = 0.0
+
+    def _on_stream(self) -> AbstractContextManager[Any]:
+        import torch
+
+        return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
+
+    def _sync(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
 
     def rate(self) -> float:
         """Unloaded throughput of the side kernel (FLOP/s or B/s)."""
         return self.work / self.op_s
 
     def _loop(self) -> None:
+        if self.stream is None:
+            self._cpu_loop()
+        else:
+            self._cuda_loop()
+
+    def _cpu_loop(self) -> None:
+        # Each op's own wall time sets the pause, so the thread computes `duty` of the wall
+        # time however contended the cores are (torch releases the GIL inside the op).
+        rest = (1 - self.duty) / self.duty
+        while not self._stop.is_set():
+            if not self.active():
+                time.sleep(0.0002)
+                continue
+            t0 = time.perf_counter()
+            self._op()
+            took = time.perf_counter() - t0
+            self.calls += 1
+            self.busy_s += took
+            if rest > 0:
+                self._stop.wait(took * rest)
+
+    def _cuda_loop(self) -> None:
         import torch
 
         pending: list[Any] = []
@@ -152,7 +194,7 @@ class SideWork(BackgroundLoop):
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-        self.stream.synchronize()
+        self._sync()
 
 
 class SideProcess:

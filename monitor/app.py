@@ -5,13 +5,14 @@ updating cells in place. Bursts coalesce (`FeedReady.can_replace`, as Toolong do
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import ClassVar
 
 from textual import on
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
+from textual.dom import DOMNode
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 
@@ -22,6 +23,7 @@ from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rej
 from fpmon.monitor.model import FleetModel, VerdictEntry
 from fpmon.monitor.screens.alerts import AlertsScreen
 from fpmon.monitor.screens.base import LiveScreen
+from fpmon.monitor.screens.capacity import CapacityScreen
 from fpmon.monitor.screens.evidence import EvidenceScreen
 from fpmon.monitor.screens.fleet import FleetScreen
 from fpmon.monitor.screens.modals import ColumnsScreen, HelpScreen
@@ -56,7 +58,7 @@ class NodeFlagged(Message):
 class MonitorApp(App):
     CSS_PATH = "monitor.tcss"
     TITLE = "fpmon"
-    MODES: ClassVar[dict[str, type[Screen]]] = {
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {
         "fleet": FleetScreen,
         "verdicts": VerdictsScreen,
         "alerts": AlertsScreen,
@@ -120,6 +122,7 @@ class MonitorApp(App):
                 curve=config.curve,
                 record=config.monitor.record,
                 state_timeout_s=config.monitor.state_timeout_s,
+                state_refresh_s=config.monitor.state_refresh_s,
                 deaf_after_s=config.monitor.deaf_after_s,
                 verifier_key=config.monitor.verifier_key,
             )
@@ -216,6 +219,10 @@ class MonitorApp(App):
         screen = self.live_screen()
         if screen is not None:
             screen.repaint()
+        else:  # a full screen with live figures; the stack is empty while the app exits
+            top = self.screen_stack[-1] if self.screen_stack else None
+            if isinstance(top, CapacityScreen):
+                top.repaint()
         if self.problems is not None:
             for p in self.problems():
                 self.notify(p, severity="error", timeout=30)
@@ -246,8 +253,8 @@ class MonitorApp(App):
         self.palette = {k: v[k] for k in v if k.startswith("fpmon-")}
 
     def watch_theme(self, theme: str) -> None:
-        if not self.is_mounted:
-            return
+        # Also runs from __init__ (which sets the configured theme), before any screen: the
+        # palette is ready from the start and there is nothing to repaint yet.
         self._palette()
         for screen in self._live_screens():
             screen.table.palette = self.palette
@@ -263,6 +270,12 @@ class MonitorApp(App):
     # -- screens -------------------------------------------------------------------------
     def show_evidence(self, entry: VerdictEntry) -> None:
         self.push_screen(EvidenceScreen(entry))
+
+    def show_capacity(self, node: str) -> None:
+        if node not in self.model.nodes:
+            self.notify(f"{node} is not in the fleet view", severity="warning")
+            return
+        self.push_screen(CapacityScreen(node))
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(help_rows(self)))
@@ -324,14 +337,14 @@ def tune_gc() -> None:
 
 
 # Every class that declares bindings, for the help screen and keymap validation.
-BINDING_CLASSES: tuple[type, ...] = (
+BINDING_CLASSES: tuple[type[DOMNode], ...] = (
     MonitorApp, LiveScreen, FleetScreen, VerdictsScreen, AlertsScreen, EvidenceScreen,
-    HelpScreen, ColumnsScreen, LiveTable,
+    CapacityScreen, HelpScreen, ColumnsScreen, LiveTable,
 )  # fmt: skip
 
 
 def binding_ids() -> dict[str, Binding]:
-    out = {}
+    out: dict[str, Binding] = {}
     for cls in BINDING_CLASSES:
         for b in cls.BINDINGS:
             if isinstance(b, Binding) and b.id:
@@ -339,7 +352,7 @@ def binding_ids() -> dict[str, Binding]:
     return out
 
 
-def check_keymap(keymap: dict[str, str]) -> None:
+def check_keymap(keymap: Mapping[str, str]) -> None:
     known = binding_ids()
     unknown = sorted(set(keymap) - set(known))
     if unknown:
@@ -353,7 +366,8 @@ def check_keymap(keymap: dict[str, str]) -> None:
 BINDING_PLACES: dict[type, str] = {
     MonitorApp: "anywhere", LiveScreen: "fleet, verdicts, alerts", LiveTable: "any table",
     FleetScreen: "fleet", VerdictsScreen: "verdicts", AlertsScreen: "alerts",
-    EvidenceScreen: "evidence", HelpScreen: "this help", ColumnsScreen: "columns dialog",
+    EvidenceScreen: "evidence", CapacityScreen: "capacity", HelpScreen: "this help",
+    ColumnsScreen: "columns dialog",
 }  # fmt: skip
 
 
@@ -372,17 +386,18 @@ def help_rows(app: App) -> list[tuple[str, str, str, str]]:
     keymap = app._keymap if hasattr(app, "_keymap") else {}
     playing = isinstance(getattr(app, "source", None), Player)
     inspector = bool(getattr(app, "inspector", False))
-    rows = []
-    seen = set()
+    rows: dict[str, list[str]] = {}  # one row per id; a binding on two screens names both
     for cls in BINDING_CLASSES:
         for b in cls.BINDINGS:
-            if not isinstance(b, Binding) or not b.id or b.id in seen:
+            if not isinstance(b, Binding) or not b.id:
                 continue
-            seen.add(b.id)
+            if b.id in rows:
+                rows[b.id][2] += f", {BINDING_PLACES.get(cls, '')}"
+                continue
             if b.id.startswith("play.") and not playing:
                 continue
             if inspector and b.id in ("alerts.ack", "alerts.ack_all", "verdicts.export"):
                 continue
             key = key_display(app, keymap.get(b.id, b.key))
-            rows.append((key, b.description or b.action, BINDING_PLACES.get(cls, ""), b.id))
-    return rows
+            rows[b.id] = [key, b.description or b.action, BINDING_PLACES.get(cls, ""), b.id]
+    return [(k, what, where, bid) for k, what, where, bid in rows.values()]

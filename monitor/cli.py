@@ -6,8 +6,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpmon.errors import FpmonError
+
+if TYPE_CHECKING:
+    from fpmon.monitor.config import MonitorConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +55,7 @@ def _dashboard_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def dashboard_config(args: argparse.Namespace):
+def dashboard_config(args: argparse.Namespace) -> MonitorConfig:
     from fpmon.monitor.config import check_endpoint, load_config
 
     path = getattr(args, "dash_config", None) or getattr(args, "config", None)

@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from fpmon import config
-from fpmon.config import Invalid, PositiveFloat, PublicKeyHex, SecretPath, Section
+from fpmon.config import Invalid, NonNegativeFloat, PositiveFloat, PublicKeyHex, SecretPath, Section
 from fpmon.errors import FpmonError
 from fpmon.monitor.model import Limits
 
@@ -103,6 +103,10 @@ class WatchConfig(Section):
     export_dir: Path | None = None  # where `x` writes; None: default_export_dir()
     refresh_s: PositiveFloat = 0.5
     state_timeout_s: PositiveFloat = 2.0
+    # Ask the replay daemon for its state again this often (0: once, at start): node
+    # summaries carry its accounting windows (the fleet's hidden-work column), which no
+    # published message does.
+    state_refresh_s: NonNegativeFloat = 15.0
     deaf_after_s: PositiveFloat = 10.0  # nothing heard this long: show `deaf`, resubscribe
     verifier_key: PublicKeyHex | None = None  # Ed25519 public key the verifier signs with
 

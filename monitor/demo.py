@@ -2,7 +2,7 @@
 
 Processes (each its own process group, logs under the work folder):
   hub        `fpmon hub`     XSUB for publishers, XPUB for subscribers
-  5 agents   `fpmon agent`   tiny model; one honest, four red-team (agents/redteam.py)
+  6 agents   `fpmon agent`   tiny model; one honest, five red-team (agents/redteam.py)
   replay     `fpmon replay`  SUBs the hub, opens and replays samples, PUBs verdicts to the hub
   loadgen    `python -m fpmon.monitor.loadgen`  steady requests to every agent's intake
 and the dashboard (this process), SUB on the hub's XPUB plus a StateRequest to the daemon.
@@ -11,7 +11,9 @@ Honest physics (docs/CAPTURE.md, docs/ENVIRONMENT.md): on this CPU bf16/fp16 act
 not move with batch size, float32 decode does; attention and dtype changes show after layer 0.
 So the batch cheat declares float32, the attention cheat bf16 sdpa (runs eager), the dtype
 cheat declares float32 (runs bf16), and the tamperer computes honestly but alters opened
-records.
+records. The hidden-work node serves every request honestly and declares float32 like the
+honest node, while a thread of its engine process runs matmuls half the time: no record
+shows it, its engine's CPU time does (replay/accounting.py, metric `cpu`).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,6 +43,16 @@ from fpmon.errors import FpmonError
 from fpmon.monitor.config import Endpoints, MonitorConfig, WatchConfig
 from fpmon.progress import Progress
 from fpmon.setups import Setup
+
+if TYPE_CHECKING:
+    from fpmon.monitor.model import FleetModel
+
+# The hidden-work node's side work: matmuls in its engine process half the time (measured here:
+# engine CPU 4.6-15.7x what its tokens explain, every window over; 0.25 gave 3.2-4.1, closer to
+# the threshold of 2.5 than a demo that must pass on a busy machine should be).
+HIDDEN_DUTY = 0.5
+# Capacity accounting windows: short enough that a 45 s demo closes two or three per node.
+CAPACITY_WINDOW_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,7 @@ NODES = (
     DemoNode("node-attn", "bfloat16", "sdpa", {"actual_attn": "eager"}, "attn_impl"),
     DemoNode("node-dtype", "float32", "sdpa", {"actual_dtype": "bfloat16"}, "dtype"),
     DemoNode("node-tamper", "bfloat16", "sdpa", {"tamper_openings": True}, "bad_opening"),
+    DemoNode("node-hidden", "float32", "sdpa", {"side_work_duty": HIDDEN_DUTY}, "hidden_work"),
 )
 
 
@@ -138,13 +151,20 @@ class Child:
 class Fleet:
     """Writes the configs, starts every process in its own group, and stops them all."""
 
-    def __init__(self, workdir: Path, base_port: int = 0, rate: float = 0.5) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        base_port: int = 0,
+        rate: float = 0.5,
+        nodes: Sequence[DemoNode] = NODES,  # another fleet: benchmarks (bench/cpu_accounting.py)
+    ) -> None:
         self.dir = workdir
         self.rate = rate
-        ports = free_ports(4 + 2 * len(NODES), base_port)
+        self.nodes = tuple(nodes)
+        ports = free_ports(4 + 2 * len(self.nodes), base_port)
         self.hub_xsub, self.hub_xpub, self.state, self.verdicts = map(tcp, ports[:4])
-        self.intake = {n.name: tcp(ports[4 + 2 * i]) for i, n in enumerate(NODES)}
-        self.openings = {n.name: tcp(ports[5 + 2 * i]) for i, n in enumerate(NODES)}
+        self.intake = {n.name: tcp(ports[4 + 2 * i]) for i, n in enumerate(self.nodes)}
+        self.openings = {n.name: tcp(ports[5 + 2 * i]) for i, n in enumerate(self.nodes)}
         self.children: list[Child] = []
         self.reported: set[str] = set()
         self.verifier_key: bytes | None = None  # the replay daemon's, made by write_configs
@@ -169,7 +189,7 @@ class Fleet:
         self.verifier_key = bytes.fromhex(_write_key(verifier_file))
         tomlw.write(paths["hub"], {"hub": {"xsub": self.hub_xsub, "xpub": self.hub_xpub}})
         nodes = []
-        for n in NODES:
+        for n in self.nodes:
             state_dir = d / "agents" / n.name
             pub_hex = _write_key(state_dir / "signing.key")
             doc: dict[str, Any] = {
@@ -211,9 +231,9 @@ class Fleet:
                 "sampling": {"rate": self.rate, "suspect_rate": self.rate},
                 "openings": {"deadline_s": 3.0, "retries": 2},
                 "attribution": {"fields": ["batch_size", "attn_impl", "dtype"]},
-                # Eight processes share two CPU cores here: per-request time is scheduler
+                # Nine processes share two CPU cores here: per-request time is scheduler
                 # noise, not evidence. The demo shows numerics; timing needs a quiet GPU.
-                "timing": {"margin": 4.0},
+                "timing": {"margin": 4.0, "capacity_window_s": CAPACITY_WINDOW_S},
                 "node": nodes,
             },
         )
@@ -256,12 +276,12 @@ class Fleet:
         fp = [sys.executable, "-m", "fpmon"]
         self._spawn("hub", [*fp, "hub", "--config", str(paths["hub"])])
         self._spawn("replay", [*fp, "replay", "--config", str(paths["replay"])])
-        for n in NODES:
+        for n in self.nodes:
             self._spawn(n.name, [*fp, "agent", "--config", str(paths[n.name])])
         self._spawn(
             "loadgen",
             [sys.executable, "-m", "fpmon.monitor.loadgen", "--rate", str(self.rate),
-             *[a for n in NODES for a in ("--intake", self.intake[n.name])]],
+             *[a for n in self.nodes for a in ("--intake", self.intake[n.name])]],
         )  # fmt: skip
 
     def problems(self) -> list[str]:
@@ -331,7 +351,7 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
 
 
-def summary(model, duration_s: float, problems: Sequence[str] = ()) -> dict[str, Any]:
+def summary(model: FleetModel, duration_s: float, problems: Sequence[str] = ()) -> dict[str, Any]:
     """The headless summary: per node, declared vs actual setup, verdicts and attributions,
     whether the verifier saw it as it is (`pass`, `why`); overall `pass`."""
     nodes = []
@@ -372,11 +392,13 @@ def summary(model, duration_s: float, problems: Sequence[str] = ()) -> dict[str,
 
 GOOD = ("match", "within_noise")
 STATUS_EXPECT = ("bad_opening", "chain_break", "unopened")  # cheats a status names, not a field
+# Alerts that say a node did work it did not declare; an honest node must raise none.
+HIDDEN_WORK_ALERTS = ("undeclared_capacity", "suspected_hidden_work")
 
 
-def alert_counts(model, node: str) -> dict[str, int]:
+def alert_counts(model: FleetModel, node: str) -> dict[str, int]:
     """Alerts by kind (the model groups them per node and kind; each group counts its own)."""
-    out: Counter = Counter()
+    out: Counter[str] = Counter()
     for e in model.alerts.values():
         if e.alert.node == node:
             out[e.alert.kind] += e.count
@@ -387,13 +409,26 @@ def judge(n: dict[str, Any]) -> tuple[bool, str]:
     """Did the verifier see this node as it is? One line of why, either way."""
     v, att, expect = n["verdicts"], n["attributions"], n["expect"]
     good = sum(v.get(s, 0) for s in GOOD)
+    hidden = {k: c for k, c in n["alerts"].items() if k in HIDDEN_WORK_ALERTS}
     if not sum(v.values()):
         return False, "no verdict yet (run longer: the first come 10-20 s after start)"
+    bad = {s: k for s, k in v.items() if s not in GOOD and s != "unverifiable"}
     if expect == "match":
-        bad = {s: k for s, k in v.items() if s not in GOOD and s != "unverifiable"}
+        if hidden:
+            return False, f"honest node alerted {_counts(hidden)}"
         if bad or n["health"] != "ok":
             return False, f"honest node judged {_counts(bad) if bad else n['health']}"
         return True, f"{good} verdicts, all {'/'.join(s for s in GOOD if v.get(s))}"
+    if expect == "hidden_work":
+        # Its records are honest: the replays must find nothing; only its activity tells.
+        if bad:
+            return False, f"hidden-work node's records judged {_counts(bad)}"
+        if not hidden:
+            return False, (
+                f"no {' or '.join(HIDDEN_WORK_ALERTS)} alert (the first capacity window "
+                f"closes about {CAPACITY_WINDOW_S:g} s after its first replay)"
+            )
+        return True, f"{_counts(hidden)}; {good} verdicts, all match"
     if good:
         return False, f"cheat judged good {good} time(s)"
     if expect in STATUS_EXPECT:

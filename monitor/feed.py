@@ -3,11 +3,13 @@
 `Feed` is a thread: a SUB socket connected to the hub's XPUB (or to every publisher listed),
 a DEALER to the replay daemon's `state` ROUTER for a snapshot at start (zguide Clone pattern:
 subscribe first, then ask for state, so nothing falls between the two; the model drops
-verdicts it already has), and a socket monitor so an endpoint that goes away shows as `lost`
-and comes back by itself (ZeroMQ reconnects; we only report). A connection libzmq dropped for a
-protocol error never comes back and says nothing: a SUB silent for `deaf_after_s` shows as
-`deaf` and is made anew (`fpmon.deafness`). Frames are decoded with
-`fpmon.wire.decode` under hard limits; rejects are counted by reason.
+verdicts it already has) and again every `state_refresh_s` (node summaries carry figures no
+published message does: the verifier's hidden-work accounting; a refresh asks only for the
+verdicts and alerts past the last reply's `stream_seq`), and a socket monitor so an endpoint
+that goes away shows as `lost` and comes back by itself (ZeroMQ reconnects; we only report).
+A connection libzmq dropped for a protocol error never comes back and says nothing: a SUB
+silent for `deaf_after_s` shows as `deaf` and is made anew (`fpmon.deafness`). Frames are
+decoded with `fpmon.wire.decode` under hard limits; rejects are counted by reason.
 
 Decoded messages go into a bounded inbox; `notify()` is called once per burst, so the UI
 coalesces a burst into one wake-up. Nothing here imports Textual.
@@ -123,7 +125,7 @@ class Inbox:
         self.items.append(item)
 
     def drain(self, limit: int = 1 << 30) -> list[Any]:
-        out = []
+        out: list[Any] = []
         pop = self.items.popleft
         try:
             while len(out) < limit:
@@ -193,6 +195,8 @@ class _Runner:
 
 
 class Feed(_Runner):
+    _mon: zmq.Socket[bytes]  # the SUB's socket monitor, made in _watch_sub
+
     def __init__(
         self,
         inbox: Inbox,
@@ -201,8 +205,9 @@ class Feed(_Runner):
         *,
         limits: Limits | None = None,
         curve: CurveConfig | None = None,
-        record: str = "",
+        record: str | Path | None = "",
         state_timeout_s: float = 2.0,
+        state_refresh_s: float = 0.0,
         burst_s: float = 0.02,
         deaf_after_s: float = 10.0,
         verifier_key: bytes | None = None,
@@ -214,6 +219,8 @@ class Feed(_Runner):
         self.curve = curve
         self.recorder = Recorder(record) if record else None
         self.state_timeout_s = state_timeout_s
+        self.state_refresh_s = state_refresh_s  # 0: the state is asked for once
+        self._stream_seq = 0  # the last state reply's: a refresh asks only for what is newer
         self.burst_s = burst_s
         self.deaf_after_s = deaf_after_s  # publishers are periodic (~1 s): silence is a fault
         # Without the verifier's key nothing is authenticated (the app says so).
@@ -233,7 +240,10 @@ class Feed(_Runner):
         s = self.ctx.socket(zmq.DEALER)
         self._secure(s, self.curve.state_key if self.curve else None)
         s.connect(self.state_endpoint)
-        s.send_multipart(encode(StateRequest(node=f"monitor-{os.getpid()}", t=time.time())))
+        req = StateRequest(
+            node=f"monitor-{os.getpid()}", t=time.time(), since_verdicts=self._stream_seq
+        )
+        s.send_multipart(encode(req))
         return s
 
     def _make_sub(self) -> zmq.Socket:
@@ -298,6 +308,7 @@ class Feed(_Runner):
         self._watch_sub(poller)
         state_sock = None
         state_deadline = 0.0
+        next_refresh = float("inf")
         if self.state_endpoint:
             self.inbox.put(EndpointState(self.state_endpoint, "connecting"))
             state_sock = self._state_socket()
@@ -315,7 +326,14 @@ class Feed(_Runner):
                         poller.unregister(state_sock)
                         state_sock.close(0)
                         state_sock = None
+                        if self.state_refresh_s > 0:
+                            next_refresh = time.monotonic() + self.state_refresh_s
                         n += 1
+                elif state_sock is None and time.monotonic() >= next_refresh:
+                    next_refresh = float("inf")
+                    state_sock = self._state_socket()
+                    poller.register(state_sock, zmq.POLLIN)
+                    state_deadline = time.monotonic() + self.state_timeout_s
                 elif state_sock is not None and time.monotonic() > state_deadline:
                     # Lazy Pirate: no answer in time; report, drop the socket, ask again.
                     self.inbox.put(EndpointState(self.state_endpoint, "lost"))
@@ -345,6 +363,7 @@ class Feed(_Runner):
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 break
+            msg: Message | None  # None: the authenticator dropped it
             try:
                 msg = decode(frames, self.limits, expect=topics)
             except WireError as e:
@@ -356,6 +375,8 @@ class Feed(_Runner):
                     self.inbox.put(Rejected(why))
                 if msg is None:
                     continue
+            if isinstance(msg, StateReply):
+                self._stream_seq = max(self._stream_seq, msg.stream_seq)
             if self.recorder:
                 self.recorder.write(frames)
             self.inbox.put(msg)
@@ -370,7 +391,7 @@ class Feed(_Runner):
                 ev = recv_monitor_message(mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
-            ep = ev.get("endpoint", b"")
+            ep: str | bytes = ev.get("endpoint", b"")
             ep = ep.decode() if isinstance(ep, bytes) else str(ep)
             kind = ev["event"]
             if kind == zmq.EVENT_CONNECTED:
@@ -420,8 +441,9 @@ class Player(_Runner):
         return Position(self._at, self.length, self._paused)
 
     def _emit(self, frames: list[bytes]) -> None:
+        msg: Message | None  # None: the authenticator dropped it
         try:
-            msg: Message | None = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
+            msg = decode(frames, self.limits, expect=TOPICS + STATE_TOPICS)
         except WireError as e:
             self.inbox.put(Rejected(e.reason))
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 
@@ -44,7 +44,15 @@ def one_line(text: str) -> str:
     return " ".join(text.split()) if any(c in text for c in "\n\r\t") else text
 
 
-def spark(values: Sequence[float], width: int = 12, top: float | None = None) -> str:
+def printable(text: str) -> str:
+    """Text from the wire for a terminal cell: control characters (an escape sequence in a
+    process name) become `?`, line breaks spaces."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else " " if c in "\n\r\t" else "?" for c in text)
+
+
+def spark(values: Iterable[float], width: int = 12, top: float | None = None) -> str:
     """A one-line sparkline of the last `width` values, scaled to `top` (or their max)."""
     vals = list(values)[-width:]
     if not vals:

@@ -9,14 +9,27 @@ which nodes changed since it last painted. Every buffer is bounded.
 from __future__ import annotations
 
 import time
-from array import array
 from collections import Counter, OrderedDict, deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fpmon.config import Positive, PositiveFloat, Section
-from fpmon.wire import Alert, Commit, Head, Message, StateReply, Telemetry, Verdict
+from fpmon.monitor import capacity
+from fpmon.monitor.capacity import CapacityHistory, Processes
+from fpmon.monitor.history import History
+from fpmon.wire import (
+    Alert,
+    CapacityWindow,
+    Commit,
+    Head,
+    Message,
+    NodeSummary,
+    StateReply,
+    Telemetry,
+    Verdict,
+)
+from fpmon.wire.messages import Status
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
 GOOD_STATUSES = frozenset({"match", "within_noise"})
@@ -59,41 +72,7 @@ class Limits(Section):
     max_nodes: Positive = 20000  # a hostile feed cannot grow the fleet table without bound
     stale_after_s: PositiveFloat = 5.0  # no message for this long: stale
     lost_after_s: PositiveFloat = 20.0  # ... and for this long: lost
-
-
-class History:
-    """The last `size` points of a per-node series, in one block of doubles allocated when
-    the node is first seen: 1,000 nodes x 2 series x 120 points take their memory at once
-    instead of growing for the two minutes the series take to fill (one float object and
-    one deque slot per point)."""
-
-    __slots__ = ("_a", "_i", "_n")
-
-    def __init__(self, size: int) -> None:
-        self._a = array("d", bytes(8 * max(1, size)))
-        self._i = 0  # where the next point goes
-        self._n = 0  # points held
-
-    def append(self, x: float) -> None:
-        a = self._a
-        a[self._i] = x
-        self._i = (self._i + 1) % len(a)
-        if self._n < len(a):
-            self._n += 1
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __iter__(self) -> Iterator[float]:
-        """Oldest first."""
-        a, i, n = self._a, self._i, self._n
-        return iter(a[:n] if n < len(a) else a[i:] + a[:i])
-
-    def __getitem__(self, k: int) -> float:
-        return list(self)[k]
-
-    def __repr__(self) -> str:
-        return f"History({list(self)})"
+    capacity_windows: Positive = 60  # the verifier's accounting windows kept per node
 
 
 @dataclass
@@ -169,6 +148,15 @@ class NodeRow:
     util_hist: History = field(default_factory=lambda: History(1))
     mismatch_hist: History = field(default_factory=lambda: History(1))
     connection: str = "live"
+    # Hidden work (monitor/capacity.py): the verifier's last accounting window and its note,
+    # the windows over time, the processes on the node's GPUs, its hidden-work alerts. The
+    # series and the alerts are made for a node when it first has some.
+    capacity: CapacityWindow | None = None
+    capacity_note: str = ""
+    capacity_hist: CapacityHistory | None = None
+    procs: Processes | None = None
+    hidden_alerts: deque[Alert] | None = None
+    capacity_version: int = 0  # bumps when any of those changes: the capacity screen repaints
     _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
 
     @property
@@ -215,7 +203,9 @@ def attribution_fields(v: Verdict) -> list[str]:
 class FleetModel:
     """The fleet as the monitor knows it. Not thread-safe: one owner applies messages."""
 
-    def __init__(self, limits: Limits | None = None, clock=time.monotonic) -> None:
+    def __init__(
+        self, limits: Limits | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.limits = limits or Limits()
         self.clock = clock
         self.nodes: dict[str, NodeRow] = {}
@@ -254,7 +244,7 @@ class FleetModel:
             return
         self.version += 1
 
-    def apply_many(self, msgs, now: float | None = None) -> None:
+    def apply_many(self, msgs: Iterable[Message], now: float | None = None) -> None:
         now = self.clock() if now is None else now
         for m in msgs:
             try:
@@ -263,19 +253,25 @@ class FleetModel:
                 self.rejected[f"apply:{type(e).__name__}"] += 1
 
     def apply_state(self, reply: StateReply, now: float | None = None) -> None:
-        """A late joiner's snapshot (Clone pattern): node summaries, recent verdicts, alerts."""
+        """The daemon's state (Clone pattern): node summaries, recent verdicts, alerts. At
+        start it fills a late joiner's view; the periodic refreshes after it bring the
+        verifier's accounting windows. A summary is the daemon's word, not the node's: it
+        never makes a node look live (only a node's own messages do)."""
         now = self.clock() if now is None else now
-        counts: dict[str, dict[str, int]] = {}
+        counts: dict[str, dict[Status, int]] = {}
         for name, summary in reply.nodes.items():
-            row = self._row(name, now)
+            known = name in self.nodes
+            row = self._row(name, now, seen=not known)
             if row is None:
                 continue
             if summary.declared:
                 row.declared = summary.declared
             row.last_seq = max(row.last_seq, summary.chain_head_seq)
             row.commits = max(row.commits, summary.commits)
-            if summary.last_telemetry is not None:
-                self._telemetry(summary.last_telemetry, now)
+            if summary.last_telemetry is not None and not row.source:
+                # Only a view without telemetry of its own takes the daemon's last copy.
+                self._telemetry(summary.last_telemetry, now, seen=not known)
+            self._accounting(row, summary)
             counts[row.node] = summary.verdicts
         for v in reply.verdicts:
             self._verdict(v, now)
@@ -293,7 +289,8 @@ class FleetModel:
         self.endpoints[endpoint] = state
         self.version += 1
 
-    def _row(self, node: str, now: float) -> NodeRow | None:
+    def _row(self, node: str, now: float, seen: bool = True) -> NodeRow | None:
+        """The node's row, made at first sight; `seen`: the node itself spoke just now."""
         row = self.nodes.get(node)
         if row is None:
             if len(self.nodes) >= self.limits.max_nodes:
@@ -308,19 +305,25 @@ class FleetModel:
             )
             row._rate_window.append((now, 0))  # its commits are counted from first sight
             self.nodes[node] = row
-        row.last_seen = now
-        if row.connection != "live":
-            row.connection = "live"
+            seen = True
+        if seen:
+            row.last_seen = now
+            if row.connection != "live":
+                row.connection = "live"
         self._dirty.add(node)
         return row
 
-    def _telemetry(self, m: Telemetry, now: float) -> None:
-        row = self._row(m.node, now)
+    def _telemetry(self, m: Telemetry, now: float, seen: bool = True) -> None:
+        row = self._row(m.node, now, seen)
         if row is None:
             return
         row.source = m.source
         gpus = m.gpus
         row.gpus = len(gpus)
+        procs = capacity.processes(m) if gpus else None
+        if procs != row.procs:
+            row.procs = procs
+            row.capacity_version += 1
         if gpus:
             utils = [g.util for g in gpus if g.util is not None]
             row.util = sum(utils) / len(utils) if utils else None
@@ -335,6 +338,18 @@ class FleetModel:
             row.mem_total = m.host.mem_total
             row.power = None
             row.gpu_names = "no NVIDIA GPU"
+
+    def _accounting(self, row: NodeRow, summary: NodeSummary) -> None:
+        """The verifier's accounting of the node's GPU activity, from its node summary."""
+        row.capacity_note = summary.capacity
+        w = summary.accounting
+        if w is None:
+            return
+        if row.capacity_hist is None:
+            row.capacity_hist = CapacityHistory(self.limits.capacity_windows)
+        if row.capacity_hist.add(w):  # a window already seen (the next refresh) is not new
+            row.capacity = w
+            row.capacity_version += 1
 
     def _commit(self, m: Commit, now: float) -> None:
         row = self._row(m.node, now)
@@ -408,8 +423,14 @@ class FleetModel:
                 self._count_alert(a.node, +1)
             self.alerts.move_to_end(key)  # eviction takes the longest quiet first
         self.alerts_version += 1
-        if a.node in self.nodes:
+        row = self.nodes.get(a.node)
+        if row is not None:
             self._dirty.add(a.node)
+            if a.kind in capacity.HIDDEN_KINDS:
+                if row.hidden_alerts is None:
+                    row.hidden_alerts = deque(maxlen=capacity.ALERTS_KEPT)
+                row.hidden_alerts.append(a)
+                row.capacity_version += 1
 
     def _evict_alert(self) -> None:
         # Drop the oldest acknowledged alert first; only then the oldest open one.
@@ -454,7 +475,9 @@ class FleetModel:
             rw.append((now, row.commits))
             if len(rw) > RATE_WINDOW:
                 rw.popleft()
-            if len(rw) > 1 and rw[-1][0] > rw[0][0]:
+            # At least a second apart: a one-shot snapshot ticks microseconds after the state
+            # reply that brought a node's whole count (it printed 62,000 commits/s for 33).
+            if len(rw) > 1 and rw[-1][0] - rw[0][0] >= 1.0:
                 row.commits_per_s = (rw[-1][1] - rw[0][1]) / (rw[-1][0] - rw[0][0])
             row.util_hist.append(row.util or 0.0)
             # Share of bad verdicts among the last `recent` (what decides health): steady
@@ -506,6 +529,10 @@ class FleetModel:
                     "attribution_status": dict(r.attribution_status),
                     "open_alerts": r.open_alerts,
                     "declared": r.declared,
+                    # The verifier's last accounting window (NodeSummary.accounting) and the
+                    # processes on the node's GPUs that are not its engine's.
+                    "accounting": r.capacity.to_map() if r.capacity is not None else None,
+                    "foreign_processes": r.procs.foreign if r.procs is not None else None,
                 }
                 for r in sorted(self.nodes.values(), key=lambda r: r.node)
             ],

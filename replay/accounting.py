@@ -22,30 +22,61 @@ from the verifier's own replays of this node's records (median of the last 32):
   honest 0.19-0.25 of the bound, 10% hidden duty 0.30, 100% duty 0.91).
 A window with no committed tokens explains nothing: any activity over the floor is unexplained.
 
+**CPU nodes** (telemetry with no GPUs: an engine on the CPU, the demo fleet): metric `cpu`,
+observed = the engine process's CPU-seconds in the window (`Telemetry.engine.cpu_s`, between
+samples: replay/cputime.py), explained = committed tokens x the reference's process CPU-seconds
+per token around its own faithful replays (a CPU reference only: the CPU time of a GPU replay
+explains nothing of a CPU engine's).
+
 A metric is over when observed > threshold x explained and observed - explained > floor x the
-GPU-seconds covered. Thresholds and floors default to the H200 measurement and the alert says
-so (`threshold_source`). Telemetry is the node's own word, like its committed times: a node
-that lies in telemetry hides from this; the replays are what it cannot fake.
+GPU-seconds covered (for `cpu`: x the wall seconds covered, a share of one core). Thresholds
+and floors default to measurements (the H200's for GPU metrics, the demo fleet's for `cpu`)
+and the alert says so (`threshold_source`). Telemetry is the node's own word, like its
+committed times: a node that lies in telemetry hides from this; the replays are what it
+cannot fake.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import statistics
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fpmon.errors import FpmonError
-from fpmon.wire import Telemetry
+from fpmon.logs import fields
+from fpmon.replay.cputime import Delta, EngineClock
+from fpmon.wire import CapacityMetric, CapacityWindow, Telemetry
 from fpmon.wire.messages import AlertKind, Severity
 
+log = logging.getLogger("fpmon.replay.accounting")
+
 GPM_METRICS = ("sm_util", "sm_occupancy", "tensor_util", "dram_bw_util")
-METRICS = ("util", *GPM_METRICS)
+GPU_METRICS = ("util", *GPM_METRICS)
+METRICS = (*GPU_METRICS, "cpu")
 SAMPLES = 32
 MAX_DT_S = 5.0  # a telemetry gap longer than this counts as this long (no back-filling)
+
+# CPU engines (`cpu`), measured on the demo fleet on this 2-core host, 2026-11-30 (docs/REPLAY.md,
+# "CPU accounting"; 15 s windows, tiny model, one torch thread per process, load average 2-23
+# from other jobs, four runs): the honest node's observed/explained 1.02-1.83 and its excess
+# over explained at most 0.018 of a core (37 windows); nodes running another attention or dtype
+# than declared 0.93-2.11, covert batch-4 rows 1.30-2.05. Matmuls in the engine process at 50%
+# duty: 4.6-15.7, excess 0.088-0.25 core (21 of 21 windows over); 25%: 3.2-4.1 (7 of 7); 10%:
+# 2.1-3.3 (7 of 10). An idle agent's own loops: 0.007 of a core. So ratio 2.5 (1.4x the honest
+# maximum) and a floor of 0.03 core (1.7x the honest excess, 4x the idle agent), in
+# core-seconds per second of telemetry; an alarm needs both.
+CPU_RATIO = 2.5
+CPU_FLOOR = 0.03
+CPU_FLOOR_MAX = 4096.0  # cores: the `cpu` floor is core-seconds per second, not a share
+CPU_SOURCE = (
+    "demo fleet on a 2-core host 2026-11-30 (docs/REPLAY.md, CPU accounting): honest engine "
+    "CPU observed/explained 1.02-1.83, matmuls in the engine process at 50% duty 4.6-15.7"
+)
 
 # Measured on two H200s, 2026-11-30 (docs/GPU.md, "Hidden work: what NVML and GPM see"):
 # honest observed/explained 0.86-1.13 on every GPM metric (24 windows of 6 s, node and control
@@ -57,6 +88,7 @@ DEFAULT_RATIO = {
     "sm_occupancy": 2.0,
     "tensor_util": 2.0,
     "dram_bw_util": 2.0,
+    "cpu": CPU_RATIO,
 }
 # Excess below this share of the GPU-seconds covered is noise, whatever the ratio (an idle
 # node's few kernels). Hidden compute at 10% duty added 5.4% tensor and 5.9% SM on the H200.
@@ -66,11 +98,14 @@ DEFAULT_FLOOR = {
     "sm_occupancy": 0.01,
     "tensor_util": 0.01,
     "dram_bw_util": 0.01,
+    "cpu": CPU_FLOOR,
 }
 DEFAULT_SOURCE = (
     "H200 measurement 2026-11-30 (docs/GPU.md, Hidden work): honest observed/explained "
     "0.86-1.13, bf16 side work at 10% duty 2.4 (SM) / 26 (tensor)"
 )
+# A window whose tokens no replay has priced yet stays open up to this many windows long.
+WAIT_FOR_REFERENCE = 4
 FOREIGN_MIN_SAMPLES = 2  # honest runs showed no foreign process at all; 2 absorbs spawn races
 
 
@@ -81,6 +116,10 @@ class Settings:
     source: str
     shares: dict[str, float]  # configured reference shares (0..1) for GPM metrics
     foreign_min_samples: int = FOREIGN_MIN_SAMPLES
+    cpu_source: str = CPU_SOURCE  # where the `cpu` thresholds came from
+
+    def source_of(self, metric: str) -> str:
+        return self.cpu_source if metric == "cpu" else self.source
 
 
 KEYS = ("ratio", "floor", "threshold_source", "reference_shares", "foreign_min_samples")
@@ -92,24 +131,30 @@ def settings(raw: dict[str, Any], capacity_margin: float, where: str = "[account
     if unknown:
         raise FpmonError(f"{where} has unknown keys {unknown}; known: {', '.join(KEYS)}")
 
-    def table(name: str, default: dict[str, float], low: float, high: float) -> dict[str, float]:
+    def table(
+        name: str, default: dict[str, float], low: float, high: float, keys: tuple[str, ...]
+    ) -> dict[str, float]:
         got = raw.get(name, {})
-        if not isinstance(got, dict) or set(got) - set(METRICS):
-            raise FpmonError(f"{where} {name}: a table of {', '.join(METRICS)}")
+        if not isinstance(got, dict) or set(got) - set(keys):
+            raise FpmonError(f"{where} {name}: a table of {', '.join(keys)}")
         out = {**default, **{k: float(v) for k, v in got.items()}}
         for k, v in out.items():
-            if not low <= v <= high:
-                raise FpmonError(f"{where} {name}.{k} = {v}: must be within [{low}, {high}]")
+            top = CPU_FLOOR_MAX if name == "floor" and k == "cpu" else high
+            if not low <= v <= top:
+                raise FpmonError(f"{where} {name}.{k} = {v}: must be within [{low}, {top}]")
         return out
 
-    ratio = table("ratio", {**DEFAULT_RATIO, "util": 1 + capacity_margin}, 1.0, 1e6)
+    ratio = table("ratio", {**DEFAULT_RATIO, "util": 1 + capacity_margin}, 1.0, 1e6, METRICS)
+    floor = table("floor", DEFAULT_FLOOR, 0.0, 1.0, METRICS)
     changed = bool(raw.get("ratio") or raw.get("floor"))
     source = str(raw.get("threshold_source", "configured" if changed else DEFAULT_SOURCE))
-    shares = table("reference_shares", {}, 0.0, 1.0)
+    cpu_source = source if changed or "threshold_source" in raw else CPU_SOURCE
+    # No share for `cpu`: the reference's CPU time is measured around every replay.
+    shares = table("reference_shares", {}, 0.0, 1.0, GPU_METRICS)
     n = int(raw.get("foreign_min_samples", FOREIGN_MIN_SAMPLES))
     if n < 1:
         raise FpmonError(f"{where} foreign_min_samples must be >= 1")
-    return Settings(ratio, table("floor", DEFAULT_FLOOR, 0.0, 1.0), source, shares, n)
+    return Settings(ratio, floor, source, shares, n, cpu_source)
 
 
 @dataclass(frozen=True)
@@ -131,7 +176,10 @@ class _Window:
     gpm_status: dict[str, str] = field(default_factory=dict)
 
     def add(self, metric: str, pct: float, dt: float) -> None:
-        self.sums[metric] = self.sums.get(metric, 0.0) + pct / 100.0 * dt
+        self.add_seconds(metric, pct / 100.0 * dt, dt)
+
+    def add_seconds(self, metric: str, seconds: float, dt: float) -> None:
+        self.sums[metric] = self.sums.get(metric, 0.0) + seconds
         self.covered[metric] = self.covered.get(metric, 0.0) + dt
 
 
@@ -139,6 +187,7 @@ class _Window:
 class _Reference:
     wall: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     gpm: dict[str, deque[float]] = field(default_factory=dict)
+    cpu: deque[float] = field(default_factory=lambda: deque(maxlen=SAMPLES))
     device: str = ""
 
 
@@ -150,7 +199,11 @@ class Accounting:
         self._ref: dict[str, _Reference] = {}
         self._foreign: dict[tuple[str, str, int], int] = {}
         self._foreign_alerted: set[tuple[str, str, int]] = set()
+        self._cpu = EngineClock()
+        # node -> telemetry refused by the accounting (in bounds on the wire, impossible here)
+        self.refused: dict[str, Counter[str]] = {}
         self.last: dict[str, str] = {}  # node -> the last window's verdict, for the summary
+        self.windows: dict[str, CapacityWindow] = {}  # node -> the last window, typed
 
     # --- observed ---------------------------------------------------------------------------
     def telemetry(self, node: str, t: Telemetry, now: float) -> list[Alarm]:
@@ -158,7 +211,10 @@ class Accounting:
         last = self._last_t.get(node)
         self._last_t[node] = now
         alarms = self._foreign_processes(node, t)
-        if last is None or not t.gpus:
+        if not t.gpus:
+            self._engine_cpu(node, t, now)
+            return alarms
+        if last is None:
             return alarms
         dt = min(max(now - last, 0.0), MAX_DT_S)
         w = self._win.setdefault(node, _Window(start=now - dt))
@@ -175,6 +231,15 @@ class Accounting:
                     if v is not None:
                         w.add(m, v, gdt)
         return alarms
+
+    def _engine_cpu(self, node: str, t: Telemetry, now: float) -> None:
+        """A node without GPUs: its engine process's CPU time since the last sample."""
+        d = self._cpu.step(node, t)
+        if isinstance(d, str):
+            self.refused.setdefault(node, Counter())[d] += 1
+        elif isinstance(d, Delta):
+            w = self._win.setdefault(node, _Window(start=now - d.span_s))
+            w.add_seconds("cpu", d.cpu_s, d.span_s)
 
     def _foreign_processes(self, node: str, t: Telemetry) -> list[Alarm]:
         out = []
@@ -231,13 +296,17 @@ class Accounting:
         tokens: int,
         activity: dict[str, float] | None,
         device: str = "",
+        cpu_s: float | None = None,
     ) -> None:
-        """One replay on the reference: its wall time and, where measured, GPM activity."""
+        """One replay on the reference: its wall time, its process CPU time and, where
+        measured, GPM activity."""
         if reference_s <= 0 or tokens <= 0:
             return
         r = self._ref.setdefault(node, _Reference())
         r.wall.append(reference_s / tokens)
         r.device = device or r.device
+        if cpu_s is not None and cpu_s > 0:
+            r.cpu.append(cpu_s / tokens)
         for m, v in (activity or {}).items():
             if m in GPM_METRICS and v >= 0:
                 r.gpm.setdefault(m, deque(maxlen=SAMPLES)).append(v / tokens)
@@ -248,6 +317,16 @@ class Accounting:
         if r is None or not r.wall:
             return None, "no replay of this node's records yet"
         on = f" on {r.device}" if r.device else ""
+        if metric == "cpu":
+            if not r.device.startswith("cpu"):
+                return None, (
+                    f"the reference replays{on}: its CPU time is not what a CPU engine spends"
+                )
+            if not r.cpu:
+                return None, "the reference's CPU time was not measured"
+            return statistics.median(r.cpu), (
+                f"reference process CPU time per token around {len(r.cpu)} replays{on}"
+            )
         if metric == "util":
             return statistics.median(r.wall), (
                 f"reference wall time per token ({len(r.wall)} replays{on}), an upper bound"
@@ -271,19 +350,22 @@ class Accounting:
         w = self._win.get(node)
         if w is None or now - w.start < self.window_s:
             return None
-        del self._win[node]
         window = now - w.start
         tokens = int(tokens_since(w.start))
+        r = self._ref.get(node)
+        if tokens and (r is None or not r.wall) and window < WAIT_FOR_REFERENCE * self.window_s:
+            # Tokens and no replay yet to say what they cost: the window stays open until the
+            # first replay, rather than closing unjudged (a node's first window, mostly).
+            return None
+        del self._win[node]
         metrics: dict[str, dict[str, Any]] = {}
         skipped: dict[str, str] = {}
+        judged: list[CapacityMetric] = []  # the same figures, unrounded, as the wire has them
         over = []
-        for m in METRICS:
+        # A node is judged on its GPUs' activity, or, with no GPU, on its engine's CPU time.
+        for m in GPU_METRICS if w.gpus else ("cpu",):
             if m not in w.sums:
-                skipped[m] = "not reported" + (
-                    f" (GPM: {'; '.join(sorted(set(w.gpm_status.values())))[:200]})"
-                    if m != "util"
-                    else ""
-                )
+                skipped[m] = _unreported(w, m)
                 continue
             if tokens:
                 per_token, why = self.per_token(node, m)
@@ -297,6 +379,17 @@ class Accounting:
             ratio = obs / exp if exp > 0 else None
             threshold = self.s.ratio[m]
             is_over = obs - exp > floor_s and (ratio is None or ratio > threshold)
+            judged.append(
+                CapacityMetric(
+                    metric=m,
+                    observed_s=_clamp(obs),
+                    explained_s=_clamp(exp),
+                    threshold=threshold,
+                    floor_s=_clamp(floor_s),
+                    over=is_over,
+                    explained_by=why[:4096],
+                )
+            )
             metrics[m] = {
                 "observed_s": round(obs, 3),
                 "explained_s": round(exp, 3),
@@ -306,9 +399,35 @@ class Accounting:
                 "explained_by": why,
                 "over": is_over,
             }
+            if m == "cpu":
+                metrics[m]["unit"] = "CPU-seconds of the engine process"
             if is_over:
                 over.append(m)
-        self.last[node] = _describe(w, metrics, skipped, tokens, window)
+        refused = dict(self.refused.get(node, {}))
+        self.last[node] = _describe(w, metrics, skipped, tokens, window, refused)
+        # Every window, over or not: the honest spread is measured from these lines.
+        log.info(
+            "capacity window",
+            extra=fields(
+                node=node,
+                window_s=round(window, 1),
+                tokens=tokens,
+                ratios={m: v["ratio"] for m, v in metrics.items()},
+                observed={m: v["observed_s"] for m, v in metrics.items()},
+                explained={m: v["explained_s"] for m, v in metrics.items()},
+                over=over,
+                refused=refused,
+            ),
+        )
+        self.windows[node] = CapacityWindow(
+            start_t=min(max(w.start, 0.0), 1e10),
+            window_s=_clamp(window),
+            tokens=tokens,
+            gpus=min(len(w.gpus), 1 << 16),
+            metrics=judged,
+            not_judged={m: why[:4096] for m, why in skipped.items()},
+            threshold_source=self.s.source[:4096],
+        )
         if not over:
             return None
         parts = [
@@ -316,9 +435,11 @@ class Accounting:
             f"explained ({_ratio(metrics[m]['ratio'])} > {metrics[m]['threshold']:g})"
             for m in over
         ]
+        sources = "; ".join(dict.fromkeys(self.s.source_of(m) for m in over))
+        what = "own GPU(s)" if w.gpus else "engine process"
         msg = (
-            f"{node}'s own GPU(s) did more than its {tokens} committed tokens explain in "
-            f"{window:.0f} s: {'; '.join(parts)}. Thresholds: {self.s.source}"
+            f"{node}'s {what} did more than its {tokens} committed tokens explain in "
+            f"{window:.0f} s: {'; '.join(parts)}. Thresholds: {sources}"
         )
         return Alarm(
             "undeclared_capacity",
@@ -332,12 +453,17 @@ class Accounting:
                 "over": over,
                 "metrics": metrics,
                 "not_judged": skipped,
-                "threshold_source": self.s.source,
+                "threshold_source": sources,
+                **({"refused_samples": refused} if refused else {}),
             },
         )
 
     def describe(self, node: str) -> str:
         return self.last.get(node, "")
+
+    def window(self, node: str) -> CapacityWindow | None:
+        """The last window's figures, for the node summary a monitor shows (NodeSummary)."""
+        return self.windows.get(node)
 
 
 def _ratio(r: float | None) -> str:
@@ -348,17 +474,42 @@ def _gb(b: float | None) -> str:
     return "memory not reported" if b is None else f"{b / 1e9:.2f} GB"
 
 
+def _unreported(w: _Window, metric: str) -> str:
+    """Why a metric has no observed figure in the window."""
+    if metric in ("util", "cpu"):
+        return "not reported"
+    return f"not reported (GPM: {'; '.join(sorted(set(w.gpm_status.values())))[:200]})"
+
+
 def _describe(
-    w: _Window, metrics: dict[str, dict[str, Any]], skipped: dict[str, str], tokens: int, s: float
+    w: _Window,
+    metrics: dict[str, dict[str, Any]],
+    skipped: dict[str, str],
+    tokens: int,
+    s: float,
+    refused: dict[str, int],
 ) -> str:
     judged = ", ".join(
         f"{m} {v['observed_s']:.1f}/{v['explained_s']:.1f} s" + (" OVER" if v["over"] else "")
         for m, v in metrics.items()
     )
-    out = f"{len(w.gpus)} GPU(s), last {s:.0f} s, {tokens} tokens: {judged or 'nothing judged'}"
+    what = f"{len(w.gpus)} GPU(s)" if w.gpus else "engine CPU"
+    out = f"{what}, last {s:.0f} s, {tokens} tokens: {judged or 'nothing judged'}"
     if skipped:
         out += f"; not judged: {', '.join(sorted(skipped))}"
+    if refused:
+        out += f"; refused samples: {_counts(refused)}"
     return out[:4096]
+
+
+def _clamp(x: float) -> float:
+    """Within the wire's bound on activity-seconds: one figure beyond it would make the whole
+    state reply a schema reject at every monitor (no real window comes near it)."""
+    return min(x, 1e12)
+
+
+def _counts(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items()))
 
 
 class ReferenceMeter:

@@ -30,6 +30,7 @@ from fpmon.config import (
 )
 from fpmon.errors import FpmonError
 from fpmon.replay.accounting import Settings, settings
+from fpmon.replay.challenge_judge import CONFIRM, MAX_RATIO, SLACK_S, WINDOW
 from fpmon.replay.limits import Caps
 
 EXAMPLE = "deploy/replay.example.toml"
@@ -125,6 +126,45 @@ class TimingConfig(Section):
     interference_profile: Path | None = None  # JSON from `fpmon replay interference`
 
 
+class ChallengesConfig(Section, dict=True):
+    """`[challenges]`: verifier-timed requests through each node's intake (replay/challenges.py).
+
+    Only nodes with `[[node]] intake` are challenged. With Curve, the client certificate's public
+    key must be in the agent's `[security] clients_dir` (docs/REPLAY.md, the operator step)."""
+
+    enabled: bool = False
+    mean_interval_s: PositiveFloat = 300.0  # per node; exponential intervals (Poisson)
+    # tokens asked for: one value, or a list the PRF draws from (match the clients' mix)
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=1 << 20)] | tuple[Positive, ...] = 16
+    timeout_s: PositiveFloat = 60.0  # no reply by then: `challenge_failed` (a warning)
+    client: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] = "client"
+    prompts: tuple[str, ...] = ()  # the pool; empty (and no prompt_file): seeded random words
+    prompt_file: Path | None = None  # one prompt per line, added to `prompts`
+    # our client certificate at the nodes' intakes; None: [replay] curve_secret_file
+    curve_secret_file: SecretPath | None = None
+    # the band, from the measured honest spread (replay/challenge_judge.py, docs/REPLAY.md)
+    max_ratio: PositiveFloat = MAX_RATIO
+    slack_s: NonNegativeFloat = SLACK_S
+    confirm: Positive = CONFIRM  # over-band challenges among the node's last `window` to alert
+    window: Positive = WINDOW
+    verdict_timeout_s: PositiveFloat = 600.0  # answered, no verdict by then: `challenge_failed`
+
+    @property
+    def token_choices(self) -> tuple[int, ...]:
+        t = self.max_new_tokens
+        return (t,) if isinstance(t, int) else t
+
+    @cached_property
+    def pool(self) -> tuple[str, ...]:
+        if self.prompt_file is None:
+            return self.prompts
+        try:
+            text = self.prompt_file.read_text()
+        except OSError as e:
+            raise Invalid(f"[challenges] prompt_file {self.prompt_file}: {e.strerror}") from None
+        return self.prompts + tuple(line for line in text.splitlines() if line.strip())
+
+
 class LimitsConfig(Section):
     max_message_bytes: Positive = 4 << 20
     flood_msgs_per_s: PositiveFloat = 20_000.0
@@ -154,6 +194,7 @@ class NodeConfig(Section):
     sign_pubkey: PublicKeyHex  # Ed25519 head key, pinned: heads signed otherwise are breaks
     publish: str = ""  # the agent's PUB (commit/head/telemetry); unused with a hub
     curve_pubkey: str = ""  # Z85 Curve server key of the agent; required outside loopback
+    intake: str = ""  # the agent's intake ROUTER, for verifier-timed challenges ([challenges])
 
 
 class ReplayConfig(Section):
@@ -166,6 +207,7 @@ class ReplayConfig(Section):
     attribution: AttributionConfig = msgspec.field(default_factory=AttributionConfig)
     timing: TimingConfig = msgspec.field(default_factory=TimingConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    challenges: ChallengesConfig = msgspec.field(default_factory=ChallengesConfig)
     # thresholds of undeclared_capacity / foreign_process, checked by replay/accounting.py
     accounting: dict[str, Any] = msgspec.field(default_factory=dict)
     nodes: list[NodeConfig] = msgspec.field(default_factory=list, name="node")
@@ -196,6 +238,17 @@ class ReplayConfig(Section):
                 "state endpoint answers only the monitor keys (*.key) in that folder"
             )
         _ = self.sampling.secret  # read (and check) the sampling key now, not at first use
+        ch = self.challenges
+        if ch.enabled:
+            if not ch.token_choices:
+                raise Invalid("[challenges] max_new_tokens is an empty list")
+            if not any(n.intake for n in self.nodes):
+                raise Invalid(
+                    "[challenges] enabled, but no [[node]] has an intake endpoint to challenge"
+                )
+            _ = ch.pool  # read the prompt file now
+            if ch.window < ch.confirm:
+                raise Invalid(f"[challenges] window {ch.window} is below confirm {ch.confirm}")
         try:
             _ = self.accounting_settings
         except FpmonError as e:

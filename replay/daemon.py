@@ -26,6 +26,10 @@ from fpmon.deafness import SubWatchdog
 from fpmon.replay import calibration as calibration_mod
 from fpmon.replay.accounting import ReferenceMeter
 from fpmon.replay.chains import Break
+from fpmon.replay.challenge_client import ChallengeClient, Plan
+from fpmon.replay.challenge_judge import Band
+from fpmon.replay.challenge_schedule import ChallengeSchedule
+from fpmon.replay.challenges import ChallengeBook
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.engines import EngineCache, Factory, reference_factory
 from fpmon.replay.intake import Intake
@@ -39,7 +43,7 @@ from fpmon.replay.state import StateServer
 from fpmon.replay.store import Store
 from fpmon.replay.summary import VERIFIED, node_summaries
 from fpmon.replay.timing import Finding, TimingModel
-from fpmon.replay.watch import TICK_S, Watch
+from fpmon.replay.watch import TICK_S, Raise, Watch
 from fpmon.replay.worker import ReplayWorker
 from fpmon.transport import bind, curve_client
 from fpmon.wire import (
@@ -131,6 +135,22 @@ class ReplayDaemon:
         self._backlog: list[tuple[Commit, bytes]] = []
         self._reported: dict[tuple[Any, str], int] = {}
         self._started = False
+        self.challenges: ChallengeBook | None = None
+        self.challenger: ChallengeClient | None = None
+        ch = cfg.challenges
+        if ch.enabled:
+            # The schedule's epoch: logged, and in every challenge's evidence, so an auditor
+            # holding the key re-derives every send time and prompt.
+            self.challenge_epoch = int(time.time())
+            self.challenges = ChallengeBook(
+                [n.name for n in cfg.nodes if n.intake],
+                Band(ch.max_ratio, ch.slack_s),
+                epoch=self.challenge_epoch,
+                confirm=ch.confirm,
+                window=ch.window,
+                verdict_timeout_s=ch.verdict_timeout_s,
+            )
+            self.intake.on_commit = self.challenges.on_commit
 
     # --- setup ----------------------------------------------------------------------------
     def _curve(self) -> dict[str | None, tuple[str, bytes, bytes]]:
@@ -154,6 +174,44 @@ class ReplayDaemon:
         if self.cfg.replay.hub_curve_pubkey:  # key None: the hub, for our SUB and our PUB to it
             keys[None] = (self.cfg.replay.hub_curve_pubkey, public, secret)
         return keys
+
+    def _challenge_curve(self) -> dict[str, tuple[str, bytes, bytes]]:
+        """Our client keys at the nodes' intakes: `[challenges] curve_secret_file`, else the
+        daemon's own certificate. A node sees which key a request comes with: one used by
+        ordinary clients too hides the challenges better (docs/REPLAY.md)."""
+        cert = self.cfg.challenges.curve_secret_file or self.cfg.replay.curve_secret_file
+        if cert is None:
+            return {}
+        import zmq.auth
+
+        config.check_private(cert, "Curve secret key")
+        public, secret = zmq.auth.load_certificate(str(cert))
+        if secret is None:
+            from fpmon.errors import FpmonError
+
+            raise FpmonError(f"{cert} holds no secret key: pass a .key_secret certificate")
+        return {n.name: (n.curve_pubkey, public, secret) for n in self.cfg.nodes if n.curve_pubkey}
+
+    def _start_challenges(self) -> None:
+        if self.challenges is None:
+            return
+        cfg, ch = self.cfg, self.cfg.challenges
+        self.challenger = ChallengeClient(
+            self.ctx,
+            {n.name: n.intake for n in cfg.nodes if n.intake},
+            ChallengeSchedule(cfg.sampling.secret, ch.mean_interval_s, self.challenge_epoch),
+            Plan(ch.client, ch.pool, ch.token_choices, ch.timeout_s),
+            self.limits,
+            self.challenges.register,
+            curve=self._challenge_curve(),
+        )
+        self.challenger.start()
+        log.info(
+            "challenges on: %d nodes, mean interval %g s, schedule epoch %d",
+            len(self.challenges.nodes),
+            ch.mean_interval_s,
+            self.challenge_epoch,
+        )
 
     def start(self) -> None:
         """Bind and connect every socket, restore persisted state, start the worker."""
@@ -214,6 +272,7 @@ class ReplayDaemon:
             self.metrics.serve(cfg.replay.metrics_port)
         self._restore()
         self.worker.start()
+        self._start_challenges()
         self._started = True
         log.info("replay daemon up: %s", self.endpoints)
 
@@ -291,6 +350,7 @@ class ReplayDaemon:
         outcomes += self._isolated("openings", self.opener.tick) or []
         self._isolated("repair", self._handle_links)
         self._isolated("intake", self._handle_intake)
+        self._isolated("challenges", self._handle_challenges)
         for o in outcomes:
             self._isolated("outcome", self._outcome, o)
         self._isolated("backlog", self._feed_backlog)
@@ -341,7 +401,7 @@ class ReplayDaemon:
             for c in take:
                 self.opener.request(c)
             for c in shed:
-                self._shed(c.node)
+                self._shed(c)
         for t in telemetry:
             self.watch.telemetry(t.node, t)
 
@@ -368,7 +428,7 @@ class ReplayDaemon:
             self.store.set_opened(c.node, c.seq, o.record or b"")
             if not self.worker.offer(c, o.record or b""):
                 self.store.drop_pending(c.node, c.seq)
-                self._shed(c.node)
+                self._shed(c)
             return
         status: Status
         severity: Severity | Literal[""] = ""
@@ -412,13 +472,19 @@ class ReplayDaemon:
             v = j.verdict
             if v.replay_s:
                 self.metrics.replay_s.observe(v.replay_s)
-            self._verdict(v, j.commit_t or None, suspect=j.suspect)
+            self._verdict(
+                v,
+                j.commit_t or None,
+                suspect=j.suspect,
+                reference_s=j.reference_s,
+                committed_s=j.committed_s,
+            )
             f = self.timing.observe(
                 v.node, j.committed_s, j.reference_s, j.tokens, j.jitter_rel, not v.cross_gpu
             )
             if f is not None:
                 self._finding(f)
-            self.watch.judged(v.node, j.reference_s, j.tokens, j.activity)
+            self.watch.judged(v.node, j.reference_s, j.tokens, j.activity, j.cpu_s)
 
     # --- outputs --------------------------------------------------------------------------
     def _verdict(
@@ -429,11 +495,14 @@ class ReplayDaemon:
         *,
         suspect: bool = False,
         severity: Severity | Literal[""] = "",
+        reference_s: float = 0.0,
+        committed_s: float = 0.0,
     ) -> None:
         """Store and publish `v`, alert what is not a match. `suspect`: a finding even where
         the status alone is not one (an `unverifiable` the node chose: work beyond the caps, a
         model the verifier has no reference for), alerted as a warning at least; `severity`
-        overrides the status's default severity for its alert."""
+        overrides the status's default severity for its alert. `reference_s`/`committed_s`:
+        the replay's timings, for a challenge's record."""
         if suspect and not severity and SEVERITY.get(v.status) == "info":
             severity = "warning"
         changes: dict[str, Any] = {"t": v.t or time.time()}
@@ -474,6 +543,28 @@ class ReplayDaemon:
                     details=details,
                     severity=severity,
                 )
+        if self.challenges is not None:
+            for r in self.challenges.verdict(v, reference_s, committed_s):
+                self._raise(r)
+
+    def _handle_challenges(self) -> None:
+        if self.challenges is None or self.challenger is None:
+            return
+        for r in self.challenges.drain(self.challenger.events):
+            self._raise(r)
+
+    def _raise(self, r: Raise) -> None:
+        self.alert(
+            r.kind,
+            r.node,
+            r.message,
+            seq=r.seq,
+            alert_id=r.alert_id,
+            details=r.details,
+            severity=r.severity,
+        )
+        if r.kind == "suspected_hidden_work":
+            self.sampler.suspect(r.node)
 
     def alert(
         self,
@@ -511,7 +602,10 @@ class ReplayDaemon:
             alert_id=f"{f.kind}:{f.node}:{time.time():.0f}",
         )
 
-    def _shed(self, node: str) -> None:
+    def _shed(self, c: Commit) -> None:
+        node = c.node
+        if self.challenges is not None:
+            self.challenges.dropped(c)  # the verifier's fault: never the node's
         self.shed[node] += 1
         self._shed_window[node] += 1
         self.metrics.shed.inc()
@@ -558,6 +652,7 @@ class ReplayDaemon:
                 details=r.details,
                 severity=r.severity,
             )
+        self._tick_challenges()
         counts = self.store.verdict_counts()
         self.metrics.queue_depth.set(self.worker.depth() + len(self._backlog))
         self.metrics.openings.set(len(self.opener.pending))
@@ -570,8 +665,21 @@ class ReplayDaemon:
             rejects.update(st.rejects)
         # Messages that passed the wire contract but raised inside: bugs, counted as rejects.
         rejects.update({f"internal:{k}": n for k, n in self.internal_errors.items()})
+        if self.challenger is not None:
+            rejects.update({f"challenge:{k}": n for k, n in self.challenger.rejects().items()})
         for reason, n in rejects.items():
             self._report(self.metrics.rejects, reason, n)
+
+    def _tick_challenges(self) -> None:
+        if self.challenges is None:
+            return
+        for r in self.challenges.tick():
+            self._raise(r)
+        for ratio in self.challenges.ratios:
+            self.metrics.challenge_ratio.observe(ratio)
+        self.challenges.ratios.clear()
+        for outcome, n in self.challenges.totals().items():
+            self._report(self.metrics.challenges, outcome, n)
 
     def _check_deaf(self) -> None:
         """A SUB silent for `deaf_after_s` is recreated; the blindness itself is an alert."""
@@ -601,8 +709,15 @@ class ReplayDaemon:
 
     # --- state (Clone pattern snapshot) ---------------------------------------------------
     def summary(self) -> dict[str, Any]:
+        acc = self.watch.accounting
         return node_summaries(
-            self.intake, self.store, self.sampler, self.shed, self.watch.accounting.describe
+            self.intake,
+            self.store,
+            self.sampler,
+            self.shed,
+            acc.describe,
+            acc.window,
+            self.challenges.summary if self.challenges is not None else None,
         )
 
     def state_reply(self, since: int = 0) -> StateReply:
@@ -628,6 +743,9 @@ class ReplayDaemon:
         try:
             self.tick()
         finally:
+            if self.challenger is not None:
+                self.challenger.stop()
+                self.challenger.join(timeout=5)
             self.worker.stop()
             self.worker.join(timeout=30)
             self.opener.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
@@ -57,6 +58,9 @@ class Intake:
         self.samples: list[Commit] = []
         self.telemetry: list[Telemetry] = []
         self.rows = RowBook()  # verified commits, for linking opened rows (replay/rows.py)
+        # Sees every verified commitment; True forces it open whatever the sample says (the
+        # record of a verifier-timed challenge, replay/challenges.py).
+        self.on_commit: Callable[[Commit], bool] | None = None
 
     def reject(self, node: str | None, reason: str) -> None:
         st = self.stats.get(node) if node else None
@@ -123,7 +127,8 @@ class Intake:
             st.repaired += repaired
             st.last_commit_t = max(st.last_commit_t, c.t)
             st.tokens.append((c.t, c.prompt_tokens + c.output_tokens))
-            if self.sampler.sampled(c.node, c.seq):
+            forced = self.on_commit is not None and self.on_commit(c)
+            if forced or self.sampler.sampled(c.node, c.seq):
                 st.sampled += 1
                 self.samples.append(c)
         st.thin += res.thin

@@ -22,6 +22,7 @@ from fpmon.compare import Comparison, compare_records, greedy_violations
 from fpmon.errors import FpmonError, OverBudget
 from fpmon.manifest import root
 from fpmon.records import TOPK_IDS, Record
+from fpmon.replay import cputime
 from fpmon.replay.attribution import BUDGET_SPENT, attribute
 from fpmon.replay.calibration import Band, Calibration
 from fpmon.replay.engines import EngineCache, Unverifiable, device_class
@@ -55,6 +56,9 @@ class Judgement:
     # GPM activity-seconds on the reference GPU during the faithful replay (accounting.py);
     # None: not measured (a CPU reference, no GPM)
     activity: dict[str, float] | None = None
+    # This process's CPU-seconds during the faithful replay (replay/cputime.py): what the
+    # declared work costs a CPU engine, for nodes without GPUs
+    cpu_s: float | None = None
     notes: list[str] = field(default_factory=list)
     # An `unverifiable` the node chose (work beyond the caps, a model or setup the verifier has
     # no reference for): the daemon alerts it as a warning and samples the node more.
@@ -205,7 +209,7 @@ class Judge:
             if not check_tokens(rec, engine.encode, rows):
                 return self._covert(commit, rows)
             meter = self.meter.measure() if self.meter is not None else nullcontext(None)
-            with meter as activity:
+            with meter as activity, cputime.measure() as cpu:
                 t0 = time.perf_counter()
                 rep = replay_record(engine, rec, deadline=deadline)
                 replay_s = time.perf_counter() - t0
@@ -223,6 +227,7 @@ class Judge:
             committed_s,
             len(rec.prompt_ids) + len(rec.output_ids),
             activity=activity or None,
+            cpu_s=cpu["cpu_s"],
         )
         try:
             comp = compare_records(rec, rep)

@@ -39,5 +39,19 @@ class Metrics:
             buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 120),
         )
 
+        self.challenges = Counter(
+            "fpmon_replay_challenges",
+            "Verifier-timed challenges by outcome (sent, answered, judged, over, failed:<why>, "
+            "not_judged:<why>)",
+            ["outcome"],
+            registry=r,
+        )
+        self.challenge_ratio = Histogram(
+            "fpmon_replay_challenge_ratio",
+            "Challenge latency (verifier-timed) / reference replay time",
+            registry=r,
+            buckets=(0.5, 1, 1.5, 2, 3, 5, 10, 30, 100),
+        )
+
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         start_http_server(port, addr=addr, registry=self.registry)

@@ -9,7 +9,7 @@ from typing import cast
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.store import Store
-from fpmon.wire import NodeSummary, Telemetry
+from fpmon.wire import CapacityWindow, ChallengeSummary, NodeSummary, Telemetry
 from fpmon.wire.messages import Status
 
 VERIFIED = ("match", "within_noise", "mismatch")  # replayed and judged on the numerics
@@ -21,6 +21,8 @@ def node_summaries(
     sampler: Sampler,
     shed: Counter[str],
     accounting: Callable[[str], str] | None = None,
+    window: Callable[[str], CapacityWindow | None] | None = None,
+    challenges: Callable[[str], ChallengeSummary | None] | None = None,
 ) -> dict[str, NodeSummary]:
     counts = store.verdict_counts()
     last = store.last_verdict_t()
@@ -46,14 +48,19 @@ def node_summaries(
             suspect=sampler.is_suspect(node),
             sample_rate=sampler.rate_for(node),
             capacity=_capacity(node, tele, accounting),
+            accounting=window(node) if window is not None else None,
+            challenges=challenges(node) if challenges is not None else None,
         )
     return out
 
 
 def _capacity(node: str, tele: Telemetry | None, accounting: Callable[[str], str] | None) -> str:
-    """Whether the node's GPU activity is accounted, and the last window's figures."""
-    if tele is None or not tele.gpus:
-        why = tele.scope if tele is not None and tele.scope else "gpus: []"
-        return f"not checked: the node reports no GPUs ({why})"
+    """Whether the node's activity (its GPUs', or a CPU engine's CPU time) is accounted, and
+    the last window's figures."""
+    if tele is None:
+        return "not checked: no telemetry yet"
+    if not tele.gpus and (tele.engine is None or tele.engine.cpu_s is None):
+        why = tele.scope or "gpus: []"
+        return f"not checked: the node reports no GPUs ({why}) and no engine CPU time"
     last = accounting(node) if accounting is not None else ""
     return f"checked: {last}" if last else "checked: first window not complete"

@@ -23,7 +23,8 @@ SAMPLES = 32
 BLIND_SPOT = (
     "work in another process barely slows a launch-bound decode (H200: 46-53 tokens/s with and "
     "without bf16 side work at 10-100% duty), so timing misses it; see undeclared_capacity and "
-    "foreign_process"
+    "foreign_process. And committed times are the node's own word: the verifier-timed "
+    "challenges (source: challenge) time its latency independently"
 )
 
 

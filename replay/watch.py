@@ -1,6 +1,6 @@
 """Once-a-second watches over each node: floods and garbage, commits no signed head covers,
-GPU activity the declared tokens do not explain and processes on a node's GPUs that are not
-its engine's (replay/accounting.py). Each returns the alerts to raise.
+GPU activity (or a CPU engine's CPU time) the declared tokens do not explain and processes on
+a node's GPUs that are not its engine's (replay/accounting.py). Each returns the alerts to raise.
 """
 
 from __future__ import annotations
@@ -45,10 +45,17 @@ class Watch:
         self._alarms += self.accounting.telemetry(node, t, time.time())
 
     def judged(
-        self, node: str, reference_s: float, tokens: int, activity: dict[str, float] | None
+        self,
+        node: str,
+        reference_s: float,
+        tokens: int,
+        activity: dict[str, float] | None,
+        cpu_s: float | None = None,
     ) -> None:
         """A replay's cost on the reference: what one declared token explains."""
-        self.accounting.judged(node, reference_s, tokens, activity, self.cfg.replay.device)
+        self.accounting.judged(
+            node, reference_s, tokens, activity, self.cfg.replay.device, cpu_s=cpu_s
+        )
 
     def check(self, now: float) -> list[Raise]:
         return [

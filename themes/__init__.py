@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fpmon.errors import FpmonError
+
+if TYPE_CHECKING:
+    from textual.theme import Theme
 
 THEMES_DIR = Path(__file__).parent
 DEFAULT_THEME = "fpmon-dark"
@@ -35,7 +39,7 @@ def available(folder: Path = THEMES_DIR) -> list[str]:
     return list(theme_files(folder))
 
 
-def load_theme(name: str, folder: Path = THEMES_DIR):
+def load_theme(name: str, folder: Path = THEMES_DIR) -> Theme:
     """Build the named theme, or raise FpmonError naming the themes that exist."""
     from textual.theme import Theme
 

@@ -108,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     progress = Progress()
     engine = make_engine(args, progress)
-    layers = parse_layers(args.layers) or default_layers(engine.num_layers)
+    chosen = parse_layers(args.layers)
+    layers = chosen or default_layers(engine.num_layers)
+    skipped = [n for n in range(engine.num_layers) if n not in layers]
     records = capture_prompts(
         engine,
         prompts,
@@ -125,12 +127,14 @@ def run(args: argparse.Namespace) -> int:
         "weights_digest": engine.weights_digest,
         "setup": records[0].setup.to_map(),
         "layers": layers,
+        "layers_skipped": skipped,
         "records": [
             {
                 "request_id": r.request_id,
                 "prompt_tokens": len(r.prompt_ids),
                 "output_ids": r.output_ids,
                 "digest": r.digest().hex(),
+                "probes_digest": r.probes_digest().hex(),
                 "completion": engine.decode(r.output_ids),
             }
             for r in records
@@ -142,11 +146,30 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"model    {engine.model_name} (weights {engine.weights_digest[:16]}…)")
         print(f"setup    {records[0].setup.summary()}")
-        print(f"layers   {', '.join(map(str, layers))}")
+        print(f"layers   {layers_line(layers, skipped, engine.num_layers, chosen is None)}")
         for r in summary["records"]:
+            same = "the probe tensors: equal for bit-identical captures"
+            print(f"probes   {r['probes_digest'][:16]}…  {same}")
             print(
-                f"record   {r['digest'][:16]}…  {r['prompt_tokens']} prompt tokens, "
-                f"{len(r['output_ids'])} generated: {r['completion']!r}"
+                f"record   {r['digest'][:16]}…  also covers the request id and capture time, so it "
+                "differs on every run (compare probes with `fpmon compare`); "
+                f"{r['prompt_tokens']} prompt tokens, {len(r['output_ids'])} generated: "
+                f"{r['completion']!r}"
             )
         print(f"wrote    {args.out}")
     return 0
+
+
+def layers_line(layers: list[int], skipped: list[int], total: int, default: bool) -> str:
+    """The probed layers, and for the default list why it leaves some out (one line)."""
+    text = f"{', '.join(map(str, layers))} of {total}"
+    if not default or not skipped:
+        return text
+    # Why not every layer: docs/lab/RESULTS.md's probe sweep found every change at about the
+    # same size from layer 2 on, while each probed layer costs bytes in every record.
+    return (
+        f"{text} (default: 0, 1, the quarters and the last; past layer 1 a change measured "
+        'about the same size at every layer, docs/lab/RESULTS.md "Probe sweep"); '
+        f"not probed: {', '.join(map(str, skipped))} (each layer adds bytes to every record; "
+        "--layers picks any)"
+    )

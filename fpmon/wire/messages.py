@@ -99,6 +99,7 @@ AlertKind = Literal[
     "unsigned",
     "gap_unrepaired",
     "covert_rows",
+    "challenge_failed",  # a verifier-timed challenge refused, unanswered, uncommitted, unopened
 ]
 # How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
 AttributionStatus = Literal[
@@ -319,6 +320,40 @@ class ProcessSample(Part, frozen=True):
     note: Text = ""  # how it was measured (psutil, /proc) or why not
 
 
+# Activity-seconds (a % of the time x seconds, summed over a node's GPUs) and the window they
+# cover: wider than `Seconds`, since one absurd figure in a node summary would make the whole
+# state reply a schema reject.
+ActivitySeconds = Annotated[float, Meta(ge=0.0, le=1e12)]
+RatioThreshold = Annotated[float, Meta(ge=1.0, le=1e6)]  # as `[accounting] ratio` is checked
+
+
+class CapacityMetric(Part, frozen=True):
+    """One metric of a node's accounting window (replay/accounting.py): what its GPUs did
+    against what its committed tokens explain. The ratio is observed / explained; the verifier
+    calls it `over` when it is above `threshold` and the excess above `floor_s`."""
+
+    metric: Key  # util, sm_util, sm_occupancy, tensor_util, dram_bw_util
+    observed_s: ActivitySeconds  # activity-seconds the node's own GPUs reported
+    explained_s: ActivitySeconds  # committed tokens x the reference's activity per token
+    threshold: RatioThreshold
+    floor_s: ActivitySeconds = 0.0
+    over: bool = False
+    explained_by: Text = ""  # where the per-token figure came from
+
+
+class CapacityWindow(Part, frozen=True):
+    """The verifier's latest accounting window for one node: every metric it judged, and why
+    each other one was not (no GPM on the node, no replay on the reference yet, ...)."""
+
+    start_t: UnixTime
+    window_s: ActivitySeconds
+    tokens: Count  # committed in the window
+    gpus: Annotated[int, Meta(ge=0, le=1 << 16)] = 0
+    metrics: Annotated[list[CapacityMetric], Meta(max_length=32)] = []
+    not_judged: Annotated[dict[Key, Text], Meta(max_length=32)] = {}
+    threshold_source: Text = ""
+
+
 # --- messages --------------------------------------------------------------------------------
 Setup = Annotated[dict[Key, Value1], Meta(max_length=64)]
 
@@ -478,6 +513,35 @@ class SubmitReply(Message, frozen=True):
     reason: Text = ""
 
 
+class ChallengePoint(Part, frozen=True):
+    """One judged verifier-timed challenge (replay/challenges.py): the verifier's stopwatch."""
+
+    t: UnixTime  # when the verifier sent it
+    seq: Seq  # the node's record of it
+    latency_s: Seconds  # send -> reply, timed by the verifier
+    reference_s: Seconds  # the reference's replay of the record (prefill + decode)
+    queue_s: Seconds = 0.0  # committed work the node did meanwhile (it queued behind)
+    committed_s: Seconds = 0.0  # what the node's record says its engine spent on it
+    ratio: Number = 0.0  # latency_s / reference_s
+    over: bool = False  # beyond max_ratio x (reference_s + queue_s) + slack_s
+
+
+class ChallengeSummary(Part, frozen=True):
+    """A node's verifier-timed challenges so far (this daemon's run)."""
+
+    sent: Count = 0
+    answered: Count = 0
+    judged: Count = 0
+    over: Count = 0
+    failed: Count = 0  # refused, timed out, unreachable, uncommitted, unopened
+    not_judged: Count = 0  # the verifier's side: shed, cross-device, unverifiable, ...
+    median_ratio: Number | None = None  # over `recent`
+    max_ratio: Number = 0.0  # the band: latency <= max_ratio x expected + slack_s
+    slack_s: Seconds = 0.0
+    alerted: bool = False  # suspected_hidden_work raised and still holding
+    recent: Annotated[list[ChallengePoint], Meta(max_length=64)] = []
+
+
 class NodeSummary(Part, frozen=True):
     """One node as the verifier sees it, in a `StateReply` (replay/summary.py)."""
 
@@ -495,8 +559,10 @@ class NodeSummary(Part, frozen=True):
     shed: Count = 0
     suspect: bool = False
     sample_rate: Number = 0.0
-    capacity: Text = ""
+    capacity: Text = ""  # the accounting in words: checked or not, and the last window
     declared: Setup = {}
+    accounting: CapacityWindow | None = None  # the last window's figures; None: none yet
+    challenges: ChallengeSummary | None = None  # None: this node is not challenged
 
 
 class StateRequest(Message, frozen=True):

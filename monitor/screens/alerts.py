@@ -5,12 +5,14 @@ evidence. Acknowledging a row acknowledges the group until that kind recurs on t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Footer, Header
 
+from fpmon.monitor.model import AlertEntry
 from fpmon.monitor.screens.base import LiveScreen
 from fpmon.monitor.widgets.tables import AlertTable
 
@@ -19,6 +21,7 @@ class AlertsScreen(LiveScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("a", "acknowledge", "Acknowledge", id="alerts.ack"),
         Binding("A", "acknowledge_all", "Ack all shown", id="alerts.ack_all"),
+        Binding("h", "capacity", "Hidden work", id="capacity"),
     ]
 
     def compose(self) -> ComposeResult:
@@ -32,7 +35,7 @@ class AlertsScreen(LiveScreen):
     def on_mount(self) -> None:
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Mapping[str, AlertEntry]:
         return self.app.model.alerts  # alert_key -> group
 
     def rebuild(self) -> None:
@@ -79,3 +82,13 @@ class AlertsScreen(LiveScreen):
 
     def action_acknowledge_all(self) -> None:
         self._ack(list(self.table._shown))
+
+    def action_capacity(self) -> None:
+        """The capacity evidence of the selected group's node."""
+        t = self.table
+        if not t.row_count:
+            return
+        key = str(t.coordinate_to_cell_key(t.cursor_coordinate).row_key.value)
+        entry = self.app.model.alerts.get(key)
+        if entry is not None:
+            self.app.show_capacity(entry.alert.node)

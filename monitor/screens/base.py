@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from textual import on
 from textual.binding import Binding, BindingType
@@ -10,6 +10,11 @@ from textual.screen import Screen
 from textual.widgets import Input, Static
 
 from fpmon.monitor.widgets.live_table import LiveTable
+
+if TYPE_CHECKING:
+    from textual import getters
+
+    from fpmon.monitor.app import MonitorApp
 
 
 class LiveScreen(Screen):
@@ -20,6 +25,9 @@ class LiveScreen(Screen):
     ]
 
     table: LiveTable
+
+    if TYPE_CHECKING:  # for the type checker only (as Textual types `app` itself)
+        app = getters.app(MonitorApp)
 
     def say(self, text: str) -> None:
         """Set the one-line summary: only when it changed, and without a relayout (one line,

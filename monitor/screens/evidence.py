@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -15,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from fpmon.monitor.format import printable
 from fpmon.monitor.model import VerdictEntry, evidence_layers
 from fpmon.monitor.widgets.tables import status_text
 from fpmon.setups import NUMERIC_FIELDS
@@ -41,19 +43,20 @@ class EvidenceScreen(Screen):
     def compose(self) -> ComposeResult:
         v = self.entry.verdict
         yield Header()
-        how = v.evidence.attribution_status
-        how = f" ({how})" if how else ""
+        status = v.evidence.attribution_status
+        how = f" ({status})" if status else ""
         yield Static(
             f"{v.node}  seq {v.seq}  {status_text(v.status)}  "
             f"attribution: {', '.join(self.entry.attribution) or '—'}{how}",
             id="summary",
+            markup=False,  # node names and values come from the wire: text, never markup
         )
         with Horizontal(id="top"):
             yield DataTable(id="setup", cursor_type="none", zebra_stripes=True)
             yield PlotextPlot(id="plot")
         with Horizontal(id="bottom"):
             yield DataTable(id="attribution", cursor_type="row")
-            yield Static(self._meta(), id="meta")
+            yield Static(self._meta(), id="meta", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -65,14 +68,14 @@ class EvidenceScreen(Screen):
         fields = [f for f in NUMERIC_FIELDS if f in v.declared or f in replayed]
         for f in fields:
             a, b = v.declared.get(f, "—"), replayed.get(f, "—")
-            setup.add_row(f, str(a), str(b), "≠ differs" if a != b else "")
+            setup.add_row(_plain(f), _plain(a), _plain(b), "≠ differs" if a != b else "")
         att = self.query_one("#attribution", DataTable)
         att.add_columns("rank", "candidate", "score")
         for i, cand in enumerate(v.attribution[:20]):
             score = cand.score if cand.score is not None else cand.error or "—"
-            att.add_row(str(i + 1), _candidate_text(cand), _score(score))
+            att.add_row(str(i + 1), _plain(_candidate_text(cand)), _plain(_score(score)))
         if not v.attribution:
-            att.add_row("—", no_attribution_text(v), "")
+            att.add_row("—", _plain(no_attribution_text(v)), "")
         self._plot()
 
     def _plot(self) -> None:
@@ -123,13 +126,13 @@ class EvidencePlot:
 
     title: str
     names: list[str] = field(default_factory=list)
-    xs: list[int] = field(default_factory=list)
+    xs: list[float] = field(default_factory=list)  # whole numbers; plotext's ticks take floats
     ys: list[float] = field(default_factory=list)  # log10(distance); the floor for 0
     zero: list[bool] = field(default_factory=list)  # distance exactly 0 (bit-identical)
     band: list[float] = field(default_factory=list)  # log10(noise band), when there is one
     floor: float = -12.0
     top: float = 0.0
-    yticks: list[int] = field(default_factory=list)
+    yticks: list[float] = field(default_factory=list)  # whole decades, as xs
     ylabels: list[str] = field(default_factory=list)
 
 
@@ -152,7 +155,7 @@ def evidence_plot(v: Verdict) -> EvidencePlot:
     floor = lo - 1  # zero sits one decade below the smallest value, labelled 0
     hi = max(hi, lo)
     step = max(1, math.ceil((hi - lo + 1) / 6))  # at most ~7 labels
-    ticks = [floor, *range(lo, hi + 1, step)]
+    ticks: list[float] = [floor, *range(lo, hi + 1, step)]
     if bands:
         title = "per-probe distance vs noise band (log scale; above the band: differs)"
     else:
@@ -192,3 +195,8 @@ def _score(x: Any) -> str:
     if isinstance(x, int | float) and not isinstance(x, bool):
         return "0" if x == 0 else f"{x:.3g}" if math.isfinite(x) else str(x)
     return str(x)
+
+
+def _plain(value: object) -> Text:
+    # DataTable reads a str cell as Rich markup: a node's "[/]" in a setup value would raise.
+    return Text(printable(str(value)))

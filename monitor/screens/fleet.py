@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 from textual import on
@@ -10,6 +11,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 
+from fpmon.monitor import capacity
 from fpmon.monitor import format as fmt
 from fpmon.monitor.model import BAD_STATUSES, CONN_SYMBOL, HEALTH_SYMBOL, NodeRow
 from fpmon.monitor.screens.base import LiveScreen
@@ -21,8 +23,11 @@ class FleetScreen(LiveScreen):
     _detail_said = ""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "evidence", "Evidence", id="evidence")
+        Binding("enter", "evidence", "Evidence", id="evidence"),
+        Binding("h", "capacity", "Hidden work", id="capacity"),
     ]
+
+    table: FleetTable
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -46,7 +51,7 @@ class FleetScreen(LiveScreen):
     def on_mount(self) -> None:
         self.table.focus()
 
-    def rows(self):
+    def rows(self) -> Mapping[str, NodeRow]:
         return self.app.model.nodes  # node -> row
 
     def rebuild(self) -> None:
@@ -117,6 +122,12 @@ class FleetScreen(LiveScreen):
         bad = [e for e in entries if e.verdict.status not in ("match", "within_noise")]
         self.app.show_evidence((bad or entries)[-1])
 
+    def action_capacity(self) -> None:
+        """The selected node's capacity evidence: activity vs declared work, processes."""
+        node = self.selected_node()
+        if node is not None:
+            self.app.show_capacity(node)
+
 
 def _pct100(x: float) -> str:
     return f"{x:.0f}%"
@@ -130,6 +141,8 @@ def detail_text(r: NodeRow) -> str:
     """The selected node in a few lines: what it is, what it declared, what was found."""
     gpus = f"{r.gpus} × {r.gpu_names}" if r.gpus else r.gpu_names or "no telemetry yet"
     bad = sum(r.verdicts[s] for s in BAD_STATUSES)
+    hidden = capacity.finding(r.capacity, r.capacity_note, r.gpus, bool(r.source))
+    foreign = capacity.foreign_finding(r.procs)
     atts = ", ".join(f"{k} ×{n}" for k, n in r.attributions.most_common(3))
     return "\n".join(
         [
@@ -141,5 +154,6 @@ def detail_text(r: NodeRow) -> str:
             f"attrib.   {atts or '—'}",
             f"commits   {r.commits}  sampled {fmt.pct(r.sampled).strip()}",
             f"alerts    {r.open_alerts} open",
+            f"hidden    {hidden.text}  foreign {foreign.text}",
         ]
     )

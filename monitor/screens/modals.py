@@ -19,7 +19,7 @@ class HelpScreen(ModalScreen):
         Binding("escape,q,question_mark", "dismiss", "Close", id="help.close")
     ]
 
-    def __init__(self, rows: list[tuple[str, str, str]]) -> None:
+    def __init__(self, rows: list[tuple[str, str, str, str]]) -> None:
         super().__init__()
         self.rows = rows
 

@@ -8,7 +8,7 @@ it (the top and bottom values on the left, the latest value in the title).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.segment import Segment
@@ -79,7 +79,7 @@ class Chart(Widget):
         self.values: list[float] = []
         self.style = ""
 
-    def show(self, values: Sequence[float], style: str = "") -> None:
+    def show(self, values: Iterable[float], style: str = "") -> None:
         values = list(values)
         if values != self.values or style != self.style:
             self.values, self.style = values, style

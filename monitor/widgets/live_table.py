@@ -23,12 +23,16 @@ from textual import events
 from textual._segment_tools import line_crop
 from textual.binding import Binding, BindingType
 from textual.cache import LRUCache
+from textual.content import Content
 from textual.coordinate import Coordinate
+from textual.css.styles import RenderStyles
 from textual.geometry import Region
 from textual.scrollbar import ScrollBarRender
 from textual.strip import Strip
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist, CellKey, ColumnKey, RowKey
+
+from fpmon.monitor.format import printable
 
 CELL_CACHE = 4000  # about four screens of cells
 LINE_CACHE = 400
@@ -53,14 +57,18 @@ def _meta_beyond(row: int) -> Style:
 class Cell:
     """One line of styled text that renders as a single Segment, and the raw value its
     column sorts by. Rich `Text` goes through wrapping and span joining for every cell on
-    every repaint; a fleet table repaints hundreds of cells, so cells stay this simple."""
+    every repaint; a fleet table repaints hundreds of cells, so cells stay this simple.
+    `tip`: the why behind a short cell (a `—`), shown as the table's tooltip on hover."""
 
-    __slots__ = ("sort_key", "style", "text")
+    __slots__ = ("sort_key", "style", "text", "tip")
 
-    def __init__(self, text: str, style: str = "", sort_key: Any = None) -> None:
-        self.text = text
+    def __init__(self, text: str, style: str = "", sort_key: Any = None, tip: str = "") -> None:
+        # Cells hold the wire's words (node names, reasons): an escape sequence in one would
+        # be written to the terminal as is, since this fast path skips Rich's own handling.
+        self.text = text if text.isprintable() else printable(text)
         self.style = style
         self.sort_key = text if sort_key is None else sort_key
+        self.tip = tip
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield Segment(self.text, _style(self.style))
@@ -70,7 +78,12 @@ class Cell:
         return Measurement(n, n)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Cell) and self.text == other.text and self.style == other.style
+        return (
+            isinstance(other, Cell)
+            and self.text == other.text
+            and self.style == other.style
+            and self.tip == other.tip
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -81,8 +94,8 @@ class Cell:
         return f"Cell({self.text!r}, {self.style!r})"
 
 
-def cell(text: str, style: str = "", sort_key: Any = None) -> Cell:
-    return Cell(text, style, sort_key)
+def cell(text: str, style: str = "", sort_key: Any = None, tip: str = "") -> Cell:
+    return Cell(text, style, sort_key, tip)
 
 
 def _sort_key(value: Any) -> tuple:
@@ -141,6 +154,11 @@ class LiveTable(DataTable):
 
     COLUMNS: tuple[Column, ...] = ()
     OFFSCREEN_BUDGET = 16
+    # DataTable's own caches, holding our cell and line keys (see `_render_cell`,
+    # `_render_line`) beside the stock path's: DataTable's clears (restyle, clear, resize)
+    # then drop ours too. Typed here for both kinds of key.
+    _cell_render_cache: LRUCache[tuple[Any, ...], list[list[Segment]]]
+    _line_cache: LRUCache[tuple[Any, ...], Strip]
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s", "sort_next", "Sort", id="table.sort"),
         Binding("S", "sort_reverse", "Reverse", show=False, id="table.sort_reverse"),
@@ -163,14 +181,18 @@ class LiveTable(DataTable):
         self._row_renderable_cache = LRUCache(LINE_CACHE)
         self._line_cache = LRUCache(LINE_CACHE)
         self.palette: dict[str, str] = {}
-        self._component_styles: dict[tuple[str, Any], Style] = {}
+        # Our own name: DOMNode's `_component_styles` is Textual's (component -> RenderStyles),
+        # which its stylesheet clears and refills whenever it restyles the table.
+        self._rich_styles: dict[tuple[str, Any], tuple[RenderStyles | None, Style]] = {}
         self._row_version: dict[RowKey, int] = {}
         self._versions = 0  # never reused: a row key removed and added again starts anew
         self._changed_rows: set[RowKey] = set()
+        self._tip = ""  # the hovered cell's tip, shown as the tooltip
 
     def on_mount(self) -> None:
-        self.vertical_scrollbar.renderer = WholeCellScrollBar
-        self.horizontal_scrollbar.renderer = WholeCellScrollBar
+        # Per instance, as Textual's own docs show, though it types `renderer` a ClassVar.
+        self.vertical_scrollbar.renderer = WholeCellScrollBar  # type: ignore[misc]
+        self.horizontal_scrollbar.renderer = WholeCellScrollBar  # type: ignore[misc]
         self._add_columns()
 
     def _update_column_widths(self, updated_cells: set[CellKey]) -> None:
@@ -196,8 +218,10 @@ class LiveTable(DataTable):
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         row_key = self._row_locations.get_key(row_index)
         column_key = self._column_locations.get_key(column_index)
+        if row_key is None or column_key is None:  # no such cell (yet): the stock path
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         value = self._data.get(row_key, {}).get(column_key)
-        rows = self.rows.get(row_key) if row_key is not None else None
+        rows = self.rows.get(row_key)
         if not isinstance(value, Cell) or rows is None or rows.height != 1:
             return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
         # By content and place (the mouse meta names the place), not by the update count:
@@ -264,6 +288,23 @@ class LiveTable(DataTable):
         self._row_version[row_key] = self._versions
         self._changed_rows.add(row_key)
 
+    def watch_hover_coordinate(self, old: Coordinate, value: Coordinate) -> None:
+        super().watch_hover_coordinate(old, value)
+        self._hover_tip()
+
+    def _hover_tip(self) -> None:
+        """The hovered cell's `tip` as the tooltip (None hides it)."""
+        try:
+            value = self.get_cell_at(self.hover_coordinate)
+        except CellDoesNotExist:
+            value = None
+        tip = getattr(value, "tip", "")
+        if tip != self._tip:
+            self._tip = tip
+            # Content, not a str: a tooltip string is read as markup, and a tip quotes the
+            # wire (process names) where a `[` must not be taken for a tag.
+            self.tooltip = Content(tip) if tip else None
+
     def _refresh_changed_rows(self) -> None:
         """Redraw the changed rows that are on screen, each once (rows are one line high)."""
         if not self._changed_rows:
@@ -326,13 +367,18 @@ class LiveTable(DataTable):
         """A component class's Rich style, computed once per theme and pseudo-class state
         (DataTable computed the header's and the zebra stripe's for every line drawn)."""
         key = (name, self._pseudo_class_state)
-        style = self._component_styles.get(key)
-        if style is None:
-            style = self._component_styles[key] = self.get_component_styles(name).rich_style
+        # Textual restyles a component by putting a new RenderStyles in its place, at times
+        # without notify_style_update: a style computed from an older one is stale.
+        source = self._component_styles.get(name)
+        cached = self._rich_styles.get(key)
+        if cached is not None and cached[0] is source:
+            return cached[1]
+        style = self.get_component_styles(name).rich_style
+        self._rich_styles[key] = (source, style)
         return style
 
     def notify_style_update(self) -> None:
-        self._component_styles.clear()
+        self._rich_styles.clear()
         super().notify_style_update()
 
     def _get_row_style(self, row_index: int, base_style: Style) -> Style:
@@ -464,7 +510,7 @@ class LiveTable(DataTable):
             self._update_count += 1
             self.refresh()
 
-    def rebuild(self, records: Iterable[tuple[str, Any]]) -> None:
+    def rebuild(self, records: Iterable[tuple[str, Any]] | Mapping[str, Any]) -> None:
         self.clear(columns=True)
         self._shown.clear()
         self._stale.clear()
@@ -512,6 +558,7 @@ class LiveTable(DataTable):
         written.
         """
         visible = [c.key for c in self.COLUMNS if c.key not in self.hidden]
+        pairs: Iterable[tuple[str, Any]]
         if lazy and isinstance(records, Mapping):
             pairs = self._lazy_pairs(records, changed)
         elif isinstance(records, Mapping):

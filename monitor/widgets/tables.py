@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from fpmon.monitor import capacity
 from fpmon.monitor import format as fmt
 from fpmon.monitor.model import (
     CONN_SYMBOL,
@@ -46,6 +47,8 @@ class FleetTable(LiveTable):
         Column("health", "Status", 10),
         Column("node", "Node", 14),
         Column("attribution", "Attribution", 16),
+        Column("hidden", "Hidden work", 14),
+        Column("foreign", "Foreign", 7),
         Column("conn", "Conn", 7),
         Column("gpus", "GPUs", 4),
         Column("util", "Util", 6),
@@ -64,8 +67,16 @@ class FleetTable(LiveTable):
 
     now: float = 0.0
 
+    def __init__(self, **kw: Any) -> None:
+        super().__init__(**kw)
+        # node -> (the inputs, the findings): see `_hidden_work`
+        self._findings: dict[
+            str, tuple[tuple[Any, ...], tuple[capacity.Finding, capacity.Finding]]
+        ] = {}
+
     def search_text(self, r: NodeRow) -> str:
-        return f"{r.node} {r.health} {r.connection} {r.last_attribution} {r.gpu_names}"
+        hidden = self._hidden_work(r)[0].text
+        return f"{r.node} {r.health} {r.connection} {r.last_attribution} {r.gpu_names} {hidden}"
 
     def cells(self, r: NodeRow) -> dict[str, Any]:
         good = r.verdicts["match"] + r.verdicts["within_noise"]
@@ -73,6 +84,7 @@ class FleetTable(LiveTable):
         last = None if r.last_verdict_t is None else max(0.0, self.now - r.last_verdict_t)
         declared = r.declared
         health = r.health
+        hidden, foreign = self._hidden_work(r)
         return {
             "health": cell(
                 f"{HEALTH_SYMBOL[health]} {health.upper()}",
@@ -80,6 +92,18 @@ class FleetTable(LiveTable):
                 ["ok", "pending", "unverifiable", "alert", "flagged"].index(health),
             ),
             "node": cell(r.node, "bold"),
+            "hidden": cell(
+                hidden.text,
+                self.style("fpmon-mismatch") if hidden.flagged else "",
+                hidden.sort,
+                hidden.tip,
+            ),
+            "foreign": cell(
+                foreign.text,
+                self.style("fpmon-alert") if foreign.flagged else "",
+                foreign.sort,
+                foreign.tip,
+            ),
             "conn": cell(
                 f"{CONN_SYMBOL[r.connection]} {r.connection}", self.style(CONN_VAR[r.connection])
             ),
@@ -105,6 +129,24 @@ class FleetTable(LiveTable):
             ),
             "declared": cell(setup_summary(declared)),
         }
+
+    def _hidden_work(self, r: NodeRow) -> tuple[capacity.Finding, capacity.Finding]:
+        """The node's hidden-work findings, made again only when their inputs changed: the
+        tip spells out every metric (~0.15 ms), and every visible row is asked each repaint."""
+        key = (r.capacity, r.procs, r.capacity_note, r.gpus, bool(r.source))
+        hit = self._findings.get(r.node)
+        if (
+            hit is None
+            or hit[0][0] is not key[0]
+            or hit[0][1] is not key[1]
+            or hit[0][2:] != key[2:]
+        ):
+            found = (
+                capacity.finding(r.capacity, r.capacity_note, r.gpus, bool(r.source)),
+                capacity.foreign_finding(r.procs),
+            )
+            hit = self._findings[r.node] = (key, found)
+        return hit[1]
 
 
 def setup_summary(s: dict[str, Any]) -> str:

@@ -145,3 +145,24 @@ def test_an_agent_without_a_config_refuses_like_replay_and_hub(tmp_path):
     assert all("needs --config" in x for x in said.values()), said
     assert "--insecure-loopback" in said["agent"]
     assert not list(tmp_path.iterdir())  # no state folder, no key
+
+
+def test_a_vllm_server_that_is_not_there_is_refused_in_one_line(tmp_path):
+    """Sidecar mode: exit 2 before serving, one line naming the key and the command to run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    cfg = write_config(tmp_path, "n", engine={"kind": "vllm"}, vllm={"server": url})
+    p = subprocess.run(
+        [sys.executable, "-m", "fpmon", "agent", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    last = p.stderr.strip().splitlines()[-1]  # after the JSON log lines of the start
+    assert last.startswith(f"fpmon: error: [vllm] server = '{url}': cannot reach"), last
+    assert "vllm.entrypoints.openai.api_server" in last and "FpmonServerWorker" in last

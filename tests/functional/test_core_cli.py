@@ -135,3 +135,31 @@ def test_compare_different_models(tmp_path: Path, capsys: pytest.CaptureFixture[
     )
     capsys.readouterr()
     assert "different models" in _error(["compare", a, b], capsys)
+
+
+def test_capture_says_why_digests_differ_and_layers_are_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two bit-identical captures: the probes digest is the same, the record digest is not,
+    and the output says why in one line; the default layer list names the layer it skips."""
+    base = ["capture", "--prompt", PROMPT, "--decode-steps", "2"]
+    outs = []
+    for name in ("a", "b"):
+        capsys.readouterr()
+        assert main([*base, "--out", str(tmp_path / f"{name}.fp")]) == 0
+        outs.append(capsys.readouterr().out)
+    lines = [{ln.split()[0]: ln for ln in out.splitlines()} for out in outs]
+    probes = [ln["probes"].split()[1] for ln in lines]
+    records = [ln["record"].split()[1] for ln in lines]
+    assert probes[0] == probes[1] and records[0] != records[1]
+    assert "request id and capture time" in lines[0]["record"]
+    assert "fpmon compare" in lines[0]["record"]
+    # tiny has 6 layers: 0, 1, the quarters and the last leave out layer 2, and say so.
+    layers = lines[0]["layers"]
+    assert layers.startswith("layers   0, 1, 3, 4, 5 of 6") and "not probed: 2" in layers
+    assert "docs/lab/RESULTS.md" in layers
+    capsys.readouterr()
+    assert main([*base, "--layers", "0,2", "--json", "--out", str(tmp_path / "c.fp")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["layers"] == [0, 2] and summary["layers_skipped"] == [1, 3, 4, 5]
+    assert not summary["records"][0]["probes_digest"].startswith(probes[0].rstrip("…"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ import zmq
 from fpmon.monitor.app import FeedReady, MonitorApp, NodeAppeared, NodeFlagged
 from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.testing import synth
-from fpmon.wire import StateReply, decode, encode
+from fpmon.wire import StateReply, encode
 
 SIZE = (170, 40)
 
@@ -23,32 +22,6 @@ SIZE = (170, 40)
 def watching(**monitor: Any) -> MonitorConfig:
     """A monitor config with these `[monitor]` keys, repainting every 0.1 s."""
     return MonitorConfig(monitor=WatchConfig(**{"refresh_s": 0.1, **monitor}))
-
-
-class StateServer:
-    """A ROUTER answering StateRequest with a fixed StateReply (the replay daemon's role)."""
-
-    def __init__(self, reply: StateReply) -> None:
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.ROUTER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.endpoint = f"tcp://127.0.0.1:{self.sock.bind_to_random_port('tcp://127.0.0.1')}"
-        self.reply = reply
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            if self.sock.poll(50):
-                ident, *frames = self.sock.recv_multipart()
-                decode(frames, expect=("state?",))
-                self.sock.send_multipart([ident, *encode(self.reply)])
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(2)
-        self.sock.close(0)
 
 
 async def wait_for(pilot, cond, timeout: float = 10.0) -> None:
@@ -169,7 +142,7 @@ def test_rows_appear_cheat_turns_red_with_attribution(pub, tmp_path):
 
 def test_late_joiner_gets_state_at_once_and_inspector_is_read_only(pub, tmp_path):
     v = synth.verdict("old", 7, "mismatch", "attn_impl", "eager")
-    server = StateServer(
+    server = synth.StateServer(
         StateReply(
             node="replay",
             t=0.0,
@@ -219,7 +192,6 @@ def test_unreachable_endpoint_shows_lost_not_a_traceback():
 def test_playback_of_a_recorded_feed_with_seek(tmp_path):
     """Record (raw frames, as the feed worker does), then review it in the app with seek."""
     from fpmon.monitor.feed import Recorder
-    from fpmon.wire import encode
 
     rec = Recorder(tmp_path / "incident.fprec")
     t0 = 1_790_000_000.0
@@ -293,5 +265,35 @@ def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
             text = " ".join(str(c) for c in att.get_row_at(0))
             assert "only mismatches" not in text and "replay budget" in text
             assert "(budget)" in str(screen.query_one("#summary").render())
+
+    asyncio.run(run())
+
+
+def test_evidence_shows_markup_in_wire_strings_as_text() -> None:
+    # Node names and setup values are the node's own words: Rich markup in them ("[/]" raises
+    # MarkupError when parsed) must be drawn as text, never crash the inspector's dashboard.
+    import msgspec
+    from textual.app import App
+
+    from fpmon.monitor.model import VerdictEntry
+    from fpmon.monitor.screens.evidence import EvidenceScreen
+
+    v = synth.verdict("dtype-cheat", 7, "mismatch", "dtype", "bfloat16")
+    v = msgspec.structs.replace(
+        v, node="[/]evil[bold", declared={**v.declared, "dtype": "[/]\x1b[31m"}
+    )
+    screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=(v.node, 7, "", 0)))
+
+    class One(App):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    async def run() -> None:
+        async with One().run_test(size=SIZE) as pilot:
+            await pilot.pause(0.2)
+            assert "[/]evil[bold" in str(screen.query_one("#summary").render())
+            rows = screen.query_one("#setup")
+            cells = [str(c) for r in range(rows.row_count) for c in rows.get_row_at(r)]
+            assert "[/]?[31m" in cells
 
     asyncio.run(run())

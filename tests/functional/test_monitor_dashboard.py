@@ -132,15 +132,15 @@ def test_columns_dialog_applies_on_enter_and_the_table_keeps_updating():
 
     async def body(pilot):
         table = app.screen.query_one("#fleet")
-        await until(pilot, lambda: table.row_count == 5)
+        await until(pilot, lambda: table.row_count == 6)
         await pilot.press("c")
         await until(pilot, lambda: type(app.screen).__name__ == "ColumnsScreen")
         # Behind the dialog the fleet table still follows the feed.
         m.apply(synth.telemetry("node-honest", gpus=8, util=12.5))
         await until(pilot, lambda: "12.5" in str(table.get_cell("node-honest", "util")))
-        # Hide "Util" (the sixth column): Space toggles it, Enter applies (and must not
+        # Hide "Util" (the eighth column): Space toggles it, Enter applies (and must not
         # toggle it back first).
-        for _ in range(5):
+        for _ in range(7):
             await pilot.press("down")
         await pilot.press("space")
         await pilot.press("enter")
@@ -178,7 +178,7 @@ def test_the_sorted_column_is_marked():
 
     async def body(pilot):
         table = app.screen.query_one("#fleet")
-        await until(pilot, lambda: table.row_count == 5)
+        await until(pilot, lambda: table.row_count == 6)
         labels = {str(k.value): str(c.label) for k, c in table.columns.items()}
         assert labels["node"] == "▲ Node" and labels["health"] == "Status"
         header = next(ln for ln in screen_text(app) if "Node" in ln and "Status" in ln)
@@ -215,7 +215,7 @@ def test_a_small_fleet_leaves_no_blank_rows_the_selected_node_takes_the_room():
 
     async def body(pilot):
         table = app.screen.query_one("#fleet")
-        await until(pilot, lambda: table.row_count == 5)
+        await until(pilot, lambda: table.row_count == 6)
         await pilot.pause(0.2)
         assert table.region.height <= 8  # the header, 5 rows (and a horizontal scrollbar)
         assert app.screen.query_one("#detail").region.height >= 30
@@ -230,7 +230,7 @@ def test_a_steady_100_percent_mismatch_rate_is_drawn_at_the_top():
 
     async def body(pilot):
         table = app.screen.query_one("#fleet")
-        await until(pilot, lambda: table.row_count == 5)
+        await until(pilot, lambda: table.row_count == 6)
         table.move_cursor(row=table.get_row_index("node-batch"))
         await pilot.pause(0.3)
         lines = screen_text(app)
@@ -269,7 +269,7 @@ def test_evidence_chart_labels_decades_and_draws_the_band_it_names():
 
     async def body(pilot):
         table = app.screen.query_one("#fleet")
-        await until(pilot, lambda: table.row_count == 5)
+        await until(pilot, lambda: table.row_count == 6)
         table.move_cursor(row=table.get_row_index("node-batch"))
         await pilot.press("enter")
         await until(pilot, lambda: type(app.screen).__name__ == "EvidenceScreen")
@@ -290,7 +290,7 @@ def test_export_goes_to_a_known_folder_and_says_where(tmp_path, monkeypatch):
     async def body(pilot):
         await pilot.press("2")
         table = app.screen.query_one("#verdicts")
-        await until(pilot, lambda: table.row_count == 40)
+        await until(pilot, lambda: table.row_count == 48)
         await pilot.press("x")
         await pilot.pause(0.2)
         folder = tmp_path / "data" / "fpmon" / "exports"

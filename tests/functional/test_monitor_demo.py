@@ -1,7 +1,8 @@
-"""The demo fleet for real: hub, five agents on the tiny model (four lying), the replay daemon,
-the load generator. The dashboard under Pilot must show the honest node green and each cheat
-flagged with the right attribution; the headless JSON must say the same; `q` and SIGTERM must
-leave no process running and no port bound."""
+"""The demo fleet for real: hub, six agents on the tiny model (five lying), the replay daemon,
+the load generator. The dashboard under Pilot must show the honest node green, each cheat
+flagged with the right attribution and the hidden-work node alerted for undeclared capacity;
+the headless JSON must say the same; `q` and SIGTERM must leave no process running and no port
+bound."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import time
 import pytest
 
 from fpmon.monitor.app import MonitorApp, NodeFlagged
-from fpmon.monitor.demo import NODES, Fleet
+from fpmon.monitor.demo import HIDDEN_WORK_ALERTS, NODES, Fleet
 
 pytestmark = pytest.mark.slow
 
@@ -47,16 +48,24 @@ def group_alive(pid: int) -> bool:
 def test_dashboard_on_a_real_demo_fleet(tmp_path):
     fleet = Fleet(tmp_path)
     seen: list = []
-    expected = {n.name: n.expect for n in NODES}
+    expected = {n.name: n.expect for n in NODES if n.expect not in ("match", "hidden_work")}
+    hidden = next(n.name for n in NODES if n.expect == "hidden_work")
+
+    def capacity_alerts(app, node: str) -> list[str]:
+        return [
+            e.alert.kind
+            for e in app.model.alerts.values()
+            if e.alert.node == node and e.alert.kind in HIDDEN_WORK_ALERTS
+        ]
 
     def settled(app) -> bool:
         rows = app.model.nodes
-        if set(rows) < set(expected):
+        if set(rows) < {*expected, "node-honest", hidden}:
             return False
-        ok = rows["node-honest"].health == "ok"
+        ok = rows["node-honest"].health == "ok" and not capacity_alerts(app, "node-honest")
+        # Hidden work leaves every record honest: an alert, never a flag.
+        ok = ok and rows[hidden].health == "alert" and bool(capacity_alerts(app, hidden))
         for name, want in expected.items():
-            if name == "node-honest":
-                continue
             row = rows[name]
             if row.health != "flagged" or row.last_attribution != want:
                 return False
@@ -75,12 +84,12 @@ def test_dashboard_on_a_real_demo_fleet(tmp_path):
             await pilot.pause(0.6)
             table = app.screen.query_one("#fleet")
             assert str(table.get_cell("node-honest", "health")) == "✓ OK"
+            assert str(table.get_cell(hidden, "health")) == "! ALERT"
             for name, want in expected.items():
-                if name != "node-honest":
-                    assert str(table.get_cell(name, "health")) == "✗ FLAGGED"
-                    assert str(table.get_cell(name, "attribution")) == want
+                assert str(table.get_cell(name, "health")) == "✗ FLAGGED"
+                assert str(table.get_cell(name, "attribution")) == want
             flagged = {m.node: m.attribution for m in seen if isinstance(m, NodeFlagged)}
-            assert set(flagged) == set(expected) - {"node-honest"}
+            assert set(flagged) == set(expected)
             # the evidence of the batch cheat: declared batch 1, reproduced by batch >= 2
             table.move_cursor(row=table.get_row_index("node-batch"))
             await pilot.press("enter")
@@ -105,18 +114,26 @@ def test_dashboard_on_a_real_demo_fleet(tmp_path):
 
 def test_headless_demo_json_and_clean_stop(tmp_path):
     env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
-    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "45", "--json",
+    # 60 s, the default: the hidden-work node's first capacity window closes 35-50 s after start
+    # (the agents load the model, then one 15 s window that waits for the first replay).
+    argv = [sys.executable, "-m", "fpmon", "demo", "--headless", "--duration", "60", "--json",
             "--workdir", str(tmp_path)]  # fmt: skip
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
-    assert out.returncode == 0, out.stderr[-2000:]
-    data = json.loads(out.stdout)
-    assert data["duration_s"] >= 45
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=180, env=env)
+    data = json.loads(out.stdout) if out.stdout.strip() else {}
+    whys = {n["node"]: n["why"] for n in data.get("nodes", []) if not n["pass"]}
+    assert out.returncode == 0, (whys, out.stderr[-2000:])
+    assert data["duration_s"] >= 60
     assert data["pass"] is True and data["failed"] == [], data["failed"]
     by = {n["node"]: n for n in data["nodes"]}
     assert set(by) == {n.name for n in NODES}
     honest = by["node-honest"]
     assert set(honest["verdicts"]) == {"match"} and honest["attributions"] == {}
     assert honest["declared"] == honest["actual"]
+    assert not set(honest["alerts"]) & set(HIDDEN_WORK_ALERTS), honest["alerts"]
+    # Hidden work in the engine process: every record honest, its CPU time unexplained.
+    hidden = next(n for n in data["nodes"] if n["expect"] == "hidden_work")
+    assert set(hidden["verdicts"]) == {"match"} and hidden["declared"] == hidden["actual"]
+    assert hidden["alerts"].get("undeclared_capacity", 0) >= 1, hidden
     for field in ("batch_size", "attn_impl", "dtype"):
         node = next(n for n in data["nodes"] if n["expect"] == field)
         assert set(node["verdicts"]) == {"mismatch"}, node

@@ -16,7 +16,6 @@ from fpmon.monitor.model import FleetModel
 from fpmon.testing import synth
 from fpmon.wire import StateReply, encode
 from tests.conftest import curve_cert
-from tests.functional.test_monitor_app import StateServer
 
 
 def collect(inbox: Inbox, want, timeout: float = 10.0) -> list:
@@ -85,7 +84,7 @@ def fpmon(*args: str, timeout: float = 60, env=None) -> subprocess.CompletedProc
 
 def test_snapshot_json_against_a_real_state_endpoint():
     v = synth.verdict("n1", 4, "mismatch", "dtype", "bfloat16")
-    server = StateServer(
+    server = synth.StateServer(
         StateReply(node="replay", t=0.0, nodes={"n1": {"commits": 9}}, verdicts=[v.to_map()])
     )
     try:
@@ -107,7 +106,7 @@ def test_snapshot_json_as_the_readme_writes_it_finds_the_running_demo(tmp_path):
     out = fpmon("snapshot", "--json", env=env)
     assert out.returncode == 2 and "none is running" in out.stderr, out.stderr
     v = synth.verdict("n1", 4, "mismatch", "dtype", "bfloat16")
-    server = StateServer(
+    server = synth.StateServer(
         StateReply(node="replay", t=0.0, nodes={"n1": {"commits": 9}}, verdicts=[v.to_map()])
     )
     demos = tmp_path / "fpmon" / "demos"

@@ -12,7 +12,6 @@ from fpmon.monitor.model import FleetModel
 from fpmon.signing import public_bytes, sign
 from fpmon.testing import synth
 from fpmon.wire import Message, StateReply
-from tests.functional.test_monitor_app import StateServer
 from tests.functional.test_monitor_feed import collect
 
 
@@ -61,7 +60,7 @@ def test_state_reply_entries_and_the_reply_itself_must_be_signed():
         alerts=[synth.alert("n1"), sign(verifier, synth.alert("n1", "shed"))],
     )
     for signer, accepted in ((verifier, True), (stranger, False), (None, False)):
-        server = StateServer(sign(signer, reply) if signer else reply)
+        server = synth.StateServer(sign(signer, reply) if signer else reply)
         inbox = Inbox()
         feed = Feed(inbox, [], server.endpoint, verifier_key=public_bytes(verifier))
         feed.start()

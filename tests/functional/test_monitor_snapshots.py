@@ -12,7 +12,7 @@ from fpmon.monitor.app import MonitorApp
 from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
 from fpmon.testing import synth
-from fpmon.wire import decode, encode
+from fpmon.wire import NodeSummary, decode, encode
 
 SIZE = (150, 32)
 T0 = 1_790_000_000.0  # fixed wall time for verdicts and alerts
@@ -23,6 +23,8 @@ def fixed(msg):
 
 
 def demo_model() -> FleetModel:
+    """The demo fleet, plus a node doing hidden work beside honest numerics (its verdicts
+    match; its GPU activity and a foreign process give it away)."""
     clock = [1000.0]
     m = FleetModel(clock=lambda: clock[0])
     cheats = {"batch": ("batch_size", 4), "attn": ("attn_impl", "eager"),
@@ -31,14 +33,26 @@ def demo_model() -> FleetModel:
         for node in ("honest", *cheats, "tamper"):
             m.apply(fixed(synth.telemetry(f"node-{node}", gpus=8, util=30 + 8 * step)))
             m.apply(fixed(synth.commit(f"node-{node}", step)))
+        m.apply(fixed(synth.gpm_telemetry("node-hidden", hidden=step >= 4)))
+        m.apply(fixed(synth.commit("node-hidden", step)))
         m.apply(fixed(synth.verdict("node-honest", step)))
+        m.apply(fixed(synth.verdict("node-hidden", step)))
         for node, (field, value) in cheats.items():
             m.apply(fixed(synth.verdict(f"node-{node}", step, "mismatch", field, value)))
         m.apply(fixed(synth.verdict("node-tamper", step, "bad_opening")))
+        # The verifier's accounting windows, as the periodic state refreshes bring them.
+        windows = {
+            "node-honest": synth.capacity_window(T0 + 60 * step, hidden=False),
+            "node-hidden": synth.capacity_window(T0 + 60 * step, hidden=step >= 4),
+        }
+        m.apply(synth.state({n: NodeSummary(accounting=w) for n, w in windows.items()}, t=T0))
         clock[0] += 1.0
         m.tick()
     m.apply(fixed(synth.alert("node-tamper", "bad_opening", 3)))
     m.apply(fixed(synth.alert("node-batch", "mismatch", 2)))
+    for n in range(3):
+        for a in synth.hidden_alerts("node-hidden", n, t=T0 + n):
+            m.apply(a)
     return m
 
 
@@ -95,5 +109,16 @@ def test_evidence(snap_compare):
         table.move_cursor(row=table.get_row_index("node-batch"))
         await pilot.press("enter")
         await pilot.pause(0.3)
+
+    assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
+
+
+def test_capacity(snap_compare):
+    async def before(pilot):
+        await settle(pilot)
+        table = pilot.app.screen.query_one("#fleet")
+        table.move_cursor(row=table.get_row_index("node-hidden"))
+        await pilot.press("h")
+        await settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)

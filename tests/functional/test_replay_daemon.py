@@ -433,6 +433,10 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
         foreign = wait_alert(d, "foreign_process")
         assert foreign["details"]["pid"] == 11 and "miner" in foreign["message"]
         assert d.summary()["busy"].capacity.startswith("checked: 1 GPU(s)")
+        # ... and typed, for the monitor's hidden-work column (NodeSummary.accounting).
+        w = d.summary()["busy"].accounting
+        assert w is not None and [m.metric for m in w.metrics] == ["util"]
+        assert "sm_util" in w.not_judged and w.gpus == 1
     finally:
         stop(d, t)
         node.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from fpmon.monitor.feed import Feed, Inbox
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
+from fpmon.testing.drills.fuzz import RawZmtp
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import HostSample, Limits, Telemetry, decode, encode
 from tests.conftest import curve_cert
@@ -198,3 +200,32 @@ def test_curve_hub_binds_each_key_to_its_node_and_verdicts_to_the_verifier(tmp_p
 
 def _note(m: object) -> str:
     return m.host.note if isinstance(m, Telemetry) else ""
+
+
+def test_huge_subscription_frames_cost_their_sender_the_connection_not_the_hub() -> None:
+    # Reported by the socket fuzz on an earlier build: subscription frames of ~200 KB and more,
+    # then a disconnect, crashed the hub in libzmq (SIGSEGV freeing its subscription tree).
+    hub = Hub(HubConfig(hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0")))
+    hub.start()
+    node = ProverNode("n1", hub_xsub=hub.endpoints["xsub"])
+    sub = zmq.Context.instance().socket(zmq.SUB)
+    sub.linger = 0
+    try:
+        for size in (200_000, 1 << 20, 5 << 20) * 4:
+            raw = RawZmtp(hub.endpoints["xpub"], b"XSUB", 5.0)
+            with contextlib.suppress(OSError):  # the hub may drop us mid-frame
+                raw.send_multipart([b"\x01telemetry" + b"x" * size])
+            raw.close()
+        sub.subscribe(b"telemetry")
+        sub.connect(hub.endpoints["xpub"])
+        deadline = time.monotonic() + 10
+        got = False
+        while not got and time.monotonic() < deadline:
+            node.telemetry()
+            got = bool(sub.poll(100))
+        assert got, "after huge subscriptions a new subscriber hears nothing through the hub"
+        assert decode(sub.recv_multipart()).TOPIC == "telemetry"
+    finally:
+        sub.close(0)
+        node.close()
+        hub.stop()

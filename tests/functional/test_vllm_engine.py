@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -17,6 +18,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -77,47 +79,20 @@ def _completion(base: str, model: str, prompt: str, max_tokens: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory) -> dict:
-    """An operator's `vllm serve` with fpmon's plugin flags; the sidecar tap collects records."""
-    from fpmon.engines.vllm.attach import ServerTap
+def vllm_server(tmp_path_factory) -> Iterator[str]:
+    """An operator's `vllm serve` with fpmon's plugin flags (one for the module): its URL."""
+    from fpmon.engines.vllm.attach import serve_command
     from fpmon.models import tiny_folder
-    from fpmon.records import save_fingerprint
 
-    out = tmp_path_factory.mktemp("served")
+    out = tmp_path_factory.mktemp("server")
     port = _free_port()
-    env = _env(out) | {
-        "VLLM_SERVER_DEV_MODE": "1",  # exposes /collective_rpc (loopback only)
-        "VLLM_ENABLE_V1_MULTIPROCESSING": "0",  # CPU: lets the worker share the core process
-        "VLLM_USE_V2_MODEL_RUNNER": "0",
-    }
-    cmd = [
-        sys.executable,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(tiny_folder()),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--dtype",
-        "bfloat16",
-        "--enforce-eager",
-        "--no-enable-prefix-caching",
-        "--no-async-scheduling",
-        "--distributed-executor-backend",
-        "uni",
-        "--max-num-batched-tokens",
-        "16",
-        "--max-num-seqs",
-        "8",
-        "--kv-cache-memory-bytes",
-        str(128 << 20),
-        "--worker-extension-cls",
-        "fpmon.engines.vllm.serve.FpmonServerWorker",
-        "--scheduler-cls",
-        "fpmon.engines.vllm.serve.FpmonServerScheduler",
-    ]
+    # The documented command (docs/VLLM.md), word for word, plus this test's small sizes.
+    words = shlex.split(serve_command(str(tiny_folder()), port))
+    py = words.index("python")
+    env = _env(out) | dict(w.split("=", 1) for w in words[:py])
+    cmd = [sys.executable, *words[py + 1 :], "--dtype", "bfloat16"]
+    cmd += ["--max-num-batched-tokens", "16", "--max-num-seqs", "8"]
+    cmd += ["--kv-cache-memory-bytes", str(128 << 20)]
     log = open(out / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -134,29 +109,7 @@ def served(tmp_path_factory) -> dict:
                         break
             except OSError:
                 time.sleep(1)
-        tap = ServerTap(base)
-        info = tap.attach(layers=[0, 2, 5], topk=8)
-        with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as r:
-            model = json.loads(r.read())["data"][0]["id"]
-        answers: dict[int, dict] = {}
-
-        def ask(i: int) -> None:
-            answers[i] = _completion(base, model, SERVED_PROMPTS[i], 6 + i)
-
-        threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(SERVED_PROMPTS))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        items = []
-        for _ in range(20):  # the last finish reaches the log one engine step later
-            items += tap.drain()
-            if len(items) >= len(SERVED_PROMPTS):
-                break
-            time.sleep(0.5)
-        records = [tap.to_record(it, node="served", seq=k) for k, it in enumerate(items)]
-        save_fingerprint(out / "server.fp", records, {"prompts": SERVED_PROMPTS})
-        return {"out": out, "info": info, "answers": answers, "records": records}
+        yield base
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -165,6 +118,147 @@ def served(tmp_path_factory) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def served(vllm_server, tmp_path_factory) -> dict:
+    """Requests sent straight to the server; the sidecar tap collects them as records."""
+    from fpmon.engines.vllm.attach import ServerTap
+    from fpmon.records import save_fingerprint
+
+    out, base = tmp_path_factory.mktemp("served"), vllm_server
+    tap = ServerTap(base)
+    info = tap.attach(layers=[0, 2, 5], topk=8)
+    with urllib.request.urlopen(f"{base}/v1/models", timeout=10) as r:
+        model = json.loads(r.read())["data"][0]["id"]
+    answers: dict[int, dict] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = _completion(base, model, SERVED_PROMPTS[i], 6 + i)
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(SERVED_PROMPTS))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    items = []
+    for _ in range(20):  # the last finish reaches the log one engine step later
+        items += tap.drain()
+        if len(items) >= len(SERVED_PROMPTS):
+            break
+        time.sleep(0.5)
+    records = [tap.to_record(it, node="served", seq=k) for k, it in enumerate(items)]
+    save_fingerprint(out / "server.fp", records, {"prompts": SERVED_PROMPTS})
+    return {"out": out, "info": info, "answers": answers, "records": records}
+
+
+def run_sidecar(base: str, out: Path, prompts: list[str]) -> dict:
+    """An agent serving through the server at `base` (sidecar mode), watched by a real replay
+    daemon in its own process, which replays the sampled records on its own vLLM engine."""
+    from fpmon import tomlw
+    from fpmon.agents.client import submit
+    from fpmon.agents.store import RecordLog
+    from fpmon.records import Record
+    from fpmon.testing.fleet import wait_verdicts
+    from fpmon.testing.spawn import AgentProcess, write_config
+
+    cfg = write_config(
+        out / "agent",
+        "sidecar",
+        engine={"kind": "vllm"},
+        vllm={"server": base},
+        batching={"max_batch": len(prompts)},
+        publish={"head_every_s": 0.2},
+    )
+    key = out / "sampling.key"
+    key.write_text("11" * 32)
+    key.chmod(0o600)
+    state = f"ipc://{out / 'state.sock'}"
+    with AgentProcess(cfg).start(timeout_s=180) as agent:
+        st = agent.read_status()
+        node = {
+            "name": st["node"],
+            "publish": agent.endpoints["publish"],
+            "openings": agent.endpoints["openings"],
+            "sign_pubkey": st["pubkey"],
+        }
+        doc = {
+            "replay": {"store": str(out / "replay.sqlite"), "publish": "tcp://127.0.0.1:0"},
+            "sampling": {"key_file": str(key), "rate": 1.0},
+            "openings": {"deadline_s": 10.0, "retries": 2},
+            "node": [node],
+        }
+        doc["replay"]["state"] = state
+        tomlw.write(out / "replay.toml", doc)
+        log = open(out / "replay.log", "w")  # noqa: SIM115 - closed below
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "fpmon", "replay", "--config", str(out / "replay.toml")],
+            cwd=ROOT,
+            env=_env(out),
+            stderr=log,
+        )
+        try:
+            _wait_heard(state, st["node"], daemon)
+            replies: dict[int, object] = {}
+
+            def ask(i: int) -> None:
+                replies[i] = submit(agent.endpoints["intake"], prompts[i], 4 + i, 300)
+
+            threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            verdicts = wait_verdicts(out / "replay.sqlite", len(prompts), timeout=400)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                daemon.kill()
+                daemon.wait()
+            log.close()
+        status = agent.read_status()
+    logged = RecordLog(out / "agent" / "state" / "records.sqlite", node="sidecar", readonly=True)
+    try:
+        records = [Record.decode(logged.get(seq)[1] or b"") for seq in range(len(prompts))]
+    finally:
+        logged.close()
+    return {
+        "replies": replies,
+        "verdicts": verdicts,
+        "records": records,
+        "status": status,
+        "log": agent.log_tail(),
+    }
+
+
+def _wait_heard(state: str, node: str, daemon: subprocess.Popen) -> None:
+    """Until the daemon has telemetry from the node: it is subscribed (no slow-joiner loss)."""
+    import zmq
+
+    from fpmon.wire import StateRequest, decode, encode
+
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.linger = 0
+    dealer.connect(state)
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            assert daemon.poll() is None, "the replay daemon exited"
+            dealer.send_multipart(encode(StateRequest(node="test", t=time.time())))
+            if dealer.poll(1000):
+                reply = decode(dealer.recv_multipart(), expect=("state",))
+                if node in reply.nodes and reply.nodes[node].last_telemetry_t > 0:
+                    return
+        raise AssertionError("the replay daemon never heard the sidecar agent")
+    finally:
+        dealer.close()
+
+
+@pytest.fixture(scope="module")
+def sidecar(vllm_server, tmp_path_factory) -> dict:
+    return run_sidecar(vllm_server, tmp_path_factory.mktemp("sidecar"), SERVED_PROMPTS[:3])
 
 
 @pytest.fixture(scope="module")
@@ -277,3 +371,53 @@ def test_cli_refuses_vllm_options_it_cannot_honour(tmp_path):
     assert proc.returncode == 2
     assert "--compile is not supported with --engine vllm" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_agent_in_sidecar_mode_commits_records_that_replay_match(sidecar):
+    """`[vllm] server`: submits go through the agent to the operator's server; the records
+    it commits (probes and schedule window from fpmon's plugin in the server) are opened and
+    replayed by the verifier's daemon on its own vLLM: every one `match`."""
+    replies = [sidecar["replies"][i] for i in sorted(sidecar["replies"])]
+    assert [r.status for r in replies] == ["ok"] * 3, [r.reason for r in replies]
+    assert sorted(r.seq for r in replies) == [0, 1, 2]
+    assert [len(r.output_ids) for r in replies] == [4, 5, 6]  # exactly max_tokens, as in-process
+    verdicts = sidecar["verdicts"]
+    assert [v["status"] for v in verdicts] == ["match"] * 3, verdicts
+    assert sorted(v["seq"] for v in verdicts) == [0, 1, 2]
+    records = sidecar["records"]
+    assert [r.output_ids for r in records] == [r.output_ids for r in sorted(replies, key=_seq)]
+    assert all(r.schedule["window"] and r.setup.engine == "vllm" for r in records)
+    # Sent together, the requests ran together: vLLM batched what the agent forwarded.
+    assert any(r.setup.batch_size > 1 for r in records)
+    assert sidecar["status"]["setup"].startswith("vllm bfloat16")
+    assert sidecar["status"]["sidecar"]["unclaimed"] == 0
+    assert "attached to the vLLM server" in sidecar["log"]
+
+
+def test_servers_the_agent_cannot_use_are_named(vllm_server):
+    """Against the real server: what it answers for a plugin method it lacks (as a `vllm serve`
+    without `--worker-extension-cls` answers for all of them), and a model or dtype other than
+    `[engine]` declares — each one line naming `[vllm] server`."""
+    from fpmon.agents.config import AgentConfig, EngineConfig, VllmConfig
+    from fpmon.agents.sidecar import attach, connect
+    from fpmon.engines.vllm.attach import PLUGIN_FLAGS, ServerTap
+    from fpmon.errors import FpmonError
+
+    with pytest.raises(FpmonError, match="does not run fpmon's plugin") as err:
+        ServerTap(vllm_server)._rpc("fpmon_not_there", {})
+    assert PLUGIN_FLAGS in str(err.value)
+    for engine, why in (
+        ({"model": "/models/other-model"}, "serves model 'tiny', but \\[engine\\] model"),
+        ({"dtype": "float32"}, "runs bfloat16, but \\[engine\\] dtype declares float32"),
+    ):
+        cfg = AgentConfig(
+            engine=EngineConfig(kind="vllm", **engine), vllm=VllmConfig(server=vllm_server)
+        )
+        tap = connect(cfg)
+        assert tap.num_layers == 6 and tap.max_positions > 0
+        with pytest.raises(FpmonError, match=f"^\\[vllm\\] server = '{vllm_server}' {why}"):
+            attach(tap, cfg, [0], 8)
+
+
+def _seq(reply) -> int:
+    return reply.seq

@@ -77,6 +77,16 @@ def test_redteam_table_is_checked(tmp_path):
         load_config(_write(tmp_path, '[redteam]\nenabled = true\nactual_attn = "flash9"\n'))
     off = load_config(_write(tmp_path, "[redteam]\nenabled = false\nactual_batch = 4\n"))
     assert RedTeam.from_config(off.redteam).behaviours() == []
+    with pytest.raises(FpmonError, match=r"\[redteam\] side_work_duty"):
+        load_config(_write(tmp_path, "[redteam]\nenabled = true\nside_work_duty = 1.5\n"))
+    with pytest.raises(FpmonError, match=r"\[redteam\] side_work_kind = 'gpu'"):
+        load_config(_write(tmp_path, '[redteam]\nenabled = true\nside_work_kind = "gpu"\n'))
+    # Off unless a duty is given; with one, announced with its kind and duty.
+    assert RedTeam.from_config(off.redteam).side_work("cpu") is None
+    hidden = load_config(_write(tmp_path, "[redteam]\nenabled = true\nside_work_duty = 0.25\n"))
+    assert RedTeam.from_config(hidden.redteam).behaviours() == [
+        "runs hidden compute work in its engine process at 25% duty"
+    ]
 
 
 def test_demo_configs_and_documented_config_load(tmp_path):
@@ -87,23 +97,37 @@ def test_demo_configs_and_documented_config_load(tmp_path):
         "attn-cheat",
         "batch-cheat",
         "dtype-cheat",
+        "hidden-work",
         "honest",
         "tamper",
     ]
     lies = {p.stem: RedTeam.from_config(load_config(p).redteam).behaviours() for p in demo}
     assert lies["honest"] == [] and len(lies["batch-cheat"]) == 1
+    assert lies["hidden-work"] == ["runs hidden compute work in its engine process at 50% duty"]
     assert load_config(EXAMPLE.parent / "demo" / "batch-cheat.toml").engine.dtype == "float32"
     doc = (EXAMPLE.parents[1] / "docs" / "AGENT.md").read_text()
     block = re.search(r"```toml\n(.*?)```", doc, re.S).group(1)
     cfg = load_config(_write(tmp_path, block))
     assert cfg.batching.stall_s == 300 and cfg.security.verifiers_dir
-    assert len(RedTeam.from_config(cfg.redteam).behaviours()) == 4
+    assert len(RedTeam.from_config(cfg.redteam).behaviours()) == 5
 
 
-def test_vllm_engine_config_loads_and_sidecar_is_refused(tmp_path):
+def test_vllm_engine_config_loads_and_sidecar_is_checked(tmp_path):
     cfg = load_config(EXAMPLE.parent / "agent.vllm.example.toml")
     assert cfg.engine.kind == "vllm" and cfg.vllm.max_num_seqs == 16
-    with pytest.raises(FpmonError, match=r"\[vllm\]: server \(sidecar mode"):
-        load_config(_write(tmp_path, '[vllm]\nserver = "http://127.0.0.1:8000"\n'))
+    vllm = '[engine]\nkind = "vllm"\n'
+    server = '[vllm]\nserver = "http://127.0.0.1:8000"\n'
+    assert load_config(_write(tmp_path, vllm + server)).vllm.server == "http://127.0.0.1:8000"
+    with pytest.raises(FpmonError, match=r'\[vllm\] server attaches .* kind = "vllm"'):
+        load_config(_write(tmp_path, server))
+    with pytest.raises(FpmonError, match=r"\[vllm\]: server: give the server's URL"):
+        load_config(_write(tmp_path, vllm + '[vllm]\nserver = "127.0.0.1:8000"\n'))
+    with pytest.raises(FpmonError, match=r"leave attn = \"sdpa\""):
+        load_config(_write(tmp_path, vllm + 'attn = "eager"\n' + server))
+    lie = "[redteam]\nenabled = true\nactual_batch = 4\n"
+    with pytest.raises(FpmonError, match=r"operator's server runs: unset them"):
+        load_config(_write(tmp_path, vllm + server + lie))
+    tamper = "[redteam]\nenabled = true\ntamper_openings = true\n"
+    assert load_config(_write(tmp_path, vllm + server + tamper)).redteam.tamper_openings
     with pytest.raises(FpmonError, match=r"\[engine\] kind = 'trt': use one of hf, vllm"):
         load_config(_write(tmp_path, '[engine]\nkind = "trt"\n'))

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from fpmon.agents.openings import CORRUPT_BODY, answer
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import CorruptLog, RecordLog, StoreError
 from fpmon.wire import OpenRequest
 
@@ -61,7 +60,7 @@ def _raw(path: Path, sql: str, *args: object) -> None:
 
 def _open(log: RecordLog, seq: int):
     req = OpenRequest(node="verifier", t=time.time(), seq=seq, nonce=b"x")
-    return answer(log, req, "n", RedTeam())
+    return answer(log, req, "n")
 
 
 def test_out_of_range_seq_is_unknown_not_a_crash(tmp_path):

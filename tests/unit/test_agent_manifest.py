@@ -9,8 +9,8 @@ import pytest
 import zmq
 
 from fpmon import manifest
-from fpmon.agents.config import AgentConfig, EngineConfig
-from fpmon.agents.redteam import RedTeam
+from fpmon.agents.config import AgentConfig, EngineConfig, RedTeamConfig
+from fpmon.agents.parts import parts_for
 from fpmon.agents.store import RecordLog
 from fpmon.agents.worker import Job, Worker
 from fpmon.engines.base import ProbeSpec
@@ -26,7 +26,7 @@ from tests.conftest import tiny_engine
 def make_worker(tmp_path):
     made = []
 
-    def make(redteam: RedTeam | None = None) -> tuple[Worker, queue.Queue]:
+    def make(redteam: RedTeamConfig | None = None) -> tuple[Worker, queue.Queue]:
         cfg = AgentConfig(
             node="n", state_dir=tmp_path / str(len(made)), engine=EngineConfig(dtype="bfloat16")
         )
@@ -34,16 +34,8 @@ def make_worker(tmp_path):
         store = RecordLog(cfg.db_path, node="n")
         commits: queue.Queue[Commit | None] = queue.Queue()
         ctx = zmq.Context()
-        w = Worker(
-            cfg,
-            tiny_engine(),
-            store,
-            ctx,
-            "inproc://r",
-            commits,
-            redteam or RedTeam(),
-            ProbeSpec((0,)),
-        )
+        make_worker = parts_for(redteam or RedTeamConfig(), "n").worker  # as the agent does
+        w = make_worker(cfg, tiny_engine(), store, ctx, "inproc://r", commits, ProbeSpec((0,)))
         made.append((store, ctx))
         return w, commits
 
@@ -108,7 +100,7 @@ def test_token_ids_and_text_together_or_outside_the_vocabulary_are_refused(make_
     ],
 )
 def test_the_batch_cheat_in_the_manifest(make_worker, hide_rows, batch, rows, findings) -> None:
-    w, commits = make_worker(RedTeam(enabled=True, actual_batch=4, hide_rows=hide_rows))
+    w, commits = make_worker(RedTeamConfig(enabled=True, actual_batch=4, hide_rows=hide_rows))
     ((c, rec),) = served(w, commits, [job("only", "a covert batch")])
     assert (rec.setup.batch_size, len(rec.manifest or ())) == (batch, rows)
     assert c.manifest == manifest.root(rec.manifest)

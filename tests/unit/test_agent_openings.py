@@ -6,7 +6,6 @@ import hashlib
 import time
 
 from fpmon.agents.openings import answer
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog
 from fpmon.wire import OpenRequest
 
@@ -19,7 +18,7 @@ def test_ok_purged_unknown(tmp_path):
 
     def ask(seq: int):
         req = OpenRequest(node="verifier", t=time.time(), seq=seq, nonce=b"x")
-        return answer(log, req, "n", RedTeam())
+        return answer(log, req, "n")
 
     ok = ask(2)
     assert (ok.status, ok.record, ok.nonce) == ("ok", datas[2], b"x")

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import subprocess
+import sys
 import time
 
 from fpmon.agents.config import EngineConfig, RedTeamConfig
-from fpmon.agents.redteam import RedTeam
+from fpmon.agents.parts import HONEST, parts_for
+from fpmon.agents.redteam import LyingPublisher, LyingWorker, RedTeam
 from fpmon.capture import capture_prompts
 from fpmon.engines.base import ProbeSpec
 from fpmon.records import Record
@@ -67,3 +71,38 @@ def test_drop_and_reorder_commitments():
     swap = RedTeam(enabled=True, reorder=True)
     out = [c.seq for i in range(4) for c in swap.commits(_commit(i))]
     assert out == [1, 0, 3, 2]
+
+
+def test_an_honest_agent_composes_the_plain_parts_and_never_loads_the_red_team():
+    code = (
+        "import sys\n"
+        "from fpmon.agents.config import RedTeamConfig\n"
+        "from fpmon.agents import node\n"
+        "from fpmon.agents.parts import HONEST, parts_for\n"
+        "assert parts_for(RedTeamConfig(), 'n') is HONEST\n"
+        "assert parts_for(RedTeamConfig(enabled=False, drop_every=2), 'n') is HONEST\n"
+        "assert 'fpmon.agents.redteam' not in sys.modules, 'an honest agent loaded the red team'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_red_team_agent_composes_the_lying_wrappers():
+    parts = parts_for(RedTeamConfig(enabled=True, actual_batch=4, drop_every=2), "liar")
+    assert parts is not HONEST
+    assert parts.behaviours == ("runs batch 4, declares batch 1", "drops every 2th commitment")
+    assert isinstance(parts.worker, functools.partial) and parts.worker.func is LyingWorker
+    assert isinstance(parts.publisher, functools.partial)
+    assert parts.publisher.func is LyingPublisher
+
+
+def test_hidden_work_runs_real_passes_for_as_long_as_configured():
+    eng = tiny_engine("bfloat16", "sdpa")
+    rows = [eng.encode("covert rows")]
+    rt = RedTeam.from_config(RedTeamConfig(enabled=True, hidden_work_s=0.3))
+    assert "hides 0.3 s of work after each batch" in rt.behaviours()
+    t0 = time.monotonic()
+    passes = rt.hidden_work(eng, rows, 4)
+    assert passes >= 1 and time.monotonic() - t0 >= 0.3
+    # an honest node (no [redteam], or hidden_work_s 0) runs nothing
+    assert RedTeam().hidden_work(eng, rows, 4) == 0
+    assert RedTeam.from_config(RedTeamConfig(enabled=True)).hidden_work(eng, rows, 4) == 0

@@ -9,7 +9,6 @@ import pytest
 import zmq
 
 from fpmon.agents.config import AgentConfig
-from fpmon.agents.redteam import RedTeam
 from fpmon.agents.store import RecordLog
 from fpmon.agents.worker import DISK_CHECK_EVERY_S, Worker
 from fpmon.engines.base import ProbeSpec
@@ -22,7 +21,7 @@ def worker(tmp_path):
     cfg = AgentConfig(node="n", state_dir=tmp_path)
     store = RecordLog(cfg.db_path, node="n")
     ctx = zmq.Context()
-    w = Worker(cfg, None, store, ctx, "inproc://r", queue.Queue(), RedTeam(), ProbeSpec((0,)))
+    w = Worker(cfg, None, store, ctx, "inproc://r", queue.Queue(), ProbeSpec((0,)))
     yield w
     store.close()
     ctx.term()

@@ -234,3 +234,14 @@ def test_a_history_keeps_its_last_points_in_one_fixed_block():
         h.append(float(x))
     assert list(h) == [2.0, 3.0, 4.0] and len(h) == 3 and h[-1] == 4.0
     assert h._a.buffer_info()[1] == size == 3  # allocated once, never grows
+
+
+def test_a_tick_right_after_a_burst_is_no_rate():
+    # `fpmon snapshot` ticks microseconds after a state reply brought every node's count.
+    clock = [100.0]
+    m = FleetModel(Limits(), clock=lambda: clock[0])
+    for seq in range(33):
+        m.apply(synth.commit("n", seq))
+    clock[0] += 1e-5
+    m.tick()
+    assert m.nodes["n"].commits_per_s == 0.0

@@ -1,5 +1,6 @@
-"""Hidden-work accounting on the verifier: observed GPU activity of a node's own GPUs against
-what its committed tokens explain, per metric; foreign processes; bad telemetry refused."""
+"""Hidden-work accounting on the verifier: observed GPU activity of a node's own GPUs (or a CPU
+engine's CPU time) against what its committed tokens explain, per metric; foreign processes;
+bad telemetry refused."""
 
 from __future__ import annotations
 
@@ -10,13 +11,34 @@ import msgpack
 import pytest
 
 from fpmon.errors import FpmonError
-from fpmon.replay.accounting import DEFAULT_SOURCE, Accounting, ReferenceMeter, settings
+from fpmon.replay import cputime
+from fpmon.replay.accounting import (
+    CPU_FLOOR,
+    CPU_RATIO,
+    CPU_SOURCE,
+    DEFAULT_SOURCE,
+    Accounting,
+    ReferenceMeter,
+    settings,
+)
 from fpmon.replay.config import ReplayConfig, TimingConfig
 from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
 from fpmon.replay.watch import Watch
-from fpmon.wire import GpmMetrics, GpuProcess, GpuSample, Limits, Telemetry, encode
+from fpmon.wire import (
+    GpmMetrics,
+    GpuProcess,
+    GpuSample,
+    HostSample,
+    Limits,
+    NodeSummary,
+    ProcessSample,
+    StateReply,
+    Telemetry,
+    decode,
+    encode,
+)
 from tests.fakenvml import FakeGpu, FakeNvml
 
 # The H200's honest launch-bound decode (docs/GPU.md): ~50 tokens/s, NVML util ~22%, GPM SM
@@ -201,3 +223,183 @@ def test_bad_telemetry_is_refused_counted_and_never_an_alert() -> None:
     (t,) = intake.drain()[2]  # only the good one reaches the accounting
     watch.telemetry(t.node, t)
     assert watch.check(now + 5) == []
+
+
+def test_the_last_window_is_kept_typed_for_the_node_summary() -> None:
+    """What a monitor's fleet column reads (NodeSummary.accounting): the same figures as the
+    alert, unrounded, the verifier's own `over`, and why each other metric was not judged."""
+    acc = Accounting(settings({}, 0.25), window_s=60)
+    assert acc.window("n") is None
+    reference(acc, "n")
+    a = run(acc, "n", HIDDEN, 60)
+    w = acc.window("n")
+    assert a is not None and w is not None
+    assert w.tokens == TOKENS_PER_S * 60 and w.window_s == pytest.approx(a.details["window_s"])
+    by = {m.metric: m for m in w.metrics}
+    assert set(by) == {"util", "sm_util", "tensor_util", "dram_bw_util"}
+    assert {m for m, x in by.items() if x.over} == set(a.details["over"])
+    t = a.details["metrics"]["tensor_util"]
+    assert by["tensor_util"].observed_s == pytest.approx(t["observed_s"], abs=1e-3)
+    assert by["tensor_util"].explained_s == pytest.approx(t["explained_s"], abs=1e-3)
+    assert by["tensor_util"].threshold == t["threshold"]
+    assert "sm_occupancy" in w.not_judged and w.threshold_source == DEFAULT_SOURCE
+    # It crosses the wire inside a state reply as it is.
+    reply = StateReply(node="replay", t=time.time(), nodes={"n": NodeSummary(accounting=w)})
+    assert decode(encode(reply)).nodes["n"].accounting == w
+    # An honest window replaces it: the summary shows the latest, over or not.
+    assert run(acc, "n", HONEST, 60, t0=2000.0) is None
+    w2 = acc.window("n")
+    assert w2 is not None and w2.start_t > w.start_t and not any(m.over for m in w2.metrics)
+
+
+# --- CPU engines: the engine process's CPU time against the reference's per token ----------
+# The demo fleet on this 2-core host (replay/accounting.py, docs/REPLAY.md): the reference spent
+# 2.8 ms of CPU per token around its replays; the honest node ~10 tokens/s at 1.02-1.83x that;
+# matmuls at 50% duty in the engine process added 0.09-0.25 of a core.
+REF_CPU_PER_TOKEN = 0.0028
+TOKENS_PER_S_CPU = 10
+
+
+def cpu_tele(node: str, cpu_s: float, t: float, cpus: int = 2, pid: int = 4242) -> Telemetry:
+    return Telemetry(
+        node=node,
+        t=t,
+        gpus=[],
+        host=HostSample(cpus=cpus),
+        source="host",
+        engine=ProcessSample(pid=pid, cpu_s=cpu_s),
+    )
+
+
+def cpu_reference(acc: Accounting, node: str, device: str = "cpu") -> None:
+    for _ in range(5):  # 40 tokens replayed in 0.2 s of wall time each
+        acc.judged(node, 0.2, 40, None, device, cpu_s=40 * REF_CPU_PER_TOKEN)
+
+
+def cpu_run(acc: Accounting, node: str, cores: float, seconds: int, t0: float = 1000.0):
+    """`seconds` of telemetry at 1 Hz from an engine spending `cores` CPU-seconds a second."""
+    for i in range(seconds + 1):
+        acc.telemetry(node, cpu_tele(node, 50.0 + cores * i, t0 + i), t0 + i)
+    return acc.check(node, t0 + seconds, lambda start: TOKENS_PER_S_CPU * seconds)
+
+
+def test_cpu_engine_honest_ratio_passes_hidden_work_alarms() -> None:
+    explained = TOKENS_PER_S_CPU * REF_CPU_PER_TOKEN  # 0.028 of a core
+    acc = Accounting(settings({}, 0.25), window_s=15)
+    cpu_reference(acc, "n")
+    assert cpu_run(acc, "n", 1.83 * explained, 15) is None  # the honest maximum measured
+    assert "engine CPU" in acc.describe("n") and "OVER" not in acc.describe("n")
+    a = cpu_run(acc, "n", explained * 1.3 + 0.1, 15, t0=2000.0)  # + a tenth of a core hidden
+    assert a is not None and a.kind == "undeclared_capacity" and a.details["over"] == ["cpu"]
+    c = a.details["metrics"]["cpu"]
+    assert c["observed_s"] == pytest.approx(15 * (explained * 1.3 + 0.1))
+    assert c["explained_s"] == pytest.approx(15 * explained)
+    assert c["ratio"] == pytest.approx(4.87, rel=0.01) and c["threshold"] == CPU_RATIO
+    assert "reference process CPU time per token around 5 replays on cpu" in c["explained_by"]
+    assert "engine process did more than its 150 committed tokens" in a.message
+    assert a.details["threshold_source"] == CPU_SOURCE and "demo fleet" in a.message
+    assert a.details["not_judged"] == {}  # a CPU node is judged on `cpu` only
+
+
+def test_cpu_engine_idle_is_under_the_floor_side_work_alone_is_not() -> None:
+    acc = Accounting(settings({}, 0.25), window_s=15)
+    cpu_reference(acc, "n")
+    idle = lambda start: 0  # noqa: E731
+    for i in range(16):  # an idle agent's own loops: 0.007 of a core, measured
+        acc.telemetry("n", cpu_tele("n", 50.0 + 0.007 * i, 1000.0 + i), 1000.0 + i)
+    assert acc.check("n", 1015.0, idle) is None
+    for i in range(16):
+        acc.telemetry("n", cpu_tele("n", 60.0 + 0.2 * i, 2000.0 + i), 2000.0 + i)
+    a = acc.check("n", 2015.0, idle)
+    assert a is not None and a.details["metrics"]["cpu"]["ratio"] is None
+    assert "no tokens to explain it" in a.message
+
+
+def test_cpu_not_judged_without_a_cpu_reference_and_waits_for_the_first_replay() -> None:
+    acc = Accounting(settings({}, 0.25), window_s=15)
+    # Tokens and no replay yet: the window stays open until a replay prices a token ...
+    for i in range(16):
+        acc.telemetry("n", cpu_tele("n", 50.0 + 0.5 * i, 1000.0 + i), 1000.0 + i)
+    assert acc.check("n", 1015.0, lambda s: 150) is None and acc.describe("n") == ""
+    cpu_reference(acc, "n")
+    a = acc.check("n", 1016.0, lambda s: 160)  # ... then it is judged whole
+    assert a is not None and a.details["window_s"] == 16.0
+    # ... for at most four windows: then it closes unjudged, saying why.
+    late = Accounting(settings({}, 0.25), window_s=15)
+    for i in range(61):
+        late.telemetry("n", cpu_tele("n", 50.0 + 0.5 * i, 1000.0 + i), 1000.0 + i)
+    assert late.check("n", 1060.0, lambda s: 600) is None
+    assert "not judged: cpu" in late.describe("n")
+    # A reference on a GPU: its CPU time says nothing of what a CPU engine spends.
+    gpu = Accounting(settings({}, 0.25), window_s=15)
+    cpu_reference(gpu, "n", device="cuda:0")
+    assert cpu_run(gpu, "n", 0.5, 15) is None
+    assert gpu.per_token("n", "cpu")[0] is None
+    assert "its CPU time is not what a CPU engine spends" in gpu.per_token("n", "cpu")[1]
+
+
+def test_impossible_engine_cpu_time_is_refused_counted_and_never_an_alert() -> None:
+    acc = Accounting(settings({}, 0.25), window_s=15)
+    cpu_reference(acc, "n")
+    samples = [
+        (50.0, 2),
+        (40.0, 2),  # backwards
+        (40.1, 2),
+        (45.0, 2),  # 4.9 CPU-s in 1 s on 2 cores
+        (45.1, 2),
+        (45.2, 0),  # no core count: nothing bounds it
+        (45.3, 2),
+    ]
+    for i, (cpu_s, cpus) in enumerate(samples):
+        acc.telemetry("n", cpu_tele("n", cpu_s, 1000.0 + i, cpus=cpus), 1000.0 + i)
+    for i in range(7, 17):  # and the rest of the window honest (it began at the 2nd sample)
+        acc.telemetry("n", cpu_tele("n", 45.3 + 0.03 * (i - 6), 1000.0 + i), 1000.0 + i)
+    assert acc.check("n", 1016.0, lambda s: 150) is None
+    assert dict(acc.refused["n"]) == {
+        "engine cpu_s went backwards": 1,
+        "engine cpu_s rose more than the host's cores allow": 1,
+        "host cpus not reported: engine CPU time cannot be bounded": 1,
+    }
+    assert "; refused samples: " in acc.describe("n")
+    assert "engine cpu_s went backwards 1" in acc.describe("n")
+    # A restarted engine (another pid) starts its own clock: no interval across the two.
+    acc.telemetry("n", cpu_tele("n", 1.0, 1017.0, pid=777), 1017.0)
+    acc.telemetry("n", cpu_tele("n", 1.03, 1018.0, pid=777), 1018.0)
+    assert sum(acc.refused["n"].values()) == 3
+
+
+def test_negative_or_nan_engine_cpu_time_is_refused_at_the_intake() -> None:
+    intake = Intake({"n1": os.urandom(32)}, Sampler(os.urandom(32), 1.0, 1.0), Limits())
+    cfg = ReplayConfig(timing=TimingConfig(capacity_window_s=2.0))
+    watch = Watch(cfg, intake, TimingModel(0.5, 5, 0.25))
+    good = cpu_tele("n1", 10.0, time.time()).to_map()
+    now = time.time()
+    for i, bad in enumerate((-1.0, float("nan"), float("inf"))):
+        doc = {**good, "engine": {**good["engine"], "cpu_s": bad}}
+        intake.handle([b"telemetry", msgpack.packb(doc)], "n1")
+        assert watch.check(now + i) == []
+    assert intake.stats["n1"].rejects["schema"] == 3
+    assert intake.drain()[2] == []
+
+
+def test_cpu_settings_are_checked_and_say_where_they_came_from() -> None:
+    s = settings({}, 0.25)
+    assert s.ratio["cpu"] == CPU_RATIO and s.floor["cpu"] == CPU_FLOOR
+    assert s.source_of("cpu") == CPU_SOURCE and s.source_of("sm_util") == DEFAULT_SOURCE
+    mine = settings({"ratio": {"cpu": 4}, "floor": {"cpu": 2.0}}, 0.25)  # 2 cores of floor
+    assert mine.ratio["cpu"] == 4.0 and mine.source_of("cpu") == "configured"
+    for bad in (
+        {"reference_shares": {"cpu": 0.5}},
+        {"ratio": {"cpu": 0.9}},
+        {"floor": {"cpu": -1}},
+    ):
+        with pytest.raises(FpmonError):
+            settings(bad, 0.25)
+
+
+def test_process_cpu_time_is_measured_around_a_block() -> None:
+    with cputime.measure() as got:
+        end = time.process_time() + 0.05
+        while time.process_time() < end:
+            pass
+    assert got["cpu_s"] >= 0.05

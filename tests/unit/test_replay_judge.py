@@ -79,9 +79,12 @@ def test_cross_device_uses_the_band_and_says_so(node, tmp_path) -> None:
 def test_cross_device_identical_is_a_match_marked_cross(node) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c, data = as_gpu(node, e, e.encode("same numbers"))
-    v = judge_with().judge(c, data).verdict
+    j = judge_with().judge(c, data)
+    v = j.verdict
     assert (v.status, v.cross_gpu) == ("match", True)
     assert "cross-device" in v.reason
+    # The faithful replay's own CPU time: what the declared work costs a CPU engine.
+    assert j.cpu_s is not None and j.cpu_s > 0 and j.tokens > 0
 
 
 def test_record_contradicting_its_commitment_is_bad_opening(node) -> None:

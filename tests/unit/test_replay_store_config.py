@@ -63,6 +63,22 @@ def test_example_config_parses(tmp_path: Path) -> None:
     assert cfg.accounting == {}  # the example shows [accounting] commented: the defaults
 
 
+def test_challenges_are_read(tmp_path: Path) -> None:
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"].pop("key_file")
+    assert not config.parse(tmp_path / "replay.toml", doc).challenges.enabled
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("first prompt\n\nsecond prompt\n")
+    doc["challenges"].update(
+        enabled=True, max_new_tokens=[8, 64], prompts=["inline"], prompt_file=str(prompts)
+    )
+    cfg = config.parse(tmp_path / "replay.toml", doc)
+    ch = cfg.challenges
+    assert ch.token_choices == (8, 64) and ch.pool == ("inline", "first prompt", "second prompt")
+    assert (ch.max_ratio, ch.slack_s, ch.confirm, ch.window) == (1.5, 0.5, 5, 7)
+    assert cfg.nodes[0].intake == "tcp://127.0.0.1:7710"
+
+
 def test_caps_and_grace_are_read(tmp_path: Path) -> None:
     doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
     doc["sampling"].pop("key_file")
@@ -95,6 +111,18 @@ def test_caps_and_grace_are_read(tmp_path: Path) -> None:
         (lambda d: d["openings"].update(min_retention_s=-1), "min_retention_s"),
         (lambda d: d.update(accounting={"ratios": {}}), "[accounting] has unknown keys"),
         (lambda d: d.update(accounting={"ratio": {"sm_util": 0.5}}), "ratio.sm_util = 0.5"),
+        (lambda d: d["challenges"].update(rate=1), "[challenges] unknown key 'rate'"),
+        (lambda d: d["challenges"].update(mean_interval_s=0), "mean_interval_s = 0 must be > 0"),
+        (
+            lambda d: d["challenges"].update(enabled=True, max_new_tokens=[]),
+            "max_new_tokens is an empty list",
+        ),
+        (lambda d: d["challenges"].update(enabled=True, window=4), "window 4 is below confirm 5"),
+        (lambda d: d["challenges"].update(enabled=True, prompt_file="none.txt"), "prompt_file"),
+        (
+            lambda d: (d["challenges"].update(enabled=True), d["node"][0].pop("intake")),
+            "no [[node]] has an intake endpoint",
+        ),
     ],
 )
 def test_bad_config_is_one_clear_error(tmp_path: Path, change, needle: str) -> None:

@@ -67,8 +67,21 @@ def test_server_without_dev_mode(server):
         ServerTap(server).attach()
 
 
+# vLLM 0.32's answer, as the real server gives it (tests/functional/test_vllm_engine.py).
+NOT_IMPLEMENTED = {
+    "error": {
+        "message": "Call to collective_rpc method failed: Method 'fpmon_attach' is not "
+        "implemented.",
+        "type": "InternalServerError",
+        "code": 500,
+    }
+}
+
+
 @pytest.mark.parametrize(
-    "server", [(500, "'CPUWorker' object has no attribute 'fpmon_attach'")], indirect=True
+    "server",
+    [(500, NOT_IMPLEMENTED), (500, "'CPUWorker' object has no attribute 'fpmon_attach'")],
+    indirect=True,
 )
 def test_server_without_the_plugin(server):
     with pytest.raises(FpmonError, match="--worker-extension-cls"):
@@ -113,4 +126,4 @@ def test_records_with_missing_positions_are_refused(server):
 
 def test_records_need_attach_first():
     with pytest.raises(FpmonError, match="attach"):
-        ServerTap("http://127.0.0.1:9").setup(1, 0)
+        ServerTap("http://127.0.0.1:9").setup_for(1, 0)

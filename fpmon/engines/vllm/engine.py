@@ -49,6 +49,16 @@ class RunResult:
     total_s: float
 
 
+def model_name(spec: str) -> str:
+    """The name records carry for a model spec, without building or hashing anything."""
+    if spec == "tiny":
+        return "tiny"
+    built = Path(spec).expanduser() / "fpmon.json"
+    if built.exists():  # a model fpmon built (tiny): named as `--model tiny`
+        return str(json.loads(built.read_text())["name"])
+    return Path(spec).expanduser().name
+
+
 def resolve_model(spec: str, progress: Progress | None = None) -> tuple[str, Path, str]:
     """(name, folder, weights digest) the same way the HF engine names a model."""
     from fpmon.models import _check_folder, tiny_folder
@@ -67,10 +77,9 @@ def resolve_model(spec: str, progress: Progress | None = None) -> tuple[str, Pat
     _check_folder(folder)
     built = folder / "fpmon.json"
     if built.exists():  # a model fpmon built (tiny): same name and digest as `--model tiny`
-        meta = json.loads(built.read_text())
-        return str(meta["name"]), folder, str(meta["weights_digest"])
+        return model_name(spec), folder, str(json.loads(built.read_text())["weights_digest"])
     weights = list(folder.glob("*.safetensors")) or list(folder.glob("pytorch_model*.bin"))
-    return folder.name, folder, digest_files(weights)
+    return model_name(spec), folder, digest_files(weights)
 
 
 class VLLMEngine:

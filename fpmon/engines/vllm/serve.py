@@ -27,6 +27,7 @@ from vllm.v1.core.sched.scheduler import Scheduler
 
 from fpmon.engines.vllm import internals
 from fpmon.engines.vllm import schedule as vsched
+from fpmon.engines.vllm.attach import NOT_ATTACHED
 
 MAX_STEPS = 100_000  # steps kept for windows; older ones (and their requests) are forgotten
 
@@ -70,8 +71,15 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
         spec = json.loads(arg or "{}")
         runner = self.model_runner  # type: ignore[attr-defined]
         cfg = runner.vllm_config
-        layers = spec.get("layers") or list(range(cfg.model_config.hf_config.num_hidden_layers))
-        self.fpmon_install(layers, int(spec.get("topk", 8)))
+        n = int(cfg.model_config.hf_config.num_hidden_layers)
+        layers = spec.get("layers") or list(range(n))
+        topk = int(spec.get("topk", 8))
+        # Checked before any hook goes in: a failed install would leave some hooks behind.
+        bad = [x for x in layers if not 0 <= int(x) < n]
+        if bad or topk < 1:
+            why = f"layers {bad} are outside 0..{n - 1}" if bad else f"topk {topk} is below 1"
+            raise ValueError(f"fpmon_attach: {why}")
+        self.fpmon_install(layers, topk)
         st = self._fpmon_state()
         st.meta = {}  # request id -> (prompt length, prompt ids, live output list)
         st.first_step = {}
@@ -97,11 +105,14 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
 
     def fpmon_status(self, arg: str = "") -> dict[str, Any]:
         """Counters for the sidecar's health view (and for finding a broken attachment)."""
-        st = self._fpmon
+        # Before the first attach the worker has no state at all: that is an answer too.
+        st = getattr(self, "_fpmon", None)
+        cfg = self.model_runner.vllm_config  # type: ignore[attr-defined]
         with STATE.lock:
             sched_steps, finished = len(STATE.sched), len(STATE.finished)
         return {
             "attached": st is not None and st.meta is not None,
+            "num_layers": int(cfg.model_config.hf_config.num_hidden_layers),
             "scheduler_steps": sched_steps,
             "model_steps": len(st.layouts) if st else 0,
             "pending_finished": finished,
@@ -110,7 +121,10 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
 
     def fpmon_drain(self, arg: str = "") -> dict[str, Any]:
         """Finished requests since the last drain, as JSON record material."""
-        st = self._fpmon_state()
+        st = getattr(self, "_fpmon", None)
+        if st is None or st.meta is None:
+            # The sidecar matches this text (attach.NOT_ATTACHED) and attaches again.
+            raise RuntimeError(f"{NOT_ATTACHED}: call fpmon_attach (did the server restart?)")
         with STATE.lock:
             done, STATE.finished = STATE.finished, []
             sched = list(STATE.sched)

@@ -29,6 +29,9 @@ from fpmon.wire import (
     GpuSample,
     Head,
     HostSample,
+    Link,
+    LinksReply,
+    LinksRequest,
     NodeSummary,
     OpenReply,
     OpenRequest,
@@ -179,35 +182,28 @@ def valid_messages(nodes: Sequence[str]) -> list[Any]:
 
 
 def _links(node: str, key: Any, pub: bytes, setup: dict[str, Any], now: float) -> list[Any]:
-    """LinksRequest / LinksReply where the wire has them (gap repair)."""
-    req_cls, rep_cls = MESSAGE_TYPES.get("links?"), MESSAGE_TYPES.get("links")
-    out: list[Any] = []
-    if req_cls is not None:
-        out.append(req_cls(node="replay", t=now, first=0, count=2, nonce=b"l" * 16))
-    if rep_cls is not None:
-        from fpmon.wire.messages import Link
-
-        chain, links = GENESIS, []
-        for seq in range(2):
-            d = bytes(16) + seq.to_bytes(16, "big")
-            chain = next_chain(chain, d)
-            links.append(Link(seq=seq, record_digest=d, chain=chain))
-        head = Head(
-            node=node, t=now, seq=1, chain=chain, sig=sign_head(key, node, 1, chain), pubkey=pub
-        )
-        out.append(
-            rep_cls(
-                node=node,
-                t=now,
-                nonce=b"l" * 16,
-                first=0,
-                status="ok",
-                links=links,
-                head=head,
-                log_head=1,
-            )
-        )
-    return out
+    """LinksRequest / LinksReply (gap repair)."""
+    chain, links = GENESIS, []
+    for seq in range(2):
+        d = bytes(16) + seq.to_bytes(16, "big")
+        chain = next_chain(chain, d)
+        links.append(Link(seq=seq, record_digest=d, chain=chain))
+    head = Head(
+        node=node, t=now, seq=1, chain=chain, sig=sign_head(key, node, 1, chain), pubkey=pub
+    )
+    return [
+        LinksRequest(node="replay", t=now, first=0, count=2, nonce=b"l" * 16),
+        LinksReply(
+            node=node,
+            t=now,
+            nonce=b"l" * 16,
+            first=0,
+            status="ok",
+            links=links,
+            head=head,
+            log_head=1,
+        ),
+    ]
 
 
 def valid_corpus(nodes: Sequence[str]) -> dict[str, list[list[bytes]]]:
@@ -330,8 +326,8 @@ def crafted(corpus: dict[str, list[list[bytes]]]) -> list[list[bytes]]:
             for v in (-1, I64 - 1, I64, 2**64 - 1, -(2**63), 1 << 62):
                 out.append([t, _packed({**base, k: v}) or b""])
         for k in ("t", "prefill_s", "replay_s"):
-            for v in (math.nan, -1.0, math.inf, 1e300):
-                out.append([t, _packed({**base, k: v}) or b""])
+            for x in (math.nan, -1.0, math.inf, 1e300):
+                out.append([t, _packed({**base, k: x}) or b""])
         out.append([t, _packed({k.encode(): v for k, v in base.items()}) or b""])
         out.append([t, _packed({**base, "v": 2}) or b""])
         out.append([t, _packed({**base, "v": "1"}) or b""])
@@ -369,7 +365,7 @@ def huge_frames(rng: random.Random, corpus: dict[str, list[list[bytes]]]) -> lis
 
 
 # --- the mutator ----------------------------------------------------------------------------
-OPS = {
+OPS: dict[str, float] = {  # relative weights
     "valid": 3,
     "bitflip": 20,
     "byteset": 8,
@@ -449,7 +445,7 @@ class Mutator:
         self.by_op["huge"] = 0
 
     def _structs(self, n: int) -> list[list[bytes]]:
-        out = []
+        out: list[list[bytes]] = []
         maps = [(f[0], msgpack.unpackb(f[1], raw=False, strict_map_key=False)) for f in self.bases]
         while len(out) < n:
             topic, m = self.rng.choices(maps, self.base_w)[0]

@@ -35,6 +35,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,9 @@ class LoadGen(threading.Thread):
                 s.close(0)
             ctx.term()
 
-    def _reply(self, node: str, frames: list[bytes], outstanding: dict[str, dict[str, float]]):
+    def _reply(
+        self, node: str, frames: list[bytes], outstanding: dict[str, dict[str, float]]
+    ) -> None:
         try:
             r = decode(frames, expect=(SubmitReply.TOPIC,))
         except WireError as e:
@@ -387,7 +390,7 @@ def run(p: DrillParams, say: Callable[[str], None] = lambda s: None) -> DrillRes
             time.sleep(delay)
             baseline = 0
             if kind == "hub":  # the daemon's commit count once the hub is surely gone
-                st = wait_for(lambda ev=ev: collector.state_after(ev.t_kill + 0.05), 5.0)
+                st = wait_for(partial(collector.state_after, ev.t_kill + 0.05), 5.0)
                 baseline = st[1] if st else 0
             ev.t_restart = time.monotonic()
             try:
@@ -409,9 +412,9 @@ def run(p: DrillParams, say: Callable[[str], None] = lambda s: None) -> DrillRes
         say(f"settled in {settle['seconds']:.1f} s ({settle['state']})")
         collector.stop()
         rcs = fleet.stop()
-        for name, rc in rcs.items():
-            if rc not in (0, None):
-                crashes.append(f"{name} exited {rc} on SIGTERM: {fleet.child(name).tail(3)}")
+        for name, code in rcs.items():  # None: never started
+            if code not in (0, None):
+                crashes.append(f"{name} exited {code} on SIGTERM: {fleet.child(name).tail(3)}")
         result = _check(p, workdir, fleet, load, collector, events, crashes, settle)
         result.duration_s = time.monotonic() - t0
         return result
@@ -623,17 +626,17 @@ def _check(
             if kind == "fork":
                 v["forks"].append(f"{x.node} seq {x.seq}: daemon found a fork: {x.reason}")
     judged = {(x.node, x.seq) for x in verdicts if x.status == "chain_break"}
-    for a in alerts:
-        if a.kind == "chain_break" and (a.node, a.seq) not in judged:
-            cls, when = _nearest_kill(events, a.node, a.t, wall0, mono0)
+    for al in alerts:
+        if al.kind == "chain_break" and (al.node, al.seq) not in judged:
+            cls, when = _nearest_kill(events, al.node, al.t, wall0, mono0)
             breaks.append(
                 {
                     "source": "alert",
-                    "node": a.node,
-                    "seq": a.seq,
-                    "kind": "alert:" + a.id.split(":", 1)[0],
+                    "node": al.node,
+                    "seq": al.seq,
+                    "kind": "alert:" + al.id.split(":", 1)[0],
                     "after": cls,
-                    "text": f"alert {a.id}: {a.message} ({when})",
+                    "text": f"alert {al.id}: {al.message} ({when})",
                 }
             )
     v["chain_break"] += [b["text"] for b in breaks]

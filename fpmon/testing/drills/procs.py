@@ -42,7 +42,7 @@ CHILD_ENV = {
     "TRANSFORMERS_VERBOSITY": "error",
 }
 # Children run the code this process imported (a worktree, not whatever is installed).
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository root, above fpmon/
 ONE_THREAD = {"model": "tiny", "dtype": "bfloat16", "device": "cpu", "threads": 1}
 
 
