@@ -133,6 +133,7 @@ class RedTeamConfig(Section):
 
     enabled: bool = False
     actual_batch: NonNegative = 0
+    hide_rows: Literal["", "strip", "forge"] = ""  # how actual_batch's fillers are hidden
     actual_attn: AttnImpl | Literal[""] = ""
     actual_dtype: Dtype | Literal[""] = ""
     tamper_openings: bool = False

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import zmq
 
@@ -48,6 +48,7 @@ from fpmon.wire import (
     encode,
 )
 from fpmon.wire.codec import RejectCounter
+from fpmon.wire.messages import ClientRequest
 
 log = logging.getLogger("fpmon.agent")
 
@@ -317,10 +318,13 @@ class Agent:
         where = self._where[sock]
         frames: list[bytes] = []
         try:
-            frames = sock.recv_multipart()
             if where == "intake":
-                self._on_intake(frames)
-            elif where == "openings":
+                parts = sock.recv_multipart(copy=False)
+                frames = [p.bytes for p in parts]
+                self._on_intake(frames, self._client_key(parts[-1]))
+                return
+            frames = sock.recv_multipart()
+            if where == "openings":
                 self._on_open(frames)
             else:
                 self.intake.send_multipart(frames)
@@ -328,6 +332,14 @@ class Agent:
             self._fault(where, f"internal:{type(e).__name__}", exc=e)
             if frames and where != "replies":
                 self._answer_fault(sock, where, frames, e)
+
+    def _client_key(self, frame: zmq.Frame) -> str:
+        """The Curve key ZAP authenticated for this message (Z85); "" without Curve. It goes
+        into the request's digest in the batch manifest (fpmon/manifest.py)."""
+        if not self.security.on:
+            return ""
+        # pyzmq types Frame.get as int | str: a named property is a str.
+        return cast(str, frame.get("User-Id"))
 
     def _answer_fault(
         self, sock: zmq.Socket[Any], where: str, frames: list[bytes], e: Exception
@@ -380,7 +392,7 @@ class Agent:
                 extra=fields(where=where, reason=err.reason, detail=err.detail[:200], count=n),
             )
 
-    def _on_intake(self, frames: list[bytes]) -> None:
+    def _on_intake(self, frames: list[bytes], client: str = "") -> None:
         env, body = split_envelope(frames)
         try:
             msg = decode(body, self.limits, expect=(SubmitRequest.TOPIC,))
@@ -410,7 +422,9 @@ class Agent:
             )
             self.intake.send_multipart([*env, *encode(reply)])
             return
-        self.worker.jobs.put(Job(env, msg, time.monotonic()))
+        # The client's bytes as received: the manifest's digest binds what the client sent.
+        request = ClientRequest(client=client, submit=body[-1])
+        self.worker.jobs.put(Job(env, msg, time.monotonic(), request))
 
     def _on_open(self, frames: list[bytes]) -> None:
         env, body = split_envelope(frames)

@@ -7,6 +7,9 @@ a WARNING at start naming every behaviour that is on.
     [redteam]
     enabled = true
     actual_batch = 4        # run each request beside 3 filler rows, declare batch 1 slot 0
+    hide_rows = ""          # the fillers in the row manifest: "" listed as fillers (no client
+                            # request), "strip" left out of it too (consistent with batch 1),
+                            # "forge" listed as invented requests, batch 4 declared truthfully
     actual_attn = "eager"   # load the model with another attention implementation
     actual_dtype = "float32"  # load the model in another dtype (probes cast to the declared one)
     tamper_openings = true  # flip one byte of a probe in every opened record
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 import time
 from typing import Any
@@ -49,6 +53,7 @@ from fpmon.engines.batching import filler_ids
 from fpmon.records import Record
 from fpmon.tensors import FLOAT_DTYPES, Blob
 from fpmon.wire import Commit, OpenRequest
+from fpmon.wire.messages import ManifestRow
 
 log = logging.getLogger("fpmon.agent.redteam")
 
@@ -57,6 +62,7 @@ log = logging.getLogger("fpmon.agent.redteam")
 class RedTeam:
     enabled: bool = False
     actual_batch: int = 0
+    hide_rows: str = ""
     actual_attn: str = ""
     actual_dtype: str = ""
     tamper_openings: bool = False
@@ -80,7 +86,7 @@ class RedTeam:
             return []
         out = []
         if self.actual_batch > 1:
-            out.append(f"runs batch {self.actual_batch}, declares batch 1")
+            out.append(f"runs batch {self.actual_batch}, {HIDE_ROWS[self.hide_rows]}")
         if self.actual_attn:
             out.append(f"runs attn {self.actual_attn}")
         if self.actual_dtype:
@@ -147,18 +153,32 @@ class RedTeam:
         return self.enabled and self.actual_batch > 1
 
     def declare(self, record: Record, declared: EngineConfig) -> Record:
-        """Make a record claim the declared setup (and batch 1) whatever actually ran."""
+        """Make a record claim the declared setup (and batch 1) whatever actually ran.
+
+        The agent's manifest lists every row its engine ran, the fillers as rows no client
+        asked for; `hide_rows` says what this cheat does about that (module docstring)."""
         if not self.enabled:
             return record
         setup = record.setup.replace(attn_impl=declared.attn, dtype=declared.dtype)
         schedule = record.schedule
-        if self.hides_batch:
+        rows = record.manifest
+        if self.hides_batch and self.hide_rows == "forge":
+            # Declares the batch it ran (the numerics then match); invents the fillers' clients.
+            if rows is not None:
+                rows = tuple(
+                    r if r.request_id else _forged(record.seq, i) for i, r in enumerate(rows)
+                )
+        elif self.hides_batch:
             setup = setup.replace(batch_size=1, slot=0)
             schedule = {**schedule, "row_lengths": [len(record.prompt_ids)], "padding": "none"}
+            if self.hide_rows == "strip" and rows is not None:
+                rows = rows[record.setup.slot : record.setup.slot + 1]
         probes = record.probes
         if self.actual_dtype and self.actual_dtype != declared.dtype:
             probes = {k: _cast(b, declared.dtype) for k, b in probes.items()}
-        return dataclasses.replace(record, setup=setup, schedule=schedule, probes=probes)
+        return dataclasses.replace(
+            record, setup=setup, schedule=schedule, probes=probes, manifest=rows
+        )
 
     # -- work nobody declared ----------------------------------------------------------------
 
@@ -270,6 +290,19 @@ def compose(cfg: RedTeamConfig, node: str) -> Parts:
         behaviours=tuple(team.behaviours()),
         side_work=team.side_work,
     )
+
+
+HIDE_ROWS = {
+    "": "declares batch 1 (its manifest lists the fillers)",
+    "strip": "declares batch 1 and strips the fillers from its manifest",
+    "forge": "declares it, listing invented requests for the fillers",
+}
+
+
+def _forged(seq: int, row: int) -> ManifestRow:
+    """A request nobody sent: an id and a digest that look like any other."""
+    rid = hashlib.sha256(f"forged {seq} {row}".encode()).hexdigest()
+    return ManifestRow(request_id=rid[:32], digest=hashlib.sha256(rid.encode()).digest())
 
 
 def _cast(b: Blob, dtype: str) -> Blob:

@@ -17,6 +17,7 @@ import msgpack
 from fpmon.agents.store import LoggedRow, RecordLog
 from fpmon.canonical import digest as record_digest
 from fpmon.logs import fields
+from fpmon.manifest import decode_manifest, root
 from fpmon.wire import Commit
 
 log = logging.getLogger("fpmon.agent.republish")
@@ -71,6 +72,7 @@ def rebuild(node: str, row: LoggedRow) -> Commit | None:
             output_tokens=len(m["output_ids"]),
             prefill_s=float(timings.get("prefill_s", 0.0)),
             decode_s=float(timings.get("decode_s", 0.0)),
+            manifest=root(decode_manifest(m["manifest"])) if "manifest" in m else b"",
         )
     except (ValueError, KeyError, TypeError) as e:  # committed bytes that are no record
         log.error("not republishing an unreadable record", extra=fields(seq=row.seq, error=str(e)))

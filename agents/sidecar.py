@@ -187,6 +187,10 @@ class SidecarWorker(Worker):
                 return frames
             if job is None:
                 return frames
+            if job.req.prompt_ids is not None:  # the server's completions route takes text
+                why = "this agent serves through a vLLM server: send the prompt as text"
+                frames.append(self._reply(job, status="rejected", reason=why))
+                continue
             self._check_disk()
             if self.refusing:
                 frames.append(self._reply(job, status="rejected", reason=self.refusing))

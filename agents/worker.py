@@ -7,6 +7,7 @@ intake nor publishing ever waits on the model.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -26,8 +27,11 @@ from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec
 from fpmon.errors import FpmonError
 from fpmon.logs import fields
+from fpmon.manifest import FILLER, root, row_for
 from fpmon.records import Record
 from fpmon.wire import Commit, SubmitReply, SubmitRequest, encode
+from fpmon.wire.codec import payload
+from fpmon.wire.messages import ClientRequest
 
 log = logging.getLogger("fpmon.agent.worker")
 
@@ -43,6 +47,12 @@ class Job:
     ident: list[bytes]  # ROUTER envelope to reply to
     req: SubmitRequest
     arrived: float
+    # The client's key and bytes as the intake received them; None (jobs made in-process):
+    # the decoded request re-encoded, with no client key.
+    request: ClientRequest | None = None
+
+    def client_request(self) -> ClientRequest:
+        return self.request or ClientRequest(submit=payload(self.req))
 
 
 def _adopt_torch_threads() -> None:
@@ -310,17 +320,14 @@ class Worker(threading.Thread):
             return [self._reply(j, status="rejected", reason=self.refusing) for j in batch], None
         ok, replies, prompts = [], [], []
         for j in batch:
-            ids = self.engine.encode(j.req.prompt)
+            ids, why = self._prompt_ids(j.req)
             longest = len(ids) + j.req.max_tokens
-            if not ids or longest > self.engine.max_positions:
+            if not why and longest > self.engine.max_positions:
                 why = (
-                    "empty prompt"
-                    if not ids
-                    else (
-                        f"prompt of {len(ids)} tokens + {j.req.max_tokens} new tokens exceeds the "
-                        f"model's {self.engine.max_positions} positions: shorten it"
-                    )
+                    f"prompt of {len(ids)} tokens + {j.req.max_tokens} new tokens exceeds the "
+                    f"model's {self.engine.max_positions} positions: shorten it"
                 )
+            if why:
                 replies.append(self._reply(j, status="rejected", reason=why))
                 continue
             ok.append(j)
@@ -338,6 +345,18 @@ class Worker(threading.Thread):
                 raise  # repeated faults: exit non-zero so the service manager restarts us
             why = f"engine error: {type(e).__name__}: {e}"[:300]
             return replies + [self._reply(j, status="error", reason=why) for j in ok], None
+
+    def _prompt_ids(self, req: SubmitRequest) -> tuple[list[int], str]:
+        """The request's prompt tokens, or why there are none to run."""
+        if req.prompt_ids is None:
+            ids = self.engine.encode(req.prompt)
+            return ids, "" if ids else "empty prompt"
+        if req.prompt:
+            return [], "give the prompt as text or as token ids, not both"
+        vocab = self.engine.vocab_limit
+        if not req.prompt_ids or any(i >= vocab for i in req.prompt_ids):
+            return [], f"prompt_ids must be 1 or more token ids below the vocabulary's {vocab}"
+        return list(req.prompt_ids), ""
 
     # Seams a red-team agent overrides (agents/redteam.py); an honest one runs these.
     def batch_limit(self) -> int:
@@ -365,18 +384,27 @@ class Worker(threading.Thread):
         )
         t1 = time.time()
         self.after_batch(rows, steps)
+        # Every row the engine ran, in row order: a request's row names it and its client's
+        # digest; a row no request came with (there is none on an honest node) is a filler.
+        requests = [j.client_request() for j in jobs]
+        manifest = tuple(row_for(j.req.request_id, r) for j, r in zip(jobs, requests, strict=True))
+        manifest += (FILLER,) * (len(rows) - len(jobs))
         records = [
-            record_from_row(
-                self.engine,
-                result,
-                i,
-                ids,
-                self.probes,
-                node=self.cfg.node,
-                seq=self._next_seq + i,
-                request_id=job.req.request_id,
-                t_start=t0,
-                t_end=t1,
+            dataclasses.replace(
+                record_from_row(
+                    self.engine,
+                    result,
+                    i,
+                    ids,
+                    self.probes,
+                    node=self.cfg.node,
+                    seq=self._next_seq + i,
+                    request_id=job.req.request_id,
+                    t_start=t0,
+                    t_end=t1,
+                ),
+                manifest=manifest,
+                request=requests[i],
             )
             for i, (job, ids) in enumerate(zip(jobs, prompts, strict=True))
         ]
@@ -424,6 +452,7 @@ class Worker(threading.Thread):
                     # The record's own times (a batch's, or one served request's).
                     prefill_s=rec.timings.get("prefill_s", 0.0),
                     decode_s=rec.timings.get("decode_s", 0.0),
+                    manifest=root(rec.manifest),
                 )
             )
             frames.append(

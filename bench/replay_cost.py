@@ -43,8 +43,12 @@ def main() -> int:
     for i in range(n):
         for dtype, attn, bs in SETUPS:
             e = provers[(dtype, attn)]
-            ids = e.encode(f"Request {i}: the verifier replays a secret sample of records.")
-            c = node.make(e, ids, decode_steps=steps, batch_size=bs, slot=bs - 1)
+            prompts = [
+                e.encode(f"Request {i}.{r}: the verifier replays a secret sample of records.")
+                for r in range(bs)
+            ]
+            # A batch of bs requests, as an agent serves them; the last row's record is judged.
+            c = node.make_batch(e, prompts, decode_steps=steps)[-1]
             committed = c.prefill_s + c.decode_s
             t0 = time.perf_counter()
             j = judge.judge(c, node.records[c.seq])

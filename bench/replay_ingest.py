@@ -46,6 +46,7 @@ def frames_for(node: str, n: int, key: Ed25519PrivateKey) -> list[list[bytes]]:
             output_tokens=17,
             prefill_s=0.01,
             decode_s=0.1,
+            manifest=digest,  # a batch's row-manifest root (32 bytes), as agents send it
         )
         out.append(encode(c))
         if seq % 1000 == 999:  # a signed head every 1000 commits (about 1 s at 1k req/s)

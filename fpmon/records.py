@@ -13,9 +13,11 @@ from typing import Any
 import msgpack
 
 from fpmon import canonical
+from fpmon import manifest as mf
 from fpmon.errors import FingerprintFileError
 from fpmon.setups import Setup
 from fpmon.tensors import Blob
+from fpmon.wire.messages import ClientRequest, ManifestRow
 
 RECORD_VERSION = 1
 FP_KIND = "fpmon.fingerprint"
@@ -37,6 +39,11 @@ class Record:
 
     Probe tensors have one row per probed position: the last prompt token, then each decode
     step (keys: [positions, kv_heads*head_dim]; hidden: [positions, hidden]; top-k: [positions, k]).
+
+    `manifest` lists every row of the batch (request id and client-request digest, empty for a
+    row no client asked for) and `request` is this row's client request (fpmon/manifest.py).
+    Both are None for records made without a client (`fpmon capture`, the lab) and are then
+    left out of the encoding, so those records keep the bytes and digests they always had.
     """
 
     node: str
@@ -53,10 +60,12 @@ class Record:
     probes: dict[str, Blob]
     layers: list[int]
     timings: dict[str, float] = field(default_factory=dict)
+    manifest: tuple[ManifestRow, ...] | None = None
+    request: ClientRequest | None = None
     v: int = RECORD_VERSION
 
     def to_map(self) -> dict[str, Any]:
-        return {
+        m: dict[str, Any] = {
             "v": self.v,
             "node": self.node,
             "seq": self.seq,
@@ -73,6 +82,11 @@ class Record:
             "layers": list(self.layers),
             "timings": {k: float(v) for k, v in self.timings.items()},
         }
+        if self.manifest is not None:
+            m["manifest"] = mf.to_maps(self.manifest)
+        if self.request is not None:
+            m["request"] = mf.request_map(self.request)
+        return m
 
     @classmethod
     def from_map(cls, m: dict[str, Any]) -> Record:
@@ -97,6 +111,8 @@ class Record:
                 probes={str(k): Blob.from_map(b) for k, b in dict(m["probes"]).items()},
                 layers=[int(x) for x in m["layers"]],
                 timings={str(k): float(x) for k, x in dict(m.get("timings", {})).items()},
+                manifest=mf.decode_manifest(m["manifest"]) if "manifest" in m else None,
+                request=mf.decode_request(m["request"]) if "request" in m else None,
                 v=v,
             )
         except (KeyError, TypeError, ValueError) as e:

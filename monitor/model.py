@@ -33,7 +33,7 @@ from fpmon.wire.messages import Status
 
 # Verdict statuses that clear a record and those that flag it (DESIGN.md).
 GOOD_STATUSES = frozenset({"match", "within_noise"})
-BAD_STATUSES = frozenset({"mismatch", "bad_opening", "chain_break", "unopened"})
+BAD_STATUSES = frozenset({"mismatch", "bad_opening", "chain_break", "unopened", "covert_rows"})
 
 # Node health, worst last. Every status has a word and a symbol, never colour alone.
 HEALTH_SYMBOL = {
@@ -55,6 +55,7 @@ STATUS_SYMBOL = {
     "mismatch": "✗",
     "unopened": "∅",
     "bad_opening": "≠",
+    "covert_rows": "+",
     "chain_break": "#",
     "unverifiable": "?",
 }

@@ -177,6 +177,9 @@ class LimitsConfig(Section):
     max_batch: Positive = Caps.max_batch
     max_tokens: Positive = Caps.max_tokens
     max_replay_s: PositiveFloat = Caps.max_replay_s
+    # row manifests (replay/rows.py): "require" (none in a record: covert_rows), "check"
+    # (checked where present: agents before manifests), "off" (not checked)
+    manifests: Literal["require", "check", "off"] = "require"
 
     @property
     def caps(self) -> Caps:

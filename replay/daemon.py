@@ -37,6 +37,7 @@ from fpmon.replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from fpmon.replay.metrics import Metrics
 from fpmon.replay.openings import Opener, Outcome
 from fpmon.replay.repair import Repairer
+from fpmon.replay.rows import BLIND_SPOT
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.state import StateServer
 from fpmon.replay.store import Store
@@ -66,6 +67,7 @@ SEVERITY: dict[str, Severity] = {
     "unopened": "warning",
     "unverifiable": "info",
     "deaf": "critical",
+    "covert_rows": "critical",
 }
 SUBSCRIBE = (b"commit", b"head", b"telemetry")
 T = TypeVar("T")
@@ -112,8 +114,10 @@ class ReplayDaemon:
             cfg.attribution.batch_sizes,
             cfg.attribution.max_candidates,
             cfg.limits.caps,
+            cfg.limits.manifests,
         )
         self.judge = Judge(self.engines, self.calibration, opts, cfg.replay.name)
+        self.judge.rows = self.intake.rows  # link opened rows to their siblings' commits
         self.judge.meter = ReferenceMeter(cfg.replay.device)  # GPM around replays, where any
         self.worker = ReplayWorker(self.judge, cfg.queue.max)
         self.timing = TimingModel(
@@ -525,13 +529,18 @@ class ReplayDaemon:
             if v.status != "unverifiable" or suspect:
                 self.sampler.suspect(v.node)
             if v.status in ALERT_KINDS:
+                details: dict[str, Any] = {
+                    "attribution": v.attribution[0].field if v.attribution else ""
+                }
+                if v.status == "covert_rows":  # the message is cut short; the blind spot is not
+                    details["blind_spot"] = BLIND_SPOT
                 self.alert(
                     cast(AlertKind, v.status),  # a status that is also an alert kind (checked)
                     v.node,
                     f"{v.node} seq {v.seq}: {v.status}" + (f" — {v.reason}" if v.reason else ""),
                     seq=v.seq,
                     alert_id=alert_id or f"{v.status}:{v.node}:{v.seq}",
-                    details={"attribution": v.attribution[0].field if v.attribution else ""},
+                    details=details,
                     severity=severity,
                 )
         if self.challenges is not None:

@@ -11,6 +11,7 @@ false positive.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import time
@@ -21,6 +22,8 @@ from typing import Any
 
 from fpmon.capture import record_from_row
 from fpmon.engines.base import BatchRequest, ProbeSpec, default_layers
+from fpmon.manifest import batch as manifest_of
+from fpmon.manifest import root, token_request
 from fpmon.records import Record
 from fpmon.replay.judge import Judge
 from fpmon.wire import Commit
@@ -88,18 +91,26 @@ def serve_batch(
         )
     )
     t1 = time.time()
+    # Every row a token-level client's request, listed in the batch's manifest as the agent does.
+    rids = [f"{node}-{seq + i}" for i in range(len(prompts))]
+    reqs = [token_request(r, p, steps + 1) for r, p in zip(rids, prompts, strict=True)]
+    rows = manifest_of(list(zip(rids, reqs, strict=True)), len(prompts))
     return [
-        record_from_row(
-            engine,
-            res,
-            i,
-            ids,
-            probes,
-            node=node,
-            seq=seq + i,
-            request_id=f"{node}-{seq + i}",
-            t_start=t0,
-            t_end=t1,
+        dataclasses.replace(
+            record_from_row(
+                engine,
+                res,
+                i,
+                ids,
+                probes,
+                node=node,
+                seq=seq + i,
+                request_id=rids[i],
+                t_start=t0,
+                t_end=t1,
+            ),
+            manifest=rows,
+            request=reqs[i],
         )
         for i, ids in enumerate(prompts)
     ]
@@ -119,6 +130,7 @@ def commit_of(rec: Record) -> Commit:
         output_tokens=len(rec.output_ids),
         prefill_s=rec.timings.get("prefill_s", 0.0),
         decode_s=rec.timings.get("decode_s", 0.0),
+        manifest=root(rec.manifest),
     )
 
 

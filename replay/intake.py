@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
+from fpmon.replay.rows import RowBook
 from fpmon.replay.sampling import Sampler
 from fpmon.wire import Commit, Head, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
@@ -56,6 +57,7 @@ class Intake:
         self.breaks: list[tuple[Break, Commit | None]] = []
         self.samples: list[Commit] = []
         self.telemetry: list[Telemetry] = []
+        self.rows = RowBook()  # verified commits, for linking opened rows (replay/rows.py)
         # Sees every verified commitment; True forces it open whatever the sample says (the
         # record of a verifier-timed challenge, replay/challenges.py).
         self.on_commit: Callable[[Commit], bool] | None = None
@@ -120,6 +122,7 @@ class Intake:
         """Count, sample and report what a chain step verified (see replay/chains.py)."""
         st = self.stats[node]
         for c in res.accepted:
+            self.rows.add(c)
             st.commits += 1
             st.repaired += repaired
             st.last_commit_t = max(st.last_commit_t, c.t)

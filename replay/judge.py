@@ -1,5 +1,7 @@
 """Judge one opened record: check it against its commitment, replay it faithfully, compare.
 
+Before any replay, the record's batch manifest is checked (replay/rows.py): rows with no client
+request behind them are `covert_rows`, whatever the numerics would say. Then:
 bit-identical -> match; same device class and software -> anything else is a mismatch; another
 GPU (or other software) -> per-probe comparison against the calibrated band of that pair ->
 within_noise or mismatch, and the verdict says it is cross-device. Without a band for the pair
@@ -18,12 +20,23 @@ import msgspec
 
 from fpmon.compare import Comparison, compare_records, greedy_violations
 from fpmon.errors import FpmonError, OverBudget
+from fpmon.manifest import root
 from fpmon.records import TOPK_IDS, Record
 from fpmon.replay import cputime
 from fpmon.replay.attribution import BUDGET_SPENT, attribute
 from fpmon.replay.calibration import Band, Calibration
 from fpmon.replay.engines import EngineCache, Unverifiable, device_class
 from fpmon.replay.limits import Caps, over_commit, over_record
+from fpmon.replay.rows import (
+    LINK_WAIT_S,
+    Policy,
+    RowBook,
+    RowCheck,
+    check_links,
+    check_record,
+    check_tokens,
+)
+from fpmon.replay.rows import reason as covert_reason
 from fpmon.replay.scoring import first_difference, probe_evidence, score
 from fpmon.reproduce import replay_record
 from fpmon.wire import Candidate, Commit, Evidence, Verdict
@@ -59,6 +72,10 @@ class JudgeOptions:
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
     max_candidates: int = 16
     caps: Caps = field(default_factory=Caps)
+    # Row manifests (replay/rows.py): "require" (a record without one is covert_rows),
+    # "check" (checked where present), "off".
+    manifests: Policy = "require"
+    link_wait_s: float = LINK_WAIT_S
 
 
 def verdict_for(commit: Commit, status: Status, **kw: Any) -> Verdict:
@@ -89,6 +106,8 @@ def contradictions(commit: Commit, rec: Record) -> list[str]:
             bad.append(name)
     declared = rec.setup.to_map()
     bad += [f"setup.{k}" for k, v in commit.setup.items() if declared.get(k) != v]
+    if commit.manifest != root(rec.manifest):
+        bad.append("manifest")
     return bad
 
 
@@ -117,6 +136,9 @@ class Judge:
         self.options = options or JudgeOptions()
         self.name = name
         self.meter: Any = None  # replay.accounting.ReferenceMeter, set by the daemon
+        # The intake's verified commits, for linking a record's rows to their siblings' own
+        # commitments (set by the daemon; None: rows are checked against the record alone).
+        self.rows: RowBook | None = None
 
     def _verdict(self, commit: Commit, status: Status, **kw: Any) -> Verdict:
         return verdict_for(commit, status, **kw)
@@ -129,6 +151,16 @@ class Judge:
             )
         v = self._verdict(commit, "unverifiable", reason=reason, reference=self.engines.reference)
         return Judgement(v, suspect=suspect)
+
+    def _covert(self, commit: Commit, rows: RowCheck) -> Judgement:
+        v = self._verdict(
+            commit,
+            "covert_rows",
+            reason=covert_reason(rows),
+            reference=self.engines.reference,
+            evidence=Evidence(notes=[f[:4096] for f in (rows.findings + rows.notes)[:64]]),
+        )
+        return Judgement(v, suspect=True)
 
     def precheck(self, commit: Commit) -> Judgement | None:
         """The verdict on a commitment whose declared work is beyond the caps, else None:
@@ -163,12 +195,19 @@ class Judge:
         over = over_record(rec, caps)
         if over:
             return self._unverifiable(commit, over, True)
+        rows = check_record(rec, self.options.manifests)
+        if self.options.manifests != "off":
+            check_links(rec, self.rows, rows, self.options.link_wait_s)
+        if rows.covert:  # nothing to replay: the record itself says rows are unaccounted for
+            return self._covert(commit, rows)
         reference = self.engines.reference
         # One wall-clock budget for the record: its faithful replay and every attribution
         # candidate (a mismatching record must not buy unbounded candidate replays either).
         deadline = time.monotonic() + caps.max_replay_s
         try:
             engine = self.engines.get(rec.model, rec.setup, rec.weights_digest)
+            if not check_tokens(rec, engine.encode, rows):
+                return self._covert(commit, rows)
             meter = self.meter.measure() if self.meter is not None else nullcontext(None)
             with meter as activity, cputime.measure() as cpu:
                 t0 = time.perf_counter()
@@ -215,7 +254,7 @@ class Judge:
             pair=f"{prover}|{reference}",
             score=score(comp),
             first_diff=first_difference(comp),
-            notes=comp.notes,
+            notes=[*comp.notes, *rows.notes][:64],
             probes=probe_evidence(comp, band),
         )
         reason = ""

@@ -19,10 +19,12 @@ import zmq
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from fpmon import manifest
 from fpmon.capture import record_from_row
 from fpmon.chain import GENESIS, next_chain, sign_head
 from fpmon.engines.base import BatchRequest, ProbeSpec, default_layers
 from fpmon.engines.batching import build_rows
+from fpmon.manifest import token_request
 from fpmon.records import Record
 from fpmon.wire import (
     Commit,
@@ -130,7 +132,41 @@ class ProverNode:
                 rec = cast_probes(rec, dict.fromkeys(rec.probes, setup.dtype))
         if model:
             rec = dataclasses.replace(rec, model=model)
-        return self.commit(rec)
+        # The row manifest of the batch as declared (a lie told consistently): its request in
+        # its slot, every other row a filler (an honest batch of several requests: make_batch).
+        rid = f"{self.name}-{self.seq}"
+        req = token_request(rid, prompt_ids, len(rec.output_ids))
+        listed = manifest.batch([(rid, req)], rec.setup.batch_size, [rec.setup.slot])
+        return self.commit(dataclasses.replace(rec, manifest=listed, request=req))
+
+    def make_batch(
+        self, engine: Any, prompts: list[list[int]], *, decode_steps: int = 8
+    ) -> list[Commit]:
+        """Serve a batch of requests, one per row, as an agent does: one record and one
+        commitment per row, every record carrying the manifest of all of them."""
+        probes = ProbeSpec(tuple(default_layers(engine.num_layers)))
+        rows = [list(p) for p in prompts]
+        t0 = time.time()
+        res = engine.run_batch(BatchRequest(rows, decode_steps, list(range(len(rows))), probes))
+        rids = [f"{self.name}-{self.seq + i}" for i in range(len(rows))]
+        reqs = [token_request(r, p, decode_steps + 1) for r, p in zip(rids, rows, strict=True)]
+        listed = manifest.batch(list(zip(rids, reqs, strict=True)), len(rows))
+        out = []
+        for i, ids in enumerate(rows):
+            rec = record_from_row(
+                engine,
+                res,
+                i,
+                ids,
+                probes,
+                node=self.name,
+                seq=self.seq,
+                request_id=rids[i],
+                t_start=t0,
+                t_end=time.time(),
+            )
+            out.append(self.commit(dataclasses.replace(rec, manifest=listed, request=reqs[i])))
+        return out
 
     def commit(self, rec: Record) -> Commit:
         rec = rec.with_identity(self.name, self.seq, f"{self.name}-{self.seq}")
@@ -151,6 +187,7 @@ class ProverNode:
             output_tokens=len(rec.output_ids),
             prefill_s=rec.timings.get("prefill_s", 0.0),
             decode_s=rec.timings.get("decode_s", 0.0),
+            manifest=manifest.root(rec.manifest),
         )
         self.commits[self.seq] = c
         self.seq += 1

@@ -21,12 +21,14 @@ from fpmon.wire.messages import (
     CapacityWindow,
     ChallengePoint,
     ChallengeSummary,
+    ClientRequest,
     Evidence,
     GpmMetrics,
     GpuProcess,
     GpuSample,
     HostSample,
     Link,
+    ManifestRow,
     NodeSummary,
     ProbeEvidence,
     ProcessSample,
@@ -47,6 +49,8 @@ PARTS = (
     ChallengeSummary,
     ChallengePoint,
     Link,
+    ManifestRow,
+    ClientRequest,
 )
 
 INTRO = f"""# fpmon wire protocol (schema v{SCHEMA_VERSION})
@@ -83,6 +87,11 @@ signature is Ed25519 over `b"fpmon-head-v1\\0" ‖ u16be(len(node)) ‖ node ‖
 
 Records (revealed by `opened`) are canonical msgpack maps, schema in `fpmon/records.py`; tensors
 are `{{dtype, shape, data}}` with the exact little-endian bytes (bf16 as its 16-bit words).
+A record served by an agent also carries its batch's row manifest (`manifest`: one `ManifestRow`
+per row the engine ran) and its own row's `request` (a `ClientRequest`); the row digest is
+`sha256(b"fpmon-request-v1\\0" ‖ u16be(len(client)) ‖ client ‖ submit)` and a commit's
+`manifest` is `sha256(b"fpmon-manifest-v1\\0" ‖ canonical msgpack of the rows)`
+(`fpmon/manifest.py`; what a verifier checks: docs/REPLAY.md, "Covert rows").
 
 ## Who may say what
 

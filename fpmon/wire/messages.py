@@ -51,6 +51,7 @@ Pid = Annotated[int, Meta(ge=0, le=2**32)]
 CpuSeconds = Annotated[float, Meta(ge=0.0, le=1e12)]
 CpuPct = Annotated[float, Meta(ge=0.0, le=100.0 * 65536)]  # % of one core: 800 = 8 cores busy
 Interval = Annotated[float, Meta(gt=0.0, le=3600.0)]
+TokenId = Annotated[int, Meta(ge=0, lt=1 << 32)]
 
 # Free-form values (setup extras, alert details, attribution changes): scalars, and lists or
 # maps of scalars two levels deep at most. Keys are strings: msgpack lets a peer send bytes or
@@ -77,6 +78,10 @@ Status = Literal[
     "bad_opening",
     "chain_break",
     "unverifiable",
+    # The opened record's batch ran rows its manifest does not account for with a client
+    # request (fillers, invented requests, a manifest contradicting the schedule or the
+    # declared batch): hidden work, whatever the numerics say (replay/rows.py).
+    "covert_rows",
 ]
 AlertKind = Literal[
     "chain_break",
@@ -93,6 +98,7 @@ AlertKind = Literal[
     "spoofed",
     "unsigned",
     "gap_unrepaired",
+    "covert_rows",
     "challenge_failed",  # a verifier-timed challenge refused, unanswered, uncommitted, unopened
 ]
 # How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
@@ -199,6 +205,30 @@ class Candidate(Part, frozen=True):
 
     def fields(self) -> list[str]:
         return self.field.split("+")
+
+
+MAX_ROWS = 4096  # rows in one batch's manifest: far above any replay cap (max_batch, 256)
+SubmitBytes = Annotated[bytes, Meta(max_length=16 << 20)]
+
+
+class ManifestRow(Part, frozen=True):
+    """One row of a batch, in every record of that batch (`manifest`, fpmon/manifest.py): the
+    request id and the digest of the authenticated client request behind the row. Both empty:
+    a row no client asked for (a filler), which is how an agent's manifest lists every row its
+    engine ran whether or not a request came with it."""
+
+    request_id: Ident = ""
+    digest: Hash = b""
+
+
+class ClientRequest(Part, frozen=True):
+    """A record's own row's client request (`request`), as the agent's intake received it:
+    `client` is the Curve public key (Z85) that ZAP authenticated, "" without Curve; `submit`
+    is the client's `submit` payload, byte for byte. The row's manifest digest is sha256 over
+    both (fpmon/manifest.py), so it binds what the client sent."""
+
+    client: Ident = ""
+    submit: SubmitBytes = b""
 
 
 def _mem_within(used: float | None, total: float | None, what: str) -> None:
@@ -328,7 +358,7 @@ class CapacityWindow(Part, frozen=True):
 Setup = Annotated[dict[Key, Value1], Meta(max_length=64)]
 
 
-class Commit(Message, frozen=True):
+class Commit(Message, frozen=True, omit_defaults=True):
     """Published for every record as soon as it is durable."""
 
     TOPIC: ClassVar[str] = "commit"
@@ -343,6 +373,10 @@ class Commit(Message, frozen=True):
     # Committed timings: evidence of hidden work that leaves numerics untouched.
     prefill_s: Seconds = 0.0
     decode_s: Seconds = 0.0
+    # The root of the batch's row manifest (fpmon/manifest.py): every commit of one batch names
+    # the same root, so a verifier links an opened record's rows to its siblings' commitments
+    # without opening them. b"": a record without a manifest (an agent before manifests).
+    manifest: Hash = b""
 
 
 class Head(Message, frozen=True):
@@ -457,13 +491,16 @@ class LinksReply(Message, frozen=True):
     reason: Text = ""
 
 
-class SubmitRequest(Message, frozen=True):
+class SubmitRequest(Message, frozen=True, omit_defaults=True):
     """Client -> agent intake: one generation request. `node` names the client."""
 
     TOPIC: ClassVar[str] = "submit"
     request_id: Ident
     prompt: LongText
     max_tokens: Annotated[int, Meta(ge=1, le=1 << 20)]
+    # The prompt as token ids instead of text (then `prompt` is ""): what a token-level client
+    # sends, and what a verifier compares with a record's tokens without a tokenizer.
+    prompt_ids: Annotated[list[TokenId], Meta(max_length=1 << 20)] | None = None
 
 
 class SubmitReply(Message, frozen=True):
@@ -471,9 +508,7 @@ class SubmitReply(Message, frozen=True):
     request_id: Ident
     status: SubmitStatus
     completion: LongText = ""
-    output_ids: Annotated[
-        list[Annotated[int, Meta(ge=0, lt=1 << 32)]], Meta(max_length=1 << 20)
-    ] = []
+    output_ids: Annotated[list[TokenId], Meta(max_length=1 << 20)] = []
     seq: SeqOrNone = -1
     reason: Text = ""
 

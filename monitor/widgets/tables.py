@@ -31,6 +31,7 @@ STATUS_VAR = {
     "mismatch": "fpmon-mismatch",
     "bad_opening": "fpmon-mismatch",
     "chain_break": "fpmon-mismatch",
+    "covert_rows": "fpmon-mismatch",
     "unopened": "fpmon-alert",
     "unverifiable": "fpmon-alert",
 }

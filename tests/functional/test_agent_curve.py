@@ -10,9 +10,11 @@ import pytest
 import zmq
 import zmq.auth
 
+from fpmon import manifest
 from fpmon.agents.client import submit
 from fpmon.agents.keys import keygen
 from fpmon.errors import FpmonError
+from fpmon.records import Record
 from fpmon.testing.spawn import AgentProcess, write_config
 from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, raw_open
 
@@ -65,6 +67,12 @@ def test_allowlisted_client_and_verifier_work_over_curve(setup):
         sub.close()
     o = raw_open(a.endpoints["openings"], r.seq, _curve(d, "verifier", server_pub))
     assert hashlib.sha256(o["record"]).digest() == sub.seen["commit"][0]["record_digest"]
+    # The record binds the request to the Curve key ZAP authenticated for it (its manifest row).
+    rec = Record.decode(o["record"])
+    client_pub, _ = zmq.auth.load_certificate(str(d / "client.key"))
+    assert rec.request is not None and rec.request.client == client_pub.decode()
+    assert rec.manifest == (manifest.row_for(rec.request_id, rec.request),)
+    assert sub.seen["commit"][0]["manifest"] == manifest.root(rec.manifest)
 
 
 def test_unauthenticated_peers_are_refused_and_counted(setup):

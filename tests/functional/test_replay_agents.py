@@ -35,7 +35,14 @@ def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path)
     }
     honest = AgentProcess(write_config(tmp_path / "a", "honest", **common))
     liar = AgentProcess(
-        write_config(tmp_path / "b", "liar", **common, redteam={"enabled": True, "actual_batch": 4})
+        write_config(
+            tmp_path / "b",
+            "liar",
+            **common,
+            # Strips its fillers from the row manifest too (else covert_rows, before any
+            # replay: test_replay_covert_rows.py): only the float32 numerics show the batch.
+            redteam={"enabled": True, "actual_batch": 4, "hide_rows": "strip"},
+        )
     )
     with honest, liar:
         nodes = []

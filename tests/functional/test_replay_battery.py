@@ -31,22 +31,25 @@ def shared_engines(spec: str, setup, device: str):
 @pytest.fixture(scope="module")
 def battery(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("battery")
-    names = ["honest", "batch", "attn", "dtype", "tamper", "chain", "silent", "unknown"]
+    names = ["honest", "batch", "rows", "attn", "dtype", "tamper", "chain", "silent", "unknown"]
     nodes = {n: ProverNode(n) for n in names}
     e_bf = tiny_engine("bfloat16", "sdpa")
     ids = e_bf.encode("The verifier replays a secret sample of records")
     ids2 = e_bf.encode("Rounding leaves a fingerprint")
     f32 = tiny_engine("float32", "sdpa")
     commits: dict[str, list] = {n: [] for n in names}
-    # Honest: bf16 batch 1, float32 batch 4 in slot 2, as declared.
+    # Honest: bf16 batch 1; a float32 batch of 4 requests, every row a record, as declared.
     commits["honest"] += [
         nodes["honest"].make(e_bf, ids),
-        nodes["honest"].make(f32, ids2, batch_size=4, slot=2),
+        *nodes["honest"].make_batch(f32, [ids, ids2, e_bf.encode("a third request"), ids2]),
     ]
-    # Declares batch 1, ran batch 4 (float32: on this CPU only float32 decode shows batch size).
+    # Declares batch 1, ran batch 4 (float32: on this CPU only float32 decode shows batch size),
+    # its fillers stripped from everything it records: only the numerics show it.
     commits["batch"].append(
         nodes["batch"].make(f32, ids, batch_size=4, slot=0, declare={"batch_size": 1, "slot": 0})
     )
+    # Declares the batch 4 it ran, 3 of its rows fillers no client asked for: covert rows.
+    commits["rows"].append(nodes["rows"].make(e_bf, ids, batch_size=4, slot=0))
     # Declares sdpa, ran eager.
     commits["attn"].append(
         nodes["attn"].make(tiny_engine("bfloat16", "eager"), ids, declare={"attn_impl": "sdpa"})
@@ -87,7 +90,7 @@ def battery(tmp_path_factory: pytest.TempPathFactory):
         else:
             for c in cs:
                 nodes[name].publish(c)
-    expected = 2 + 1 + 1 + 1 + 1 + 6 + 1 + 1
+    expected = 5 + 1 + 1 + 1 + 1 + 1 + 6 + 1 + 1
     verdicts = wait_verdicts(Path(cfg.replay.store), expected, timeout=180)
     state = daemon.state_reply()
     daemon.stop()
@@ -106,7 +109,14 @@ def statuses(by_node, node: str) -> list[str]:
 
 def test_honest_node_only_matches(battery) -> None:
     by_node, _ = battery
-    assert statuses(by_node, "honest") == ["match", "match"]
+    assert statuses(by_node, "honest") == ["match"] * 5
+
+
+def test_rows_no_client_asked_for_are_covert(battery) -> None:
+    by_node, _ = battery
+    (v,) = by_node["rows"]
+    assert v["status"] == "covert_rows" and "rows 1, 2, 3 of 4" in v["reason"], v
+    assert v["replay_s"] == 0.0  # decided on the record: nothing replayed
 
 
 @pytest.mark.parametrize(
@@ -149,12 +159,13 @@ def test_silent_node_is_unopened_and_unknown_model_unverifiable(battery) -> None
 def test_state_snapshot_counts_per_node(battery) -> None:
     _, state = battery
     honest = state.nodes["honest"]
-    assert honest.commits == 2 and honest.verified == 2
-    assert honest.verdicts == {"match": 2}
+    assert honest.commits == 5 and honest.verified == 5
+    assert honest.verdicts == {"match": 5}
     assert state.nodes["chain"].chain_head_seq == 4
     assert {a.kind for a in state.alerts} >= {
         "mismatch",
         "chain_break",
         "bad_opening",
         "unopened",
+        "covert_rows",
     }

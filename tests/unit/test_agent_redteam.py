@@ -89,7 +89,10 @@ def test_an_honest_agent_composes_the_plain_parts_and_never_loads_the_red_team()
 def test_a_red_team_agent_composes_the_lying_wrappers():
     parts = parts_for(RedTeamConfig(enabled=True, actual_batch=4, drop_every=2), "liar")
     assert parts is not HONEST
-    assert parts.behaviours == ("runs batch 4, declares batch 1", "drops every 2th commitment")
+    assert parts.behaviours == (
+        "runs batch 4, declares batch 1 (its manifest lists the fillers)",
+        "drops every 2th commitment",
+    )
     assert isinstance(parts.worker, functools.partial) and parts.worker.func is LyingWorker
     assert isinstance(parts.publisher, functools.partial)
     assert parts.publisher.func is LyingPublisher

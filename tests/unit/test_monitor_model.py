@@ -52,6 +52,15 @@ def test_rows_health_and_attribution():
     assert data["nodes"][0]["attribution_status"] == {"exact": 1}
 
 
+def test_covert_rows_flag_the_node_and_name_the_finding():
+    m = FleetModel()
+    m.apply(roundtrip(synth.commit("hider", 1)))
+    m.apply(roundtrip(synth.verdict("hider", 1, "covert_rows")))
+    row = m.nodes["hider"]
+    assert row.health == "flagged" and row.last_attribution == "covert_rows"
+    assert row.verdicts == {"covert_rows": 1} and row.verified == 0.0
+
+
 def test_a_mismatch_without_attribution_says_why():
     m = FleetModel()
     v = synth.verdict("cheat", 1, "mismatch", "dtype", "bfloat16")

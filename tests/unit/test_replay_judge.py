@@ -29,9 +29,10 @@ def node():
     n.close()
 
 
-def judge_with(cal: calibration.Calibration | None = None) -> Judge:
+def judge_with(cal: calibration.Calibration | None = None, manifests: str = "require") -> Judge:
     cal = cal or calibration.Calibration()
-    return Judge(EngineCache({"tiny": "tiny"}, factory=shared), cal, JudgeOptions(False))
+    opts = JudgeOptions(False, manifests=manifests)
+    return Judge(EngineCache({"tiny": "tiny"}, factory=shared), cal, opts)
 
 
 def cal_file(tmp: Path, max_rel: float, digest: str) -> calibration.Calibration:
@@ -130,7 +131,7 @@ def test_served_tokens_must_be_the_greedy_choice() -> None:
             output_tokens=len(r.output_ids),
         )
 
-    judge = judge_with()
+    judge = judge_with(manifests="check")  # captured records have no client, so no manifest
     assert judge.judge(commit_for(rec), rec.encode()).verdict.status == "match"
     top = rec.probes["logits.topk.ids"].raw()
     # A node that computed honestly on tokens it did not choose greedily (it sampled, or

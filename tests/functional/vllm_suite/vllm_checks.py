@@ -248,9 +248,9 @@ def test_replay_daemon_judges_vllm_records(engine, loaded):
         assert setup.engine == "vllm" and setup.dtype == "bfloat16"
         return engine  # vLLM hosts one engine per process: the suite's real one
 
-    judge = Judge(
-        EngineCache({"tiny": "tiny"}, factory=session_engine), Calibration(), JudgeOptions(False)
-    )
+    # Captured records have no client, so no row manifest: checked where present only.
+    opts = JudgeOptions(False, manifests="check")
+    judge = Judge(EngineCache({"tiny": "tiny"}, factory=session_engine), Calibration(), opts)
     rec = loaded[1]
     commit = Commit(
         node=rec.node,
