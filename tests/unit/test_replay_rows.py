@@ -336,3 +336,14 @@ def test_the_book_forgets_beyond_its_window() -> None:
     assert [book.get("n", s) is not None for s in range(5)] == [False, False, True, True, True]
     assert book.high("n") == 4 and book.high("other") == -1
     assert book.wait_for("n", 4, 0.0) and not book.wait_for("n", 5, 0.0)
+
+
+def test_a_vllm_record_without_a_manifest_is_a_named_blind_spot_not_covert_rows(node, bf) -> None:
+    # vLLM's plugin names a window's rows by index: neither vLLM agent can list them yet, and
+    # an honest sidecar node must not be accused for that.
+    c = node.make(bf, bf.encode("served by vllm"))
+    rec = dataclasses.replace(opened(node, c), manifest=None, request=None)
+    vllm = dataclasses.replace(rec, setup=rec.setup.replace(engine="vllm"))
+    assert check_record(rec, "require").findings
+    out = check_record(vllm, "require")
+    assert not out.findings and any("vLLM records carry none" in n for n in out.notes)
