@@ -195,6 +195,9 @@ class NodeConfig(Section):
     publish: str = ""  # the agent's PUB (commit/head/telemetry); unused with a hub
     curve_pubkey: str = ""  # Z85 Curve server key of the agent; required outside loopback
     intake: str = ""  # the agent's intake ROUTER, for verifier-timed challenges ([challenges])
+    # Row manifests for this node, over [limits] manifests: "check" for a vLLM sidecar node
+    # (agents/sidecar.py), whose server cannot list a window's rows by request id yet.
+    manifests: Literal["require", "check", "off"] | None = None
 
 
 class ReplayConfig(Section):

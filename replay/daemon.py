@@ -115,6 +115,7 @@ class ReplayDaemon:
             cfg.attribution.max_candidates,
             cfg.limits.caps,
             cfg.limits.manifests,
+            node_manifests={n.name: n.manifests for n in cfg.nodes if n.manifests is not None},
         )
         self.judge = Judge(self.engines, self.calibration, opts, cfg.replay.name)
         self.judge.rows = self.intake.rows  # link opened rows to their siblings' commits

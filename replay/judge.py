@@ -76,6 +76,7 @@ class JudgeOptions:
     # "check" (checked where present), "off".
     manifests: Policy = "require"
     link_wait_s: float = LINK_WAIT_S
+    node_manifests: dict[str, Policy] = field(default_factory=dict)  # per node, over the above
 
 
 def verdict_for(commit: Commit, status: Status, **kw: Any) -> Verdict:
@@ -195,8 +196,9 @@ class Judge:
         over = over_record(rec, caps)
         if over:
             return self._unverifiable(commit, over, True)
-        rows = check_record(rec, self.options.manifests)
-        if self.options.manifests != "off":
+        policy = self.options.node_manifests.get(commit.node, self.options.manifests)
+        rows = check_record(rec, policy)
+        if policy != "off":
             check_links(rec, self.rows, rows, self.options.link_wait_s)
         if rows.covert:  # nothing to replay: the record itself says rows are unaccounted for
             return self._covert(commit, rows)

@@ -148,14 +148,7 @@ def check_record(rec: Record, policy: Policy = "require") -> RowCheck:
     if policy == "off":
         return out
     if rows is None:
-        if policy == "require" and rec.setup.engine == "vllm":
-            # vLLM's plugin names a step window's requests by index, not by request id, so
-            # neither engine kind hosting vLLM can list its rows yet: a blind spot, not a guilt.
-            out.notes.append(
-                "no row manifest: vLLM records carry none yet (continuous batching names a "
-                "window's rows by index), so rows beside this request are not checked"
-            )
-        elif policy == "require":
+        if policy == "require":
             out.findings.append(
                 "the record carries no row manifest: none of its batch's rows is accounted for "
                 "by a client request (an agent before manifests, or one hiding its rows)"
@@ -166,6 +159,13 @@ def check_record(rec: Record, policy: Policy = "require") -> RowCheck:
     n, slot, batch = len(rows), rec.setup.slot, rec.setup.batch_size
     lengths = rec.schedule.get("row_lengths")
     outs = rec.schedule.get("output_lengths")
+    # The schedule is the node's own map: a present key that is not a list is a finding, not
+    # an exception (which would turn covert rows into an unsuspected `unverifiable`).
+    for key, value in (("row_lengths", lengths), ("output_lengths", outs)):
+        if value is not None and not isinstance(value, list):
+            out.findings.append(f"the schedule's {key} is not a list of rows")
+    lengths = lengths if isinstance(lengths, list) else None
+    outs = outs if isinstance(outs, list) else None
     shape = [f"the record declares batch {batch}"]
     if isinstance(lengths, list):
         shape.append(f"its schedule {len(lengths)} rows")
@@ -286,9 +286,11 @@ def check_links(
     first = rec.seq - slot
     me = root(rows)
     listed = [i for i, r in enumerate(rows) if i != slot and r.request_id and r.digest]
-    if listed:
+    if listed and first + listed[-1] <= book.high(rec.node) + n:
         # An honest batch's commitments go out together: the siblings are normally verified
-        # before its opening is even answered. One bounded wait for the last of them.
+        # before its opening is even answered. One bounded wait for the last of them, and only
+        # for a batch within reach of the verified head: a row listed thousands of seqs ahead
+        # would otherwise cost the one replay worker the whole wait per opened record.
         book.wait_for(rec.node, first + listed[-1], wait_s)
     unlinked: list[int] = []
     before: list[int] = []

@@ -181,6 +181,8 @@ def run_sidecar(base: str, out: Path, prompts: list[str]) -> dict:
             "publish": agent.endpoints["publish"],
             "openings": agent.endpoints["openings"],
             "sign_pubkey": st["pubkey"],
+            # A sidecar's server cannot list a window's rows by request id yet (docs/REPLAY.md)
+            "manifests": "check",
         }
         doc = {
             "replay": {"store": str(out / "replay.sqlite"), "publish": "tcp://127.0.0.1:0"},

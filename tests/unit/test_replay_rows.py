@@ -338,12 +338,22 @@ def test_the_book_forgets_beyond_its_window() -> None:
     assert book.wait_for("n", 4, 0.0) and not book.wait_for("n", 5, 0.0)
 
 
-def test_a_vllm_record_without_a_manifest_is_a_named_blind_spot_not_covert_rows(node, bf) -> None:
-    # vLLM's plugin names a window's rows by index: neither vLLM agent can list them yet, and
-    # an honest sidecar node must not be accused for that.
-    c = node.make(bf, bf.encode("served by vllm"))
-    rec = dataclasses.replace(opened(node, c), manifest=None, request=None)
-    vllm = dataclasses.replace(rec, setup=rec.setup.replace(engine="vllm"))
-    assert check_record(rec, "require").findings
-    out = check_record(vllm, "require")
-    assert not out.findings and any("vLLM records carry none" in n for n in out.notes)
+def test_a_per_node_policy_overrides_the_default(node, bf) -> None:
+    # A vLLM sidecar node is configured `manifests = "check"`; every other node stays `require`.
+    c = node.make(bf, bf.encode("served by a sidecar"))
+    bare = dataclasses.replace(opened(node, c), manifest=None, request=None)
+    c2, data = recommit(c, bare)
+    j = judge_with()
+    assert j.judge(c2, data).verdict.status == "covert_rows"
+    j.options = dataclasses.replace(j.options, node_manifests={c2.node: "check"})
+    assert j.judge(c2, data).verdict.status == "match"
+
+
+def test_a_schedule_that_is_not_rows_is_a_finding_not_an_error(node, bf) -> None:
+    c = node.make(bf, bf.encode("odd schedule"))
+    rec = opened(node, c)
+    odd = dataclasses.replace(
+        rec, schedule={**rec.schedule, "row_lengths": 5, "output_lengths": [1]}
+    )
+    out = check_record(odd, "require")
+    assert any("row_lengths is not a list" in f for f in out.findings)
