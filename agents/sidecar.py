@@ -222,9 +222,10 @@ class SidecarWorker(Worker):
                 continue
             try:
                 rec = self._record(job, comp, item, t0, t1)
-            except FpmonError as e:
-                frames.append(self._reply(job, status="error", reason=str(e)[:300]))
-                log.error("no record for a served request", extra=fields(error=str(e)))
+            except Exception as e:  # a malformed plugin item fails this request, not the agent
+                why = str(e) if isinstance(e, FpmonError) else f"{type(e).__name__}: {e}"
+                frames.append(self._reply(job, status="error", reason=why[:300]))
+                log.error("no record for a served request", extra=fields(error=why))
                 continue
             seq = self._next_seq + len(records)
             records.append(rec.with_identity(self.cfg.node, seq, rec.request_id))

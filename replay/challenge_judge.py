@@ -64,7 +64,9 @@ def queue_seconds(seen: Iterable[Seen], own: Seen, sent: float, answered: float)
             continue
         waited = min(c.arrival, answered) - sent
         batches[c.batch] = max(batches.get(c.batch, 0.0), min(c.committed_s, waited))
-    return sum(batches.values())
+    # Batches that ran side by side (a sidecar's concurrent requests) overlap in time: their
+    # sum can exceed the wait itself, which would excuse any latency. Never more than waited.
+    return min(sum(batches.values()), max(answered - sent, 0.0))
 
 
 @dataclass(frozen=True)

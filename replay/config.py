@@ -252,6 +252,15 @@ class ReplayConfig(Section):
             _ = ch.pool  # read the prompt file now
             if ch.window < ch.confirm:
                 raise Invalid(f"[challenges] window {ch.window} is below confirm {ch.confirm}")
+            curved = [n.name for n in self.nodes if n.intake and n.curve_pubkey]
+            if curved and not (ch.curve_secret_file or self.replay.curve_secret_file):
+                # Plaintext challenges to a Curve intake all time out: every honest node would
+                # carry a challenge_failed warning per challenge.
+                raise Invalid(
+                    f"[challenges] enabled and nodes {', '.join(curved[:5])} take Curve at "
+                    "their intake, but no client certificate is set: set [challenges] "
+                    "curve_secret_file (or [replay] curve_secret_file)"
+                )
         try:
             _ = self.accounting_settings
         except FpmonError as e:

@@ -42,6 +42,9 @@ def test_queue_counts_other_earlier_batches_that_ended_while_the_challenge_waite
     assert queue_seconds(seen, own, sent, answered) == pytest.approx(0.4 + 0.9)
     late = [Seen(104.0, 8, 3.0, 9.0)]  # arrived after the reply: at most the whole wait
     assert queue_seconds(late, own, sent, answered) == pytest.approx(3.0)
+    # Concurrent requests (a sidecar's) overlap: their sum never excuses more than the wait.
+    side = [Seen(102.0 + i / 100, 1 + i, float(i), 2.0) for i in range(6)]
+    assert queue_seconds(side, own, sent, answered) == pytest.approx(3.0)
 
 
 # --- the bookkeeping -------------------------------------------------------------------------

@@ -79,6 +79,18 @@ def test_challenges_are_read(tmp_path: Path) -> None:
     assert cfg.nodes[0].intake == "tcp://127.0.0.1:7710"
 
 
+def test_challenges_to_curve_intakes_without_a_client_certificate_are_refused(
+    tmp_path: Path,
+) -> None:
+    doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
+    doc["sampling"].pop("key_file")
+    doc["challenges"].update(enabled=True)
+    doc["replay"].pop("curve_secret_file", None)
+    doc["node"][0]["curve_pubkey"] = "x" * 40
+    with pytest.raises(FpmonError, match="no client certificate is set"):
+        config.parse(tmp_path / "replay.toml", doc)
+
+
 def test_caps_and_grace_are_read(tmp_path: Path) -> None:
     doc = tomllib.loads((ROOT / "deploy/replay.example.toml").read_text())
     doc["sampling"].pop("key_file")

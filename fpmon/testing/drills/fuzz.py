@@ -244,11 +244,13 @@ def isolated(
         proc.start()
         tx.close()
         try:
-            got: TargetResult | None = rx.recv()
+            got: TargetResult | str | None = rx.recv()
         except EOFError:  # the child died before it could answer
             got = None
         proc.join()
         rx.close()
+        if isinstance(got, str):
+            raise RuntimeError(f"the fuzzing client for {name} failed: {got}")
         if got is not None:
             total.merge(got)
             if got.stuck:
@@ -265,7 +267,11 @@ def _child(tx: Any, progress: Any, errfile: str, job: Any, count: int, attempt: 
     faulthandler.disable()  # pytest's handler would print the abort to the run's own stderr
     fd = os.open(errfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)  # libzmq writes its assertion to fd 2 before abort(): the report quotes it
-    tx.send(job(count, attempt, progress))
+    try:
+        result: TargetResult | str = job(count, attempt, progress)
+    except Exception as e:  # a bug in the fuzzer, not libzmq: end the run, do not retry it
+        result = f"{type(e).__name__}: {e}"
+    tx.send(result)
     tx.close()
 
 
