@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fpmon.monitor.format import printable
 from fpmon.monitor.history import History
-from fpmon.wire import CapacityMetric, CapacityWindow, Telemetry
+from fpmon.wire import CapacityMetric, CapacityWindow, ChallengeSummary, Telemetry
 
 # The alert kinds about hidden work (replay/accounting.py, replay/timing.py).
 HIDDEN_KINDS = frozenset({"undeclared_capacity", "foreign_process", "suspected_hidden_work"})
@@ -245,3 +245,22 @@ def ratio_spark(ratios: list[float], width: int = 12) -> str:
             f = (min(max(math.log10(r), lo), hi) - lo) / (hi - lo)  # log10(inf) is inf: top
             out.append(SPARK[1 + round(f * 7)])
     return "".join(out).rjust(width)
+
+
+def challenge_line(c: ChallengeSummary | None) -> str:
+    """The verifier's timed challenges of a node, in one line (replay/challenges.py)."""
+    if c is None:
+        return "Challenge latencies vs reference: this node is not challenged ([challenges])."
+    last = c.recent[-1] if c.recent else None
+    med = f"{c.median_ratio:.2f}" if c.median_ratio is not None else "—"
+    line = (
+        f"Challenges: {c.sent} sent, {c.judged} judged, {c.over} over the band "
+        f"(latency > {c.max_ratio:g} x (reference + queue) + {c.slack_s:g} s), {c.failed} failed; "
+        f"median latency/expected {med}"
+    )
+    if last is not None:
+        line += (
+            f"; last: {last.latency_s:.2f} s vs reference {last.reference_s:.2f} s "
+            f"+ queue {last.queue_s:.2f} s"
+        )
+    return line + ("  ! suspected hidden work" if c.alerted else "")

@@ -21,6 +21,7 @@ from fpmon.monitor.history import History
 from fpmon.wire import (
     Alert,
     CapacityWindow,
+    ChallengeSummary,
     Commit,
     Head,
     Message,
@@ -156,6 +157,7 @@ class NodeRow:
     capacity_hist: CapacityHistory | None = None
     procs: Processes | None = None
     hidden_alerts: deque[Alert] | None = None
+    challenges: ChallengeSummary | None = None  # the verifier's timed challenges of the node
     capacity_version: int = 0  # bumps when any of those changes: the capacity screen repaints
     _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
 
@@ -342,6 +344,9 @@ class FleetModel:
     def _accounting(self, row: NodeRow, summary: NodeSummary) -> None:
         """The verifier's accounting of the node's GPU activity, from its node summary."""
         row.capacity_note = summary.capacity
+        if summary.challenges is not None and summary.challenges != row.challenges:
+            row.challenges = summary.challenges
+            row.capacity_version += 1
         w = summary.accounting
         if w is None:
             return

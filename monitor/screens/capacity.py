@@ -70,13 +70,8 @@ class CapacityScreen(Screen):
             with Vertical():
                 yield Static("Hidden-work alerts, newest first", classes="cap-label")
                 yield DataTable(id="cap-alerts", cursor_type="row", zebra_stripes=True)
-        # Verifier-timed challenges are not part of this verifier yet: the place is kept.
-        yield Static(
-            "Challenge latencies vs reference: none yet (the verifier does not time its own "
-            "challenge requests yet).",
-            id="cap-challenges",
-            markup=False,
-        )
+        self.challenges = Static("", id="cap-challenges", markup=False)
+        yield self.challenges
         yield Footer()
 
     def on_mount(self) -> None:
@@ -107,6 +102,7 @@ class CapacityScreen(Screen):
         self._chosen(row)
         self._procs(row)
         self._alerts(row)
+        self.challenges.update(capacity.challenge_line(row.challenges if row else None))
 
     def _head(self, row: NodeRow | None) -> None:
         if row is None:

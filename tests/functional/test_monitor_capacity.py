@@ -196,7 +196,7 @@ def test_the_capacity_screen_shows_metrics_over_time_processes_and_alerts():
             assert str(note.render()).startswith("dram 9.6 s observed / 1.92 s explained")
             text = rendered(app)
             assert "dram: observed vs explained, s per window" in text  # the plot
-            assert "Challenge latencies vs reference: none yet" in text
+            assert "this node is not challenged" in text
             assert "hidden work: ! tensor 260x" in text and "foreign processes: ! 1" in text
 
             # Live: the foreign process gains a companion; the screen follows the model.

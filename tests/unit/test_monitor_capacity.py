@@ -217,3 +217,25 @@ def test_hidden_work_alerts_are_kept_per_node_and_bounded():
     # The alerts screen keeps one group per node and kind.
     assert {k for k in m.alerts} == {f"{k}:n" for k in (*capacity.HIDDEN_KINDS, "mismatch")}
     assert all(e.count == 20 for e in m.alerts.values())
+
+
+def test_the_challenge_line_states_the_band_and_the_last_stopwatch():
+    from fpmon.monitor.capacity import challenge_line
+    from fpmon.wire import ChallengePoint, ChallengeSummary
+
+    assert "not challenged" in challenge_line(None)
+    p = ChallengePoint(t=1.0, seq=3, latency_s=2.5, reference_s=0.4, queue_s=0.1, ratio=6.2)
+    c = ChallengeSummary(
+        sent=9,
+        judged=7,
+        over=5,
+        median_ratio=4.0,
+        max_ratio=1.5,
+        slack_s=0.5,
+        alerted=True,
+        recent=[p],
+    )
+    line = challenge_line(c)
+    assert "9 sent, 7 judged, 5 over" in line and "1.5 x (reference + queue) + 0.5 s" in line
+    assert "last: 2.50 s vs reference 0.40 s + queue 0.10 s" in line
+    assert line.endswith("! suspected hidden work")
