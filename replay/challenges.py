@@ -61,6 +61,7 @@ class Challenge:
     verdict: Verdict | None = None
     reference_s: float = 0.0
     committed_s: float = 0.0
+    output_ids: tuple[int, ...] | None = None  # the opened record's, when replayed
 
 
 @dataclass
@@ -153,13 +154,18 @@ class ChallengeBook:
         return self._ready(ch)
 
     def verdict(
-        self, v: Verdict, reference_s: float = 0.0, committed_s: float = 0.0
+        self,
+        v: Verdict,
+        reference_s: float = 0.0,
+        committed_s: float = 0.0,
+        output_ids: tuple[int, ...] | None = None,
     ) -> list[Raise]:
         """A verdict was stored; if it is a challenge's record, judge the challenge."""
         ch = self._by_seq.get((v.node, v.seq))
         if ch is None or ch.verdict is not None:
             return []
         ch.verdict, ch.reference_s, ch.committed_s = v, reference_s, committed_s
+        ch.output_ids = output_ids
         if v.status == "unopened":
             return self._failed(ch, "unopened", f"its record was not opened: {v.reason}")
         return self._ready(ch)
@@ -174,6 +180,9 @@ class ChallengeBook:
         if ch.answer is None or ch.verdict is None or ch.own is None:
             return []
         v, a = ch.verdict, ch.answer
+        lie = self._served_mismatch(ch)
+        if lie:
+            return lie
         if v.status not in TIMED or ch.reference_s <= 0:
             # unverifiable, bad_opening, chain_break: the verdict's own alert says so
             self._finish(ch, f"not_judged:{v.status}")
@@ -253,6 +262,39 @@ class ChallengeBook:
                 seq=int(d["seq"]),
                 severity="warning",
                 details=details,
+            )
+        ]
+
+    def _served_mismatch(self, ch: Challenge) -> list[Raise]:
+        """The verifier was the client here, so it holds what was served: a reply whose tokens
+        or record differ from the record the node committed and opened for that request means
+        the node served one thing and committed another (the commitment is signed; the reply
+        came over its intake)."""
+        a, v = ch.answer, ch.verdict
+        if a is None or v is None:
+            return []
+        why = []
+        if a.reply.seq not in (-1, v.seq):
+            why.append(f"the reply names record {a.reply.seq}, the commitment is record {v.seq}")
+        if ch.output_ids is not None and tuple(a.reply.output_ids) != ch.output_ids:
+            why.append(
+                f"it served {len(a.reply.output_ids)} tokens that differ from the "
+                f"{len(ch.output_ids)} its committed record says it served"
+            )
+        if not why:
+            return []
+        node, s = v.node, ch.sent
+        self._finish(ch, "served_mismatch")
+        return [
+            Raise(
+                "served_mismatch",
+                node,
+                f"{node} seq {v.seq}: served the verifier's challenge {s.k} something other "
+                f"than it committed: {'; '.join(why)}"[:500],
+                f"served_mismatch:{node}:{s.request_id}",
+                seq=v.seq,
+                severity="critical",
+                details={"request_id": s.request_id, "k": s.k, "epoch": self.epoch, "why": why},
             )
         ]
 

@@ -479,6 +479,7 @@ class ReplayDaemon:
                 suspect=j.suspect,
                 reference_s=j.reference_s,
                 committed_s=j.committed_s,
+                output_ids=j.output_ids,
             )
             f = self.timing.observe(
                 v.node, j.committed_s, j.reference_s, j.tokens, j.jitter_rel, not v.cross_gpu
@@ -497,6 +498,7 @@ class ReplayDaemon:
         suspect: bool = False,
         severity: Severity | Literal[""] = "",
         reference_s: float = 0.0,
+        output_ids: tuple[int, ...] | None = None,
         committed_s: float = 0.0,
     ) -> None:
         """Store and publish `v`, alert what is not a match. `suspect`: a finding even where
@@ -545,7 +547,7 @@ class ReplayDaemon:
                     severity=severity,
                 )
         if self.challenges is not None:
-            for r in self.challenges.verdict(v, reference_s, committed_s):
+            for r in self.challenges.verdict(v, reference_s, committed_s, output_ids):
                 self._raise(r)
 
     def _handle_challenges(self) -> None:
@@ -564,7 +566,7 @@ class ReplayDaemon:
             details=r.details,
             severity=r.severity,
         )
-        if r.kind == "suspected_hidden_work":
+        if r.kind in ("suspected_hidden_work", "served_mismatch"):
             self.sampler.suspect(r.node)
 
     def alert(

@@ -59,6 +59,9 @@ class Judgement:
     # This process's CPU-seconds during the faithful replay (replay/cputime.py): what the
     # declared work costs a CPU engine, for nodes without GPUs
     cpu_s: float | None = None
+    # The opened record's output tokens (a faithful replay only): what the node committed it
+    # served, held against what a verifier's challenge was served (replay/challenges.py).
+    output_ids: tuple[int, ...] | None = None
     notes: list[str] = field(default_factory=list)
     # An `unverifiable` the node chose (work beyond the caps, a model or setup the verifier has
     # no reference for): the daemon alerts it as a warning and samples the node more.
@@ -230,6 +233,7 @@ class Judge:
             len(rec.prompt_ids) + len(rec.output_ids),
             activity=activity or None,
             cpu_s=cpu["cpu_s"],
+            output_ids=tuple(rec.output_ids),
         )
         try:
             comp = compare_records(rec, rep)

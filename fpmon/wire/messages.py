@@ -100,6 +100,7 @@ AlertKind = Literal[
     "gap_unrepaired",
     "covert_rows",
     "challenge_failed",  # a verifier-timed challenge refused, unanswered, uncommitted, unopened
+    "served_mismatch",  # what a node served the verifier's challenge is not what it committed
 ]
 # How a mismatch's attribution ended (replay/attribution.py); "" on every other status.
 AttributionStatus = Literal[

@@ -34,7 +34,7 @@ from fpmon.wire import StateReply, decode, encode
 from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
-KINDS = ("suspected_hidden_work", "challenge_failed")
+KINDS = ("suspected_hidden_work", "challenge_failed", "served_mismatch")
 HIDDEN_S = 6.0  # covert seconds per batch: well beyond the band (see the bench numbers)
 
 

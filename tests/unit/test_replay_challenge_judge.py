@@ -89,16 +89,31 @@ class Run:
         return s
 
     def challenge(
-        self, latency: float, reference: float, status: str = "match", **vkw: object
+        self,
+        latency: float,
+        reference: float,
+        status: str = "match",
+        served: tuple[int, ...] = (5, 6, 7),
+        committed: tuple[int, ...] | None = (5, 6, 7),
+        reply_seq: int | None = None,
+        **vkw: object,
     ) -> list:
         s = self.send()
         seq = self.seq
         self.seq += 1
         assert self.book.on_commit(commit("n", seq, s.request_id, t=float(seq)))
-        reply = SubmitReply(node="n", t=time.time(), request_id=s.request_id, status="ok", seq=seq)
+        reply = SubmitReply(
+            node="n",
+            t=time.time(),
+            request_id=s.request_id,
+            status="ok",
+            seq=seq if reply_seq is None else reply_seq,
+            output_ids=list(served),
+        )
         self.events.put(Answered(s, reply, s.sent + latency))
         out = self.book.drain(self.events)
-        return out + self.book.verdict(verdict("n", seq, status, **vkw), reference, 0.2)
+        v = verdict("n", seq, status, **vkw)
+        return out + self.book.verdict(v, reference, 0.2, committed)
 
 
 def test_an_honest_node_is_judged_and_nothing_is_raised() -> None:
@@ -180,3 +195,16 @@ def test_commits_of_unchallenged_nodes_cost_one_lookup_and_are_not_forced() -> N
     r.send()
     assert not r.book.on_commit(commit("n", 1, "ordinary", t=1.0))  # kept, not forced
     assert len(r.book.nodes["n"].seen) == 1
+
+
+def test_serving_the_verifier_other_tokens_than_committed_is_critical() -> None:
+    r = Run()
+    assert r.challenge(latency=0.4, reference=0.2) == []  # served what it committed
+    (lie,) = r.challenge(latency=0.4, reference=0.2, served=(5, 6, 8))
+    assert lie.kind == "served_mismatch" and lie.severity == "critical"
+    assert "differ from the 3 its committed record says" in lie.message
+    (other,) = r.challenge(latency=0.4, reference=0.2, reply_seq=99)
+    assert "the reply names record 99" in other.message
+    # No replay to compare with (unopened, unverifiable): nothing is claimed about tokens.
+    assert r.challenge(latency=0.4, reference=0.2, served=(1,), committed=None) == []
+    assert r.book.totals()["served_mismatch"] == 2
