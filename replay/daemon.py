@@ -646,15 +646,7 @@ class ReplayDaemon:
             )
         self._check_deaf()
         for r in self.watch.check(now):
-            self.alert(
-                r.kind,
-                r.node,
-                r.message,
-                seq=r.seq,
-                alert_id=r.alert_id,
-                details=r.details,
-                severity=r.severity,
-            )
+            self._raise(r)
         self._tick_challenges()
         counts = self.store.verdict_counts()
         self.metrics.queue_depth.set(self.worker.depth() + len(self._backlog))
