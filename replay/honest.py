@@ -140,15 +140,19 @@ def judge_honest(
     n_records: int,
     seed: int = 14,
     on_progress: Callable[[Tally], None] | None = None,
+    deadline: float | None = None,
 ) -> Tally:
     """Serve honest batches on `provers` (node name -> engine, each serving its own setup) in
-    turn until `n_records` records exist, judging each one as it is made."""
+    turn until `n_records` records exist, judging each one as it is made; no new batch is
+    served after `deadline` (time.monotonic())."""
     rng = random.Random(seed)
     tally = Tally()
     seqs = dict.fromkeys(provers, 0)
     names = sorted(provers)
     t0 = time.perf_counter()
     while tally.records < n_records:
+        if deadline is not None and time.monotonic() > deadline:
+            break
         node = names[tally.batches % len(names)]
         engine = provers[node]
         prompts, steps = request_mix(rng, engine.vocab_limit, engine.max_positions)

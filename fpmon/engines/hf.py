@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from fpmon.engines import regional
 from fpmon.engines.base import BatchRequest, BatchResult, RowResult
 from fpmon.errors import FpmonError, OverBudget
 from fpmon.models import LoadedModel, load_model
@@ -93,8 +94,12 @@ class HFEngine:
         # last position, as `logits_to_keep=1`), called in two parts so the final hidden state
         # is an output rather than a hook: a Python hook inside a compiled region made dynamo
         # recompile at every decode step (measured on the H100, docs/lab/RESULTS.md).
-        base = self.loaded.model.model
-        self._base = torch.compile(base, dynamic=True) if compiled else base
+        # `compiled` compiles each decoder layer, one graph shared by all layers
+        # (fpmon/engines/regional.py says why not the whole stack).
+        self.compiled = compiled
+        self._base = self.loaded.model.model
+        if compiled:
+            regional.install(self._base)
         self._head = self.loaded.model.lm_head
 
     def encode(self, text: str) -> list[int]:
@@ -222,11 +227,16 @@ class HFEngine:
                 nxt = torch.where(forced_rows, forced_ids[:, step], nxt)
             return nxt
 
-        with _sdpa_context(self.sdpa_backend):
+        with (
+            _sdpa_context(self.sdpa_backend),
+            regional.active() if self.compiled else nullcontext(),
+        ):
             self._sync()
             t0 = time.perf_counter()
             nxt = forward(ids, 0)
             steps.append(nxt)
+            if self.compiled:
+                regional.settle(cache)
             self._sync()
             t1 = time.perf_counter()
             for s in range(1, req.decode_steps + 1):
