@@ -5,11 +5,12 @@ Feeds (1) the plain state model and (2) the real Textual app, headless, through 
 the feed worker uses (decoded wire messages into the inbox, one coalesced FeedReady per burst),
 in real time: every 100 ms a burst of 100 telemetry + 200 verdict messages; the app repaints
 from the model every `--refresh` seconds. Prints p50/p99 of the time to apply a burst, of a
-repaint, and of apply+repaint, against the 100 ms target, plus resident memory over time
-(buffers are bounded, so it must level off).
+repaint, and of apply+repaint, against the 100 ms target, plus resident memory over time:
+sampled every 2 s, its slope (MiB/min) while the bounded buffers fill and over the steady part
+after them, and whether that part is flat (|slope| < 0.5 MiB/min).
 
     python bench/monitor_load.py                 # 30 s
-    python bench/monitor_load.py --seconds 600   # the 10-minute memory run
+    python bench/monitor_load.py --seconds 300 --size 160x40   # the memory run
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ VERDICTS_PER_S = 2000
 BURST_S = 0.1
 TARGET_MS = 100.0
 WARMUP_S = 3.0  # the first repaints add the 1,000 rows: reported apart from steady state
+MEM_EVERY_S = 2.0  # RSS sample period
+MEM_SETTLE_S = 10.0  # memory is judged from this long after the buffers are full
+FLAT_MIB_PER_MIN = 0.5  # |slope| below this over the steady part: flat
 
 
 def rss_mib() -> float:
@@ -46,6 +50,17 @@ def rss_mib() -> float:
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
+def slope_per_min(pts: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (s, MiB) points, in MiB per minute."""
+    n = len(pts)
+    if n < 2:
+        return float("nan")
+    mt = sum(t for t, _ in pts) / n
+    mr = sum(r for _, r in pts) / n
+    var = sum((t - mt) ** 2 for t, _ in pts)
+    return 60 * sum((t - mt) * (r - mr) for t, r in pts) / var if var else float("nan")
 
 
 def make_frames(rng: random.Random) -> tuple[list[list[bytes]], list[list[bytes]]]:
@@ -130,7 +145,6 @@ async def bench_app(
     seconds: float,
     refresh: float,
     rng: random.Random,
-    mem_every: float,
     tune: bool = True,
     size: tuple[int, int] = (200, 50),
 ) -> float:
@@ -142,7 +156,14 @@ async def bench_app(
     if tune:
         tune_gc()  # as `fpmon` / `fpmon demo` do before app.run()
     apply_s, paint_s, cycle_s, mem, warm, when, cpu_s = [], [], [], [], [], [], []
+    full_at: float | None = None  # when every bounded buffer first was full
     async with app.run_test(size=size) as pilot:
+        # The bounded buffers that fill under this load: the model's verdict feed (5,000: a
+        # few seconds) and the fleet table's cell render cache (4,000 cells: a minute or two,
+        # one entry per new cell text). The model's per-node buffers are taken whole when a
+        # node appears (monitor/history.py); the Clone dedupe sets fill with the feed.
+        table = app.screen.query_one("#fleet")
+        cells = table._cell_render_cache
         t_start = time.monotonic()
         last_paint = last_mem = t_start
         while (now := time.monotonic()) - t_start < seconds:
@@ -166,11 +187,14 @@ async def bench_app(
                 else:
                     warm.append(t2 - t0)
                 last_paint = now
-            if now - last_mem >= mem_every:
-                mem.append((now - t_start, rss_mib(), len(app.model.verdicts)))
+            if now - last_mem >= MEM_EVERY_S:
+                kept = len(app.model.verdicts)
+                mem.append((now - t_start, rss_mib(), kept, len(cells)))
+                full = kept == app.model.verdicts.maxlen and len(cells) >= cells.maxsize
+                if full_at is None and full:
+                    full_at = now - t_start
                 last_mem = now
             await asyncio.sleep(max(0.0, t_next - time.monotonic()))
-        table = app.screen.query_one("#fleet")
         rows = table.row_count
     print(
         f"real app, headless, {size[0]}x{size[1]} terminal ({len(apply_s)} bursts, "
@@ -186,21 +210,50 @@ async def bench_app(
     print("  slowest cycles (ms at s):", ", ".join(f"{c * 1000:.0f}@{t:.1f}" for c, t in slow))
     if warm:
         print(f"  first {WARMUP_S:.0f} s (rows added): max {max(warm) * 1000:.0f} ms")
-    print("  memory over time (s, RSS MiB, verdicts kept):")
-    for t, r, v in mem:
-        print(f"    {t:6.0f}  {r:8.1f}  {v}")
-    if len(mem) >= 3:
-        # Histories fill for their first 120 s (one point a second): judge the second half.
-        half = [r for t, r, _ in mem if t >= seconds / 2]
-        if len(half) >= 2:
-            print(f"  RSS over the second half: {half[0]:.1f} -> {half[-1]:.1f} MiB "
-                  f"(min {min(half):.1f}, max {max(half):.1f})")  # fmt: skip
+    report_memory(mem, full_at, cells.maxsize)
     return p99
+
+
+def report_memory(
+    mem: list[tuple[float, float, int, int]], full_at: float | None, cell_cap: int
+) -> None:
+    """RSS over time, and its slope before and after the bounded buffers are full."""
+    print(f"  memory over time (s, RSS MiB, verdicts kept, table cells cached of {cell_cap}):")
+    step = max(1, -(-len(mem) // 15))  # about 15 lines
+    for i, (t, r, v, c) in enumerate(mem):
+        if i % step == 0 or i == len(mem) - 1:
+            print(f"    {t:6.0f}  {r:8.1f}  {v:6d}  {c:6d}")
+    if len(mem) < 2:
+        print("  memory: too few samples (run longer)")
+        return
+    pts = [(t, r) for t, r, _, _ in mem]
+    if full_at is None:
+        print(f"  memory: bounded buffers not all full by {pts[-1][0]:.0f} s "
+              f"(verdict feed {mem[-1][2]}, table cells {mem[-1][3]} of {cell_cap}); "
+              f"slope {slope_per_min(pts):+.2f} MiB/min ({pts[0][1]:.1f} -> {pts[-1][1]:.1f} "
+              "MiB), no steady part: run longer")  # fmt: skip
+        return
+    start = full_at + MEM_SETTLE_S
+    before = [p for p in pts if p[0] <= start]
+    steady = [p for p in pts if p[0] >= start]
+    print(f"  buffers full at {full_at:.0f} s; steady part from {start:.0f} s")
+    print(f"  RSS slope while filling (0-{start:.0f} s): {slope_per_min(before):+6.2f} MiB/min "
+          f"({before[0][1]:.1f} -> {before[-1][1]:.1f} MiB)")  # fmt: skip
+    if len(steady) < 5 or steady[-1][0] - steady[0][0] < 20:
+        print("  RSS slope, steady part: too short to judge (run longer: --seconds 300)")
+        return
+    slope = slope_per_min(steady)
+    rs = [r for _, r in steady]
+    print(f"  RSS slope, steady part ({start:.0f}-{steady[-1][0]:.0f} s): {slope:+6.2f} MiB/min "
+          f"({rs[0]:.1f} -> {rs[-1]:.1f} MiB, min {min(rs):.1f}, max {max(rs):.1f})")  # fmt: skip
+    flat = abs(slope) < FLAT_MIB_PER_MIN
+    print(f"  memory {'FLAT' if flat else 'NOT FLAT'}: |slope| {abs(slope):.2f} "
+          f"{'<' if flat else '>='} {FLAT_MIB_PER_MIN} MiB/min over the steady part")  # fmt: skip
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--seconds", type=float, default=30.0, help="app run length (600 = 10 min)")
+    p.add_argument("--seconds", type=float, default=30.0, help="app run length, s (300: memory)")
     p.add_argument("--model-seconds", type=float, default=10.0)
     p.add_argument("--refresh", type=float, default=0.5, help="repaint period, s (app default)")
     p.add_argument("--seed", type=int, default=1)
@@ -213,10 +266,9 @@ def main() -> None:
         f"bursts every {BURST_S * 1000:.0f} ms"
     )
     bench_model(args.model_seconds, rng)
-    mem_every = max(5.0, args.seconds / 12)
     cols, lines = (int(x) for x in args.size.lower().split("x"))
     p99 = asyncio.run(
-        bench_app(args.seconds, args.refresh, rng, mem_every, not args.default_gc, (cols, lines))
+        bench_app(args.seconds, args.refresh, rng, not args.default_gc, (cols, lines))
     )
     verdict = "within" if p99 <= TARGET_MS else "OVER"
     print(f"p99 apply+refresh {p99:.1f} ms: {verdict} the {TARGET_MS:.0f} ms target "

@@ -17,7 +17,7 @@ from typing import Any
 from fpmon.config import Positive, PositiveFloat, Section
 from fpmon.monitor import capacity
 from fpmon.monitor.capacity import CapacityHistory, Processes
-from fpmon.monitor.history import History
+from fpmon.monitor.history import History, Ring
 from fpmon.wire import (
     Alert,
     CapacityWindow,
@@ -135,7 +135,7 @@ class NodeRow:
     commits_per_s: float = 0.0
     heads: int = 0
     verdicts: Counter = field(default_factory=Counter)
-    recent: deque = field(default_factory=deque)
+    recent: Ring = field(default_factory=lambda: Ring(1))  # statuses, oldest first
     recent_bad: int = 0  # how many of `recent` are bad (kept as they come and go)
     attributions: Counter = field(default_factory=Counter)
     # How each mismatch's attribution ended (Evidence.attribution_status; "" from a verifier
@@ -159,7 +159,7 @@ class NodeRow:
     hidden_alerts: deque[Alert] | None = None
     challenges: ChallengeSummary | None = None  # the verifier's timed challenges of the node
     capacity_version: int = 0  # bumps when any of those changes: the capacity screen repaints
-    _rate_window: deque = field(default_factory=deque)  # (tick time, commits)
+    _rate_window: Ring = field(default_factory=lambda: Ring(RATE_WINDOW))  # (tick, commits)
 
     @property
     def checked(self) -> int:
@@ -301,7 +301,7 @@ class FleetModel:
             h = self.limits.history
             row = NodeRow(
                 node=node,
-                recent=deque(maxlen=self.limits.recent),
+                recent=Ring(self.limits.recent),
                 util_hist=History(h),
                 mismatch_hist=History(h),
             )
@@ -477,9 +477,7 @@ class FleetModel:
         for row in self.nodes.values():
             # Commit rate over the last RATE_WINDOW ticks: steady at low rates (0.5/s).
             rw = row._rate_window
-            rw.append((now, row.commits))
-            if len(rw) > RATE_WINDOW:
-                rw.popleft()
+            rw.append((now, row.commits))  # the ring drops the oldest past RATE_WINDOW
             # At least a second apart: a one-shot snapshot ticks microseconds after the state
             # reply that brought a node's whole count (it printed 62,000 commits/s for 33).
             if len(rw) > 1 and rw[-1][0] - rw[0][0] >= 1.0:

@@ -10,6 +10,7 @@ import pytest
 
 from fpmon.monitor.model import (
     BAD_STATUSES,
+    RATE_WINDOW,
     FleetModel,
     Limits,
     attribution_fields,
@@ -245,3 +246,67 @@ def test_a_tick_right_after_a_burst_is_no_rate():
     clock[0] += 1e-5
     m.tick()
     assert m.nodes["n"].commits_per_s == 0.0
+
+
+def test_a_ring_keeps_its_last_items_in_one_fixed_list():
+    from fpmon.monitor.history import Ring
+
+    r = Ring(3)
+    assert list(r) == [] and len(r) == 0 and not r and r.maxlen == 3
+    with pytest.raises(IndexError):
+        r[0]
+    r.append("a")
+    assert list(r) == ["a"] and r[0] == r[-1] == "a" and r
+    block = r._a
+    for x in "bcde":
+        r.append(x)
+    assert list(r) == ["c", "d", "e"] and len(r) == 3
+    assert (r[0], r[1], r[2], r[-1], r[-3]) == ("c", "d", "e", "e", "c")
+    with pytest.raises(IndexError):
+        r[3]
+    assert r._a is block and len(block) == 3  # allocated once, never grows
+
+
+def test_model_memory_is_taken_when_a_node_appears_not_as_its_buffers_fill():
+    """50 nodes, 150 simulated seconds of telemetry and verdicts (2 a second each): every
+    per-node buffer (sparklines, recent verdicts, rate window) is taken when the node appears,
+    so live memory stays flat once the rate window's (time, count) pairs, replaced tick by
+    tick, are RATE_WINDOW deep. The fleet-wide feeds are kept small here so they too are full
+    by then. (A collections.deque grows a second 64-slot block per node once ~33 items have
+    gone through it: ~1 KiB a node with two of them, 78 KB here.)"""
+    import gc
+    import tracemalloc
+
+    nodes = [f"n{i:02d}" for i in range(50)]
+    tele = {n: synth.telemetry(n, gpus=2, util=50.0) for n in nodes}
+    m = FleetModel(Limits(max_verdicts=20, history=120, recent=20), clock=lambda: 0.0)
+    seq = 0
+
+    def second(t: int) -> None:
+        nonlocal seq
+        for n in nodes:
+            m.apply(tele[n], now=float(t))
+            for _ in range(2):
+                status = "mismatch" if seq % 50 == 0 else "match"
+                m.apply(synth.verdict(n, seq, status, "dtype", "bfloat16"), now=t + 0.5)
+                seq += 1
+        m.tick(now=t + 1.0)
+        m.take_dirty()
+
+    warm = RATE_WINDOW + 1
+    for t in range(warm):
+        second(t)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        second(warm)
+        gc.collect()
+        base = tracemalloc.get_traced_memory()[0]
+        for t in range(warm + 1, 150):
+            second(t)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    # Verdict counts past 256 are int objects (CPython caches smaller ones): a few per node.
+    assert grown < 100 * len(nodes), f"model grew {grown} B as its buffers filled"
