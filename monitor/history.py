@@ -9,41 +9,6 @@ from collections.abc import Iterator
 from typing import Any
 
 
-class History:
-    """The last `size` points of a per-node series, in one block of doubles allocated when
-    the node is first seen: 1,000 nodes x 2 series x 120 points take their memory at once
-    instead of growing for the two minutes the series take to fill (one float object and
-    one deque slot per point)."""
-
-    __slots__ = ("_a", "_i", "_n")
-
-    def __init__(self, size: int) -> None:
-        self._a = array("d", bytes(8 * max(1, size)))
-        self._i = 0  # where the next point goes
-        self._n = 0  # points held
-
-    def append(self, x: float) -> None:
-        a = self._a
-        a[self._i] = x
-        self._i = (self._i + 1) % len(a)
-        if self._n < len(a):
-            self._n += 1
-
-    def __len__(self) -> int:
-        return self._n
-
-    def __iter__(self) -> Iterator[float]:
-        """Oldest first."""
-        a, i, n = self._a, self._i, self._n
-        return iter(a[:n] if n < len(a) else a[i:] + a[:i])
-
-    def __getitem__(self, k: int) -> float:
-        return list(self)[k]
-
-    def __repr__(self) -> str:
-        return f"History({list(self)})"
-
-
 class Ring:
     """The last `maxlen` objects, oldest first, in one list of that length allocated up front:
     the deque-like part of `collections.deque(maxlen=n)` that the model uses (`append` drops
@@ -92,3 +57,20 @@ class Ring:
 
     def __repr__(self) -> str:
         return f"Ring({list(self)}, maxlen={len(self._a)})"
+
+
+class History(Ring):
+    """The last `size` points of a per-node series, in one block of doubles allocated when
+    the node is first seen: 1,000 nodes x 2 series x 120 points take their memory at once
+    instead of growing for the two minutes the series take to fill (one float object and
+    one deque slot per point)."""
+
+    __slots__ = ()
+
+    def __init__(self, size: int) -> None:
+        self._a = array("d", bytes(8 * max(1, size)))  # type: ignore[assignment]
+        self._i = 0
+        self._n = 0
+
+    def __repr__(self) -> str:
+        return f"History({list(self)})"
