@@ -172,6 +172,8 @@ class Agent:
                     after_s=cfg.publish.republish_after_s,
                 ),
             )
+        # The engine's own GPUs only (by UUID), and GPM where the GPU has it.
+        telemetry = TelemetrySource(cfg.node, cfg.engine.device, gpm=cfg.publish.telemetry_gpm)
         self.publisher = self.parts.publisher(
             self.pub,
             self.signer,
@@ -179,8 +181,7 @@ class Agent:
             head_chain=self.store.head_chain,
             head_every_s=cfg.publish.head_every_s,
             head_every_n=cfg.publish.head_every_n,
-            # The engine's own GPUs only (by UUID), and GPM where the GPU has it.
-            telemetry=TelemetrySource(cfg.node, cfg.engine.device, gpm=cfg.publish.telemetry_gpm),
+            telemetry=telemetry,
             telemetry_every_s=cfg.publish.telemetry_every_s,
             tail=tail.commits,
             tail_after_s=cfg.publish.republish_after_s,
@@ -202,6 +203,9 @@ class Agent:
             self.publisher.queue,
             self.probes,
         )
+        if cfg.vllm.server:
+            tap = self.engine
+            telemetry.also_engine(lambda: tap.server_pids)  # the server's workers, kept current
         self.stop_event = threading.Event()
         self.notifier = Notifier()
         self._next_status = 0.0

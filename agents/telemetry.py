@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import msgspec
@@ -178,6 +178,9 @@ class NvmlSampler:
         self.indices = list(range(count)) if indices is None else [i for i in indices if i < count]
         self.handles = [nv.nvmlDeviceGetHandleByIndex(i) for i in self.indices]
         self.engine_pid = os.getpid() if engine_pid is None else engine_pid
+        # Other processes that are the engine too: an operator's vLLM server's workers, whose
+        # GPU processes are not this agent's descendants (`TelemetrySource.also_engine`).
+        self.more_engine: Callable[[], Iterable[int]] = tuple
         self.gpm = [GpmReader(nv, h) if gpm else None for h in self.handles]
         self.xid = [0] * len(self.handles)
         self.last_xid: list[int | None] = [None] * len(self.handles)
@@ -237,6 +240,8 @@ class NvmlSampler:
         nv = self.nv
         self._drain_xid()
         engine = engine_pids(self.engine_pid)
+        for pid in self.more_engine():
+            engine |= engine_pids(pid)
         gpus: list[GpuSample] = []
         for i, h in enumerate(self.handles):
             g: dict[str, Any] = {"index": self.indices[i]}
@@ -360,6 +365,14 @@ class TelemetrySource:
         except Exception as e:  # no driver / no library: say so, invent nothing
             self.why_no_gpu = f"NVML unavailable: {e}"
             self.scope = f"no GPU: {self.why_no_gpu}"
+
+    def also_engine(self, pids: Callable[[], Iterable[int]]) -> None:
+        """Count the processes `pids()` names (read at every sample) and their children as the
+        engine's on the node's GPUs: in sidecar mode the model runs in the operator's vLLM
+        server, whose GPU processes would otherwise be reported as foreign to the engine — a
+        `foreign_process` accusation of an honest node."""
+        if self.nvml is not None:
+            self.nvml.more_engine = pids
 
     def sample(self) -> Telemetry:
         host_errors: dict[str, str] = {}

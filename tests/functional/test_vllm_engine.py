@@ -423,3 +423,17 @@ def test_servers_the_agent_cannot_use_are_named(vllm_server):
 
 def _seq(reply) -> int:
     return reply.seq
+
+
+def test_the_tap_learns_the_servers_worker_processes(vllm_server) -> None:
+    """The sidecar agent's telemetry counts these as its engine on the GPU (not foreign)."""
+    import psutil
+
+    from fpmon.engines.vllm.attach import ServerTap
+
+    tap = ServerTap(vllm_server)
+    tap.connect()
+    assert tap.server_pids and os.getpid() not in tap.server_pids
+    for pid in tap.server_pids:
+        cmd = " ".join(psutil.Process(pid).cmdline())
+        assert "vllm" in cmd.lower() or "python" in cmd.lower(), cmd

@@ -130,6 +130,30 @@ def test_compute_processes_are_listed_and_the_engines_marked():
     assert g.processes[0].used_memory is None and g.processes[0].name is None
 
 
+def test_a_sidecar_servers_processes_are_the_engines_not_foreign():
+    # In sidecar mode the model runs in the operator's vLLM server: its workers hold the GPU
+    # and are not this agent's descendants. Named by the server (its plugin's pid), they are
+    # the engine's; a server restarted with new workers is followed at the next sample.
+    server = subprocess.Popen(
+        ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(30)' & echo $!"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        worker = int(server.stdout.readline())
+        server.wait()
+        gpu = FakeGpu(U0, procs=[(worker, 3 << 30)])
+        src = TelemetrySource("n", "cuda:0", nv=FakeNvml([gpu]), env={})
+        assert src.sample().gpus[0].processes[0].engine is False  # before: foreign
+        known: list[int] = []
+        src.also_engine(lambda: known)
+        assert src.sample().gpus[0].processes[0].engine is False  # not named yet
+        known.append(worker)
+        assert src.sample().gpus[0].processes[0].engine is True
+    finally:
+        os.kill(worker, 9)
+
+
 def test_out_of_bounds_nvml_figures_are_dropped_and_named_not_sent():
     gpu = FakeGpu(U0, util=-3.0, metrics={"sm_util": 40.0, "tensor_util": 250.0})
     gpu.mem_used = gpu.mem_total + 1

@@ -85,6 +85,7 @@ class ServerTap:
         self.served: dict[str, Any] = {}  # the /v1/models entry of the served model
         self.num_layers = 0
         self.max_positions = 0
+        self.server_pids: list[int] = []  # the server's worker processes, from `connect`
 
     # -- transport --------------------------------------------------------------------------
     def _open(self, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -101,11 +102,13 @@ class ServerTap:
             why = getattr(e, "reason", None) or e
             raise FpmonError(f"cannot reach the vLLM server at {self.base} ({why})") from e
 
-    def _rpc(self, method: str, arg: dict[str, Any]) -> Any:
+    def _rpc(self, method: str, arg: dict[str, Any], every: bool = False) -> Any:
+        """The first worker's answer, or with `every` the list of all workers' answers."""
         body = {"method": method, "args": [json.dumps(arg)]}
         try:
             with self._open("/collective_rpc", body) as resp:
-                return json.loads(resp.read())["results"][0]
+                results = json.loads(resp.read())["results"]
+                return list(results) if every else results[0]
         except urllib.error.HTTPError as e:
             if e.code == 404:
                 raise FpmonError(
@@ -138,13 +141,20 @@ class ServerTap:
             raise FpmonError(f"the vLLM server at {self.base} serves no model")
         self.served = dict(models[0])
         self.max_positions = int(self.served.get("max_model_len") or 0)
-        status = self._rpc("fpmon_status", {})
+        status = self._learn_pids()[0]
         self.num_layers = int(status["num_layers"])
         return dict(status)
+
+    def _learn_pids(self) -> list[dict[str, Any]]:
+        """Every worker's status; keeps their processes (a plugin without the field: none)."""
+        statuses = [dict(s) for s in self._rpc("fpmon_status", {}, every=True)]
+        self.server_pids = sorted({s["pid"] for s in statuses if isinstance(s.get("pid"), int)})
+        return statuses
 
     def attach(self, layers: list[int] | None = None, topk: int = 8) -> dict[str, Any]:
         """Install the probes in the server's worker; returns what the server runs."""
         info = self._rpc("fpmon_attach", {"layers": layers, "topk": topk})
+        self._learn_pids()  # a reattach follows a server restart: new worker processes
         if info["config"].get("prefix_caching"):
             raise FpmonError(
                 "the vLLM server has prefix caching on: cached positions are never computed, "

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 from typing import Any
 
@@ -117,6 +118,7 @@ class FpmonServerWorker(internals.FpmonWorkerExtension):
             "model_steps": len(st.layouts) if st else 0,
             "pending_finished": finished,
             "requests_seen": len(st.first_step) if st else 0,
+            "pid": os.getpid(),  # this worker's process: the agent's telemetry counts it as engine
         }
 
     def fpmon_drain(self, arg: str = "") -> dict[str, Any]:
