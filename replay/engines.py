@@ -118,6 +118,11 @@ class EngineCache:
             if engine is None:
                 try:
                     engine = self.factory(spec, setup, self.device)
+                    # Untimed: a reference time must not carry a compile or the device's
+                    # start-up (the timing checks and challenges compare against it).
+                    warm_up = getattr(engine, "warm_up", None)
+                    if warm_up is not None:
+                        warm_up()
                 except FpmonError as e:
                     raise Unverifiable(
                         f"cannot load the reference for {model}: {e}", node_fault=False

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from fpmon.engines import regional
-from fpmon.engines.base import BatchRequest, BatchResult, RowResult
+from fpmon.engines.base import BatchRequest, BatchResult, ProbeSpec, RowResult, default_layers
 from fpmon.errors import FpmonError, OverBudget
 from fpmon.models import LoadedModel, load_model
 from fpmon.progress import Progress
@@ -101,6 +101,20 @@ class HFEngine:
         if compiled:
             regional.install(self._base)
         self._head = self.loaded.model.lm_head
+
+    def warm_up(self) -> float:
+        """Run every shape class once, untimed and unrecorded, so that no served or replayed
+        batch pays a first-use cost inside its committed or reference time: for a compiled
+        engine the compile of each class (batch 1, batch > 1, padded; prefill and decode: 36 s
+        for the 1.5B preset on an H200, docs/lab/RESULTS.md), otherwise the device's lazy
+        start-up (CUDA context, kernel loads). Returns the seconds it took."""
+        t = time.perf_counter()
+        a, b = 3 % self.vocab_limit, 4 % self.vocab_limit
+        shapes = [[[a, b]], [[a, b], [a, b]], [[a, b], [a]]] if self.compiled else [[[a, b]]]
+        spec = ProbeSpec(tuple(default_layers(self.num_layers)))
+        for rows in shapes:
+            self.run_batch(BatchRequest(rows, 1, list(range(len(rows))), spec))
+        return time.perf_counter() - t
 
     def encode(self, text: str) -> list[int]:
         return [int(x) for x in self.loaded.tokenizer(text)["input_ids"]]

@@ -57,7 +57,13 @@ def _compiled_layer_forward() -> Any:
     global _compiled
     if _compiled is None:
         import torch._dynamo
+        import torch.fx.experimental._config as fx_config
 
+        # Without duck sizing, dims that happen to be equal when a graph is compiled (a batch of
+        # 2 beside a 2-token prompt) get their own symbols instead of a guard that they stay
+        # equal: a graph then fits every later shape of its class, and `HFEngine.warm_up` can
+        # compile each class once from small shapes.
+        fx_config.use_duck_shape = False
         torch._dynamo.config.fail_on_recompile_limit_hit = True
         torch._dynamo.config.recompile_limit = max(
             RECOMPILE_LIMIT, torch._dynamo.config.recompile_limit

@@ -77,6 +77,19 @@ def test_every_layer_shares_one_graph_per_shape_class() -> None:
     assert 0 < graphs <= 6, graphs
 
 
+def test_warm_up_compiles_every_shape_class_before_any_timed_batch() -> None:
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    eng = HFEngine("tiny", dtype="bfloat16", compiled=True)
+    assert eng.warm_up() > 0
+    built = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    for rows, steps in SHAPES.values():
+        eng.run_batch(_request(eng, rows, steps, ProbeSpec(layers=(0, 1))))
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == built  # no compile left
+
+
 def test_compile_moves_every_probe_and_an_eager_engine_on_the_same_model_stays_eager() -> None:
     loaded = load_model("tiny", "bfloat16", "sdpa", "cpu", None)
     eager = HFEngine(loaded)
