@@ -120,5 +120,12 @@ def test_capacity(snap_compare):
         table.move_cursor(row=table.get_row_index("node-hidden"))
         await pilot.press("h")
         await settle(pilot)
+        # The foreign-process table fills from the node's telemetry after the screen mounts;
+        # on a loaded CI host that came after `settle` once (narrower auto-width columns).
+        for _ in range(100):
+            if pilot.app.screen.query_one("#cap-procs").row_count:
+                break
+            await pilot.pause(0.05)
+        await settle(pilot)
 
     assert snap_compare(make_app(), terminal_size=SIZE, run_before=before)
