@@ -44,7 +44,7 @@ class LayerSlot:
     def update(
         self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *rest: Any
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.layer.update(key_states, value_states)
+        return self.layer.update(key_states, value_states, *rest)  # cache_kwargs, if any
 
 
 def _layer_forward(layer: Any, hidden_states: torch.Tensor, slot: LayerSlot, **kw: Any) -> Any:
