@@ -3,10 +3,12 @@ path (the engine's own GPUs, GPM, compute processes, bounds) through a stand-in 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -100,16 +102,26 @@ def test_gpm_unsupported_says_why_and_invents_nothing():
     assert off.sample().gpus[0].gpm_status.startswith("off")
 
 
-def test_compute_processes_are_listed_and_the_engines_marked():
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    stranger = subprocess.Popen(  # not a descendant of this process: started by a shell
+@pytest.fixture
+def stranger() -> Iterator[int]:
+    """A live process that is not a descendant of this one (its parent, a shell, exited)."""
+    sh = subprocess.Popen(
         ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(30)' & echo $!"],
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert sh.stdout is not None
+    pid = int(sh.stdout.readline())
+    sh.wait()
+    yield pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, 9)
+
+
+def test_compute_processes_are_listed_and_the_engines_marked(stranger: int):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    other = stranger
     try:
-        other = int(stranger.stdout.readline())
-        stranger.wait()
         me = os.getpid()
         gpu = FakeGpu(U0, procs=[(me, 3 << 30), (child.pid, 1 << 30), (other, 800 << 20)])
         t = TelemetrySource("n", "cuda:0", nv=FakeNvml([gpu]), env={}).sample()
@@ -122,7 +134,6 @@ def test_compute_processes_are_listed_and_the_engines_marked():
     finally:
         child.kill()
         child.wait()
-        os.kill(other, 9)
     # NVML's pids from another pid namespace: the agent cannot tell, and says so (None).
     gpu = FakeGpu(U0, procs=[(4_000_000, None), (4_000_001, 1 << 20)])
     g = TelemetrySource("n", "cuda:0", nv=FakeNvml([gpu]), env={}).sample().gpus[0]
@@ -130,28 +141,18 @@ def test_compute_processes_are_listed_and_the_engines_marked():
     assert g.processes[0].used_memory is None and g.processes[0].name is None
 
 
-def test_a_sidecar_servers_processes_are_the_engines_not_foreign():
+def test_a_sidecar_servers_processes_are_the_engines_not_foreign(stranger: int):
     # In sidecar mode the model runs in the operator's vLLM server: its workers hold the GPU
     # and are not this agent's descendants. Named by the server (its plugin's pid), they are
     # the engine's; a server restarted with new workers is followed at the next sample.
-    server = subprocess.Popen(
-        ["sh", "-c", f"{sys.executable} -c 'import time; time.sleep(30)' & echo $!"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        worker = int(server.stdout.readline())
-        server.wait()
-        gpu = FakeGpu(U0, procs=[(worker, 3 << 30)])
-        src = TelemetrySource("n", "cuda:0", nv=FakeNvml([gpu]), env={})
-        assert src.sample().gpus[0].processes[0].engine is False  # before: foreign
-        known: list[int] = []
-        src.also_engine(lambda: known)
-        assert src.sample().gpus[0].processes[0].engine is False  # not named yet
-        known.append(worker)
-        assert src.sample().gpus[0].processes[0].engine is True
-    finally:
-        os.kill(worker, 9)
+    gpu = FakeGpu(U0, procs=[(stranger, 3 << 30)])
+    src = TelemetrySource("n", "cuda:0", nv=FakeNvml([gpu]), env={})
+    assert src.sample().gpus[0].processes[0].engine is False  # before: foreign
+    known: list[int] = []
+    src.also_engine(lambda: known)
+    assert src.sample().gpus[0].processes[0].engine is False  # not named yet
+    known.append(stranger)
+    assert src.sample().gpus[0].processes[0].engine is True
 
 
 def test_out_of_bounds_nvml_figures_are_dropped_and_named_not_sent():
