@@ -39,7 +39,6 @@ def run_case(rate: float, hidden: float, args: argparse.Namespace) -> dict[str, 
         RunningDaemon,
         agent_config,
         daemon_doc,
-        node_entry,
         wait_heard,
     )
     from fpmon.testing.load import ClientLoad
@@ -58,7 +57,7 @@ def run_case(rate: float, hidden: float, args: argparse.Namespace) -> dict[str, 
     with agent:
         doc = daemon_doc(
             tmp,
-            [node_entry(agent)],
+            [agent.node_entry(intake=True)],
             args.interval,
             args.tokens,
             replay={"device": args.replay_device, "threads": 1 if cpu else 0},

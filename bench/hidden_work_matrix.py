@@ -341,17 +341,7 @@ class Matrix:
         key = self.tmp / "sampling.key"
         key.write_text("22" * 32)
         key.chmod(0o600)
-        nodes = []
-        for name, a in self.agents.items():
-            st = a.read_status()
-            nodes.append(
-                {
-                    "name": name,
-                    "publish": a.endpoints["publish"],
-                    "openings": a.endpoints["openings"],
-                    "sign_pubkey": st["pubkey"],
-                }
-            )
+        nodes = [a.node_entry() for a in self.agents.values()]
         doc = {
             "replay": {
                 "store": str(self.tmp / "replay.sqlite"),

@@ -18,7 +18,7 @@ from typing import Any
 from fpmon.monitor.loadgen import PROMPTS
 from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
-from fpmon.testing.spawn import AgentProcess, write_config
+from fpmon.testing.spawn import write_config
 
 CLIENT = "loadgen"  # what the ordinary clients here call themselves
 
@@ -46,21 +46,6 @@ def allow_client(clients_dir: Path, public_key_file: Path) -> None:
     """The operator step: let a client key (the daemon's) submit to an agent."""
     clients_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(public_key_file, clients_dir / public_key_file.name)
-
-
-def node_entry(agent: AgentProcess, curve_pubkey: str = "") -> dict[str, str]:
-    """The agent as a `[[node]]` table, its intake included."""
-    st = agent.read_status()
-    entry = {
-        "name": st["node"],
-        "publish": agent.endpoints["publish"],
-        "openings": agent.endpoints["openings"],
-        "intake": agent.endpoints["intake"],
-        "sign_pubkey": st["pubkey"],
-    }
-    if curve_pubkey:
-        entry["curve_pubkey"] = curve_pubkey
-    return entry
 
 
 def daemon_doc(

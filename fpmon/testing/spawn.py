@@ -89,6 +89,21 @@ class AgentProcess:
     def endpoints(self) -> dict[str, str]:
         return dict(self.status["endpoints"])
 
+    def node_entry(self, *, intake: bool = False, **extra: str) -> dict[str, str]:
+        """This running agent as a replay daemon's `[[node]]` table: its name, publish and
+        openings endpoints and the key its heads are signed with; `intake` for a node the
+        daemon challenges; `extra` entries as given (curve_pubkey, manifests)."""
+        st = self.read_status()
+        entry = {
+            "name": st["node"],
+            "publish": self.endpoints["publish"],
+            "openings": self.endpoints["openings"],
+            "sign_pubkey": st["pubkey"],
+        }
+        if intake:
+            entry["intake"] = self.endpoints["intake"]
+        return entry | extra
+
     def log_tail(self, n: int = 2000) -> str:
         try:
             return self.log_path.read_text()[-n:]

@@ -45,17 +45,7 @@ def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path)
         )
     )
     with honest, liar:
-        nodes = []
-        for a in (honest, liar):
-            st = a.read_status()
-            nodes.append(
-                {
-                    "name": st["node"],
-                    "publish": a.endpoints["publish"],
-                    "openings": a.endpoints["openings"],
-                    "sign_pubkey": st["pubkey"],
-                }
-            )
+        nodes = [a.node_entry() for a in (honest, liar)]
         key = tmp_path / "sampling.key"
         key.write_text("11" * 32)
         key.chmod(0o600)
@@ -130,14 +120,7 @@ def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path
     )
     server_pub, _ = zmq.auth.load_certificate(str(tmp_path / "keys" / "agent.key"))
     with agent:
-        st = agent.read_status()
-        node = {
-            "name": st["node"],
-            "publish": agent.endpoints["publish"],
-            "openings": agent.endpoints["openings"],
-            "sign_pubkey": st["pubkey"],
-            "curve_pubkey": server_pub.decode(),
-        }
+        node = agent.node_entry(curve_pubkey=server_pub.decode())
         results = {}
         for who in ("verifier", "stranger"):
             key = tmp_path / f"{who}.sampling"

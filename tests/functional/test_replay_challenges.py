@@ -25,7 +25,6 @@ from fpmon.testing.challenge_fleet import (
     agent_config,
     allow_client,
     daemon_doc,
-    node_entry,
     wait_heard,
 )
 from fpmon.testing.load import ClientLoad
@@ -66,7 +65,8 @@ def test_challenges_pass_an_honest_node_under_load_and_catch_hidden_work(tmp_pat
         agent_config(tmp_path / "l", "liar", redteam={"enabled": True, "hidden_work_s": HIDDEN_S})
     )
     with honest, liar:
-        doc = daemon_doc(tmp_path, [node_entry(honest), node_entry(liar)], 1.0, 8)
+        nodes = [a.node_entry(intake=True) for a in (honest, liar)]
+        doc = daemon_doc(tmp_path, nodes, 1.0, 8)
         with RunningDaemon(tmp_path, doc, engines) as d:
             wait_heard(d, ["honest", "liar"])
             load = ClientLoad(honest.endpoints["intake"], rate=2.0, max_tokens=8)
@@ -132,7 +132,7 @@ def test_over_curve_a_restart_under_challenge_is_only_a_warning(tmp_path: Path) 
     tiny_engine("bfloat16", "sdpa")
     agent = AgentProcess(cfg).start()
     try:
-        node = node_entry(agent, curve_pubkey=server_pub.decode())
+        node = agent.node_entry(intake=True, curve_pubkey=server_pub.decode())
         curve = {
             "curve_secret_file": str(tmp_path / "replay.key_secret"),
             "state_clients_dir": str(tmp_path / "clients"),

@@ -68,17 +68,7 @@ def test_batch_cheats_are_covert_rows_on_every_opened_record(tmp_path: Path) -> 
     }
     counts = {"honest": 6, "filler": 3, "forger": 4}
     with agents["honest"], agents["filler"], agents["forger"]:
-        nodes = []
-        for a in agents.values():
-            st = a.read_status()
-            nodes.append(
-                {
-                    "name": st["node"],
-                    "publish": a.endpoints["publish"],
-                    "openings": a.endpoints["openings"],
-                    "sign_pubkey": st["pubkey"],
-                }
-            )
+        nodes = [a.node_entry() for a in agents.values()]
         key = tmp_path / "sampling.key"
         key.write_text("14" * 32)
         key.chmod(0o600)

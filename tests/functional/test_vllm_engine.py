@@ -175,15 +175,8 @@ def run_sidecar(base: str, out: Path, prompts: list[str]) -> dict:
     key.chmod(0o600)
     state = f"ipc://{out / 'state.sock'}"
     with AgentProcess(cfg).start(timeout_s=180) as agent:
-        st = agent.read_status()
-        node = {
-            "name": st["node"],
-            "publish": agent.endpoints["publish"],
-            "openings": agent.endpoints["openings"],
-            "sign_pubkey": st["pubkey"],
-            # A sidecar's server cannot list a window's rows by request id yet (docs/REPLAY.md)
-            "manifests": "check",
-        }
+        # A sidecar's server cannot list a window's rows by request id yet (docs/REPLAY.md)
+        node = agent.node_entry(manifests="check")
         doc = {
             "replay": {"store": str(out / "replay.sqlite"), "publish": "tcp://127.0.0.1:0"},
             "sampling": {"key_file": str(key), "rate": 1.0},
@@ -200,7 +193,7 @@ def run_sidecar(base: str, out: Path, prompts: list[str]) -> dict:
             stderr=log,
         )
         try:
-            _wait_heard(state, st["node"], daemon)
+            _wait_heard(state, node["name"], daemon)
             replies: dict[int, object] = {}
 
             def ask(i: int) -> None:
