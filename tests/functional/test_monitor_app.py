@@ -59,6 +59,26 @@ def pub():
     p.close()
 
 
+@pytest.fixture
+def on_screen():
+    """`on_screen(screen, check)`: an app showing only `screen`; `check()` runs once it is up."""
+    from textual.app import App
+
+    def show(screen: Any, check: Any) -> None:
+        class One(App):
+            def on_mount(self) -> None:
+                self.push_screen(screen)
+
+        async def run() -> None:
+            async with One().run_test(size=SIZE) as pilot:
+                await pilot.pause(0.2)
+                check()
+
+        asyncio.run(run())
+
+    return show
+
+
 def test_rows_appear_cheat_turns_red_with_attribution(pub, tmp_path):
     seen = []
     app = MonitorApp(watching(endpoints=[pub.endpoint]), export_dir=tmp_path)
@@ -237,9 +257,8 @@ def test_command_palette_and_keymap_rebinding(tmp_path):
     asyncio.run(run())
 
 
-def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
+def test_evidence_of_an_unattributed_mismatch_says_why(on_screen) -> None:
     import msgspec
-    from textual.app import App
 
     from fpmon.monitor.model import VerdictEntry
     from fpmon.monitor.screens.evidence import EvidenceScreen
@@ -254,26 +273,19 @@ def test_evidence_of_an_unattributed_mismatch_says_why() -> None:
     v = msgspec.structs.replace(v, attribution=[], evidence=ev)
     screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=("dtype-cheat", 7, "", 0)))
 
-    class One(App):
-        def on_mount(self) -> None:
-            self.push_screen(screen)
+    def check() -> None:
+        att = screen.query_one("#attribution")
+        text = " ".join(str(c) for c in att.get_row_at(0))
+        assert "only mismatches" not in text and "replay budget" in text
+        assert "(budget)" in str(screen.query_one("#summary").render())
 
-    async def run() -> None:
-        async with One().run_test(size=SIZE) as pilot:
-            await pilot.pause(0.2)
-            att = screen.query_one("#attribution")
-            text = " ".join(str(c) for c in att.get_row_at(0))
-            assert "only mismatches" not in text and "replay budget" in text
-            assert "(budget)" in str(screen.query_one("#summary").render())
-
-    asyncio.run(run())
+    on_screen(screen, check)
 
 
-def test_evidence_shows_markup_in_wire_strings_as_text() -> None:
+def test_evidence_shows_markup_in_wire_strings_as_text(on_screen) -> None:
     # Node names and setup values are the node's own words: Rich markup in them ("[/]" raises
     # MarkupError when parsed) must be drawn as text, never crash the inspector's dashboard.
     import msgspec
-    from textual.app import App
 
     from fpmon.monitor.model import VerdictEntry
     from fpmon.monitor.screens.evidence import EvidenceScreen
@@ -284,16 +296,10 @@ def test_evidence_shows_markup_in_wire_strings_as_text() -> None:
     )
     screen = EvidenceScreen(VerdictEntry(verdict=v, received=0.0, key=(v.node, 7, "", 0)))
 
-    class One(App):
-        def on_mount(self) -> None:
-            self.push_screen(screen)
+    def check() -> None:
+        assert "[/]evil[bold" in str(screen.query_one("#summary").render())
+        rows = screen.query_one("#setup")
+        cells = [str(c) for r in range(rows.row_count) for c in rows.get_row_at(r)]
+        assert "[/]?[31m" in cells
 
-    async def run() -> None:
-        async with One().run_test(size=SIZE) as pilot:
-            await pilot.pause(0.2)
-            assert "[/]evil[bold" in str(screen.query_one("#summary").render())
-            rows = screen.query_one("#setup")
-            cells = [str(c) for r in range(rows.row_count) for c in rows.get_row_at(r)]
-            assert "[/]?[31m" in cells
-
-    asyncio.run(run())
+    on_screen(screen, check)
