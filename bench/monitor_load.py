@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import statistics
 import time
 
 import msgspec
@@ -54,13 +55,10 @@ def pct(xs: list[float], q: float) -> float:
 
 def slope_per_min(pts: list[tuple[float, float]]) -> float:
     """Least-squares slope of (s, MiB) points, in MiB per minute."""
-    n = len(pts)
-    if n < 2:
+    try:
+        return 60 * statistics.linear_regression(*zip(*pts, strict=True)).slope
+    except (statistics.StatisticsError, TypeError):  # fewer than 2 points, or one instant
         return float("nan")
-    mt = sum(t for t, _ in pts) / n
-    mr = sum(r for _, r in pts) / n
-    var = sum((t - mt) ** 2 for t, _ in pts)
-    return 60 * sum((t - mt) * (r - mr) for t, r in pts) / var if var else float("nan")
 
 
 def make_frames(rng: random.Random) -> tuple[list[list[bytes]], list[list[bytes]]]:
@@ -159,11 +157,11 @@ async def bench_app(
     full_at: float | None = None  # when every bounded buffer first was full
     async with app.run_test(size=size) as pilot:
         # The bounded buffers that fill under this load: the model's verdict feed (5,000: a
-        # few seconds) and the fleet table's cell render cache (4,000 cells: a minute or two,
-        # one entry per new cell text). The model's per-node buffers are taken whole when a
-        # node appears (monitor/history.py); the Clone dedupe sets fill with the feed.
+        # few seconds) and the fleet table's cell render cache (two screens of cells, sized
+        # and replaced on every resize: read it afresh). The model's per-node buffers are taken
+        # whole when a node appears (monitor/history.py); the Clone dedupe sets fill with the
+        # feed.
         table = app.screen.query_one("#fleet")
-        cells = table._cell_render_cache
         t_start = time.monotonic()
         last_paint = last_mem = t_start
         while (now := time.monotonic()) - t_start < seconds:
@@ -189,6 +187,7 @@ async def bench_app(
                 last_paint = now
             if now - last_mem >= MEM_EVERY_S:
                 kept = len(app.model.verdicts)
+                cells = table._cell_render_cache
                 mem.append((now - t_start, rss_mib(), kept, len(cells)))
                 full = kept == app.model.verdicts.maxlen and len(cells) >= cells.maxsize
                 if full_at is None and full:
@@ -210,7 +209,7 @@ async def bench_app(
     print("  slowest cycles (ms at s):", ", ".join(f"{c * 1000:.0f}@{t:.1f}" for c, t in slow))
     if warm:
         print(f"  first {WARMUP_S:.0f} s (rows added): max {max(warm) * 1000:.0f} ms")
-    report_memory(mem, full_at, cells.maxsize)
+    report_memory(mem, full_at, table._cell_render_cache.maxsize)
     return p99
 
 
