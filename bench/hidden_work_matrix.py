@@ -189,9 +189,13 @@ class Load(threading.Thread):
     def run(self) -> None:
         i = 0
         while not self.stop.is_set():
+            # Paused: wait with the lock free. Sleeping under it starved hold() (this thread
+            # re-took the lock before the waiter woke): a restart waited 268 s on the H200.
+            if self.pause.is_set():
+                time.sleep(0.05)
+                continue
             with self.busy:
                 if self.pause.is_set():  # checked under the lock: hold() then means no request
-                    time.sleep(0.05)
                     continue
                 try:
                     r = submit(
@@ -335,8 +339,9 @@ class Matrix:
             raise FpmonError(f"agents did not start: {errors}")
         self.startup["agents_start_s"] = round(time.time() - t, 1)
         self.say(f"agents up in {self.startup['agents_start_s']} s")
-        # A restart is a drain, a stop and a start: on the H200 48-51 s against a 31-39 s first
-        # start, so the flag's estimate (30 s) let restarts begin that the deadline then cut.
+        # A restart is a drain, a stop and a start: on the H200 31-34 s against a 37-43 s first
+        # start (48-51 s, once 306 s, while Load starved hold()), so the flag's estimate (30 s)
+        # alone let restarts begin that the deadline then cut.
         self.restart_est = max(self.args.restart_estimate_s, self.startup["agents_start_s"] + 20)
         key = self.tmp / "sampling.key"
         key.write_text("22" * 32)

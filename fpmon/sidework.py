@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +134,15 @@ class SideWork(BackgroundLoop):
     def _on_stream(self) -> AbstractContextManager[Any]:
         import torch
 
-        return torch.cuda.stream(self.stream) if self.stream is not None else nullcontext()
+        if self.stream is None:
+            return nullcontext()
+        # The stream context first reads the *current* device's stream: without the device
+        # switch, side work on cuda:1 opened a context on GPU 0 as well (0.54 GB on the H200,
+        # and rightly a foreign_process on the node of GPU 0).
+        stack = ExitStack()
+        stack.enter_context(torch.cuda.device(self.device))
+        stack.enter_context(torch.cuda.stream(self.stream))
+        return stack
 
     def _sync(self) -> None:
         if self.stream is not None:
@@ -169,13 +177,14 @@ class SideWork(BackgroundLoop):
     def _cuda_loop(self) -> None:
         import torch
 
+        torch.cuda.set_device(self.device)  # this thread's current device (see _on_stream)
         pending: list[Any] = []
         pause = self.op_s * (1 - self.duty) / self.duty
         while not self._stop.is_set():
             if not self.active():
                 time.sleep(0.0002)
                 continue
-            with torch.cuda.stream(self.stream):
+            with self._on_stream():
                 self._op()
                 ev = torch.cuda.Event()
                 ev.record(self.stream)

@@ -482,7 +482,13 @@ class ReplayDaemon:
                 output_ids=j.output_ids,
             )
             f = self.timing.observe(
-                v.node, j.committed_s, j.reference_s, j.tokens, j.jitter_rel, not v.cross_gpu
+                v.node,
+                j.committed_s,
+                j.reference_s,
+                j.tokens,
+                j.jitter_rel,
+                not v.cross_gpu,
+                gpu=self.watch.accounting.window(v.node),
             )
             if f is not None:
                 self._finding(f)

@@ -8,6 +8,13 @@ an H100). So no alert here is no evidence of no hidden work: GPU activity accoun
 process list (replay/accounting.py: `undeclared_capacity`, `foreign_process`) see what time does
 not. Each alert states the ratio, the jitter it was judged against and how many samples; a
 single record never raises one. The committed times are the node's own word.
+
+Slower is not only hidden GPU work: a launch-bound decode waits on its CPU thread, so CPU
+contention on the node's host slows it the same way (H200, honest node, 32 busy loops on the
+host's 32 CPUs: 2.35x the reference's time; docs/GPU.md, "Host CPU contention"). A "slower"
+alert therefore names its most likely cause from the node's last GPU accounting window: GPU
+activity beyond what its tokens explain points at hidden GPU work; activity its tokens explain
+points off the GPU (host CPU contention, or hidden CPU work), which time alone cannot separate.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from fpmon.wire.messages import AlertKind
+from fpmon.wire.messages import AlertKind, CapacityWindow
 
 SAMPLES = 32
 BLIND_SPOT = (
@@ -26,6 +33,36 @@ BLIND_SPOT = (
     "foreign_process. And committed times are the node's own word: the verifier-timed "
     "challenges (source: challenge) time its latency independently"
 )
+HOST_CPU = "H200: an honest node with every host CPU busy committed 2.35x the reference's time"
+
+
+def likely_cause(gpu: CapacityWindow | None) -> tuple[str, str]:
+    """(cause, why) of a "slower" finding, from the node's last accounting window: time alone
+    cannot tell hidden GPU work from a loaded host, the node's own counters can tell which."""
+    judged = gpu.metrics if gpu is not None else []
+    if not judged:
+        return "unknown", (
+            "no accounting window judged for this node yet: time alone cannot tell hidden GPU "
+            f"work from CPU contention on the node's host ({HOST_CPU})"
+        )
+    assert gpu is not None
+    figures = ", ".join(
+        f"{m.metric} {m.observed_s / m.explained_s:.2f}x" if m.explained_s > 0 else m.metric
+        for m in judged
+    )
+    where = "GPU activity" if gpu.gpus else "engine CPU time"
+    if any(m.over for m in judged):
+        return "hidden_gpu_work" if gpu.gpus else "hidden_cpu_work", (
+            f"its {where} in the last window was beyond what its committed tokens explain "
+            f"({figures}; see undeclared_capacity)"
+        )
+    return "host_contention", (
+        f"its {where} in the last window was what its committed tokens explain ({figures}): "
+        "the extra time is not counted work on its "
+        + ("GPUs" if gpu.gpus else "engine")
+        + f" — most likely CPU contention on the node's host ({HOST_CPU}) or hidden work on "
+        "its CPUs, which time alone cannot separate"
+    )
 
 
 @dataclass
@@ -64,8 +101,10 @@ class TimingModel:
         tokens: int,
         jitter_rel: float | None = None,
         same_device: bool = True,
+        gpu: CapacityWindow | None = None,
     ) -> Finding | None:
-        """One judged record: committed time vs the reference's time for the declared setup."""
+        """One judged record: committed time vs the reference's time for the declared setup.
+        `gpu`: the node's last accounting window, read only to name a "slower" alert's cause."""
         if committed_s <= 0 or reference_s <= 0 or not same_device:
             return None  # no comparable timing (other device without a speed calibration)
         st = self.nodes.setdefault(node, NodeTiming())
@@ -94,10 +133,12 @@ class TimingModel:
             details["explained_by"] = explained or (
                 "no interference profile for this reference: the intensity is not estimated"
             )
+            cause, why = likely_cause(gpu)
+            details["likely_cause"], details["cause_evidence"] = cause, why
             msg = (
                 f"{node} commits {ratio:.2f}x the reference's time for its declared setup "
                 f"(band ±{band:.0%}, {len(st.ratios)} records): suspected hidden work. "
-                f"Blind spot: {BLIND_SPOT}"
+                f"Likely cause: {why}. Blind spot: {BLIND_SPOT}"
             )
         else:
             msg = (

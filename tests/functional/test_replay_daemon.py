@@ -415,6 +415,8 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
         assert hidden["details"]["direction"] == "slower" and hidden["details"]["median_ratio"] > 2
         assert "no interference profile" in hidden["details"]["explained_by"]
         assert "Blind spot" in hidden["message"]
+        # No accounting window judged yet: time alone cannot tell GPU work from a busy host.
+        assert hidden["details"]["likely_cause"] == "unknown"
         # The node's GPU (as its telemetry reports it) is fully busy, far beyond 4 requests,
         # and holds a compute process that is not its engine's.
         procs = [

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from fpmon.replay.timing import TimingModel
+import pytest
+
+from fpmon.replay.timing import Finding, TimingModel
+from fpmon.wire.messages import CapacityMetric, CapacityWindow
 
 
 def test_slower_than_reference_beyond_the_band_alerts_once() -> None:
@@ -24,3 +27,42 @@ def test_faster_than_declared_and_jitter_widens_the_band() -> None:
     tm2 = TimingModel(margin=0.1, min_samples=3, capacity_margin=0.25)
     assert all(tm2.observe("n", 1.4, 1.0, 10, jitter_rel=0.5) is None for _ in range(5))
     assert all(tm2.observe("n", 9.0, 1.0, 10, same_device=False) is None for _ in range(5))
+
+
+def _window(over: bool, gpus: int = 1) -> CapacityWindow:
+    metric = "sm_util" if gpus else "cpu"
+    observed = 9.5 if over else 1.0
+    return CapacityWindow(
+        start_t=1.0,
+        window_s=10.0,
+        tokens=100,
+        gpus=gpus,
+        metrics=[CapacityMetric(metric, observed, 1.0, threshold=2.0, over=over)],
+    )
+
+
+def _slower(gpu: CapacityWindow | None) -> Finding:
+    tm = TimingModel(margin=0.2, min_samples=3, capacity_margin=0.25)
+    found = [tm.observe("n", 2.35, 1.0, 10, gpu=gpu) for _ in range(3)]
+    assert found[-1] is not None
+    return found[-1]
+
+
+@pytest.mark.parametrize(
+    ("gpu", "cause", "says"),
+    [
+        (None, "unknown", "time alone cannot tell hidden GPU work from CPU contention"),
+        (_window(over=True), "hidden_gpu_work", "sm_util 9.50x; see undeclared_capacity"),
+        (_window(over=False), "host_contention", "sm_util 1.00x): the extra time is not counted"),
+        (_window(over=False, gpus=0), "host_contention", "its engine CPU time in the last"),
+        (_window(over=True, gpus=0), "hidden_cpu_work", "its engine CPU time"),
+    ],
+)
+def test_a_slower_alert_names_its_likely_cause_from_the_accounting_window(
+    gpu: CapacityWindow | None, cause: str, says: str
+) -> None:
+    # Host CPU contention slows a launch-bound decode like hidden work does (2.35x on an H200):
+    # the node's own activity counters, not time, tell the two apart.
+    f = _slower(gpu)
+    assert f.details["likely_cause"] == cause
+    assert says in f.details["cause_evidence"] and says in f.message
