@@ -10,6 +10,11 @@ Dtype = Literal["bfloat16", "float16", "float32"]
 AttnImpl = Literal["eager", "sdpa"]
 EngineKind = Literal["hf", "vllm"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
+# What `compiled = true` compiles in this build (fpmon/engines/regional.py: one compiled graph
+# per decoder layer). Declared with every compiled record: compile strategies round apart, so a
+# verifier replays only the one it runs, and an older agent's whole-stack compile (no mode
+# declared) is unverifiable rather than a mismatch that only the compiler caused.
+REGIONAL_COMPILE = "regional-layer-v1"
 ATTN_IMPLS: tuple[str, ...] = get_args(AttnImpl)
 ENGINES: tuple[str, ...] = get_args(EngineKind)
 
@@ -25,6 +30,7 @@ NUMERIC_FIELDS = (
     "attn_impl",
     "sdpa_backend",
     "compiled",
+    "compile_mode",
     "batch_size",
     "tp",
     "pp",
@@ -47,6 +53,7 @@ class Setup:
     attn_impl: str = "sdpa"
     sdpa_backend: str = "default"
     compiled: bool = False
+    compile_mode: str = ""  # how it was compiled (REGIONAL_COMPILE); "" for eager
     batch_size: int = 1
     slot: int = 0
     tp: int = 1
@@ -65,6 +72,8 @@ class Setup:
                 f"attention implementation must be one of {', '.join(ATTN_IMPLS)}, "
                 f"got {self.attn_impl!r}"
             )
+        if self.compile_mode and not self.compiled:
+            raise ValueError(f"compile_mode {self.compile_mode!r} on a setup that is not compiled")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
         if not 0 <= self.slot < self.batch_size:
@@ -86,6 +95,10 @@ class Setup:
 
     def replace(self, **changes: Any) -> Setup:
         return dataclasses.replace(self, **changes)
+
+    def with_compiled(self, compiled: bool) -> Setup:
+        """This setup compiled the way this build compiles (or eager): the two fields agree."""
+        return self.replace(compiled=compiled, compile_mode=REGIONAL_COMPILE if compiled else "")
 
     def numeric_diff(self, other: Setup) -> list[str]:
         """Names of numerics-relevant fields that differ (the vocabulary of attribution)."""

@@ -46,7 +46,8 @@ def single_changes(
         elif f == "dtype":
             out += [(f, {"dtype": d}) for d in DTYPES if d != declared.dtype]
         elif f == "compiled":
-            out.append((f, {"compiled": not declared.compiled}))
+            other = declared.with_compiled(not declared.compiled)
+            out.append((f, {"compiled": other.compiled, "compile_mode": other.compile_mode}))
     return out
 
 

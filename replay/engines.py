@@ -13,7 +13,7 @@ from typing import Any
 
 from fpmon.engines.factory import EngineSpec, build
 from fpmon.errors import FpmonError
-from fpmon.setups import Setup
+from fpmon.setups import REGIONAL_COMPILE, Setup
 
 EngineKey = tuple[str, str, str, str, bool, str]
 REPLAY_ENGINES = ("hf", "vllm")
@@ -100,6 +100,12 @@ class EngineCache:
             raise Unverifiable(
                 f"engine {setup.engine!r}: this verifier replays {' and '.join(REPLAY_ENGINES)} "
                 "records only"
+            )
+        if setup.engine == "hf" and setup.compiled and setup.compile_mode != REGIONAL_COMPILE:
+            mode = repr(setup.compile_mode) if setup.compile_mode else "none declared (an older agent)"
+            raise Unverifiable(
+                f"compiled with compile_mode {mode}; this verifier compiles {REGIONAL_COMPILE!r} "
+                "only, and another compile strategy rounds differently by itself"
             )
         if setup.quantization != "none" or setup.tp != 1 or setup.pp != 1:
             raise Unverifiable(

@@ -20,7 +20,7 @@ from fpmon.errors import FpmonError, OverBudget
 from fpmon.models import LoadedModel, load_model
 from fpmon.progress import Progress
 from fpmon.records import HIDDEN_PROBE, TOPK_IDS, TOPK_VALUES, key_probe
-from fpmon.setups import Setup
+from fpmon.setups import REGIONAL_COMPILE, Setup
 from fpmon.tensors import Blob
 
 SDPA_BACKENDS = ("default", "math", "flash", "efficient", "cudnn")
@@ -89,6 +89,7 @@ class HFEngine:
             attn_impl=self.loaded.model.config._attn_implementation,
             sdpa_backend=sdpa_backend,
             compiled=compiled,
+            compile_mode=REGIONAL_COMPILE if compiled else "",
         )
         # The decoder stack runs as HF's CausalLM forward does (base model, then lm_head on the
         # last position, as `logits_to_keep=1`), called in two parts so the final hidden state

@@ -107,6 +107,11 @@ def test_other_weights_and_unknown_engines_are_unverifiable(node) -> None:
     c2 = node.make(e, e.encode("tgi"), declare={"engine": "tgi"})
     v2 = judge_with().judge(c2, node.records[c2.seq]).verdict
     assert v2.status == "unverifiable" and "tgi" in v2.reason
+    # Compiled without a compile mode: an agent from before the per-layer compile, whose
+    # records round as the whole-stack compile did. Never a mismatch the compiler caused.
+    c3 = node.make(e, e.encode("old compile"), declare={"compiled": True})
+    v3 = judge_with().judge(c3, node.records[c3.seq]).verdict
+    assert v3.status == "unverifiable" and "compile_mode none declared" in v3.reason
 
 
 def test_served_tokens_must_be_the_greedy_choice() -> None:
