@@ -102,7 +102,8 @@ class EngineCache:
                 "records only"
             )
         if setup.engine == "hf" and setup.compiled and setup.compile_mode != REGIONAL_COMPILE:
-            mode = repr(setup.compile_mode) if setup.compile_mode else "none declared (an older agent)"
+            declared = setup.compile_mode
+            mode = repr(declared) if declared else "none declared (an older agent)"
             raise Unverifiable(
                 f"compiled with compile_mode {mode}; this verifier compiles {REGIONAL_COMPILE!r} "
                 "only, and another compile strategy rounds differently by itself"
