@@ -56,8 +56,11 @@ def likely_cause(gpu: CapacityWindow | None) -> tuple[str, str]:
             f"its {where} in the last window was beyond what its committed tokens explain "
             f"({figures}; see undeclared_capacity)"
         )
+    # The figures are the node's own telemetry: a node that forges them earns this label, so
+    # the text says whose word it rests on (the challenges time the node independently).
     return "host_contention", (
-        f"its {where} in the last window was what its committed tokens explain ({figures}): "
+        f"its {where} in the last window, as its own telemetry reports it, was what its "
+        f"committed tokens explain ({figures}): "
         "the extra time is not counted work on its "
         + ("GPUs" if gpu.gpus else "engine")
         + f" — most likely CPU contention on the node's host ({HOST_CPU}) or hidden work on "
