@@ -42,7 +42,7 @@ from fpmon.replay.sampling import Sampler
 from fpmon.replay.state import StateServer
 from fpmon.replay.store import Store
 from fpmon.replay.summary import VERIFIED, node_summaries
-from fpmon.replay.timing import Finding, TimingModel
+from fpmon.replay.timing import Finding, TimingModel, verifier_load
 from fpmon.replay.watch import TICK_S, Raise, Watch
 from fpmon.replay.worker import ReplayWorker
 from fpmon.transport import bind, curve_client
@@ -489,6 +489,7 @@ class ReplayDaemon:
                 j.jitter_rel,
                 not v.cross_gpu,
                 gpu=self.watch.accounting.window(v.node),
+                verifier_load=verifier_load(),
             )
             if f is not None:
                 self._finding(f)
@@ -607,7 +608,7 @@ class ReplayDaemon:
             f.node,
             f.message,
             details=f.details,
-            severity="warning",
+            severity=f.severity,
             alert_id=f"{f.kind}:{f.node}:{time.time():.0f}",
         )
 

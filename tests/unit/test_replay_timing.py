@@ -66,3 +66,21 @@ def test_a_slower_alert_names_its_likely_cause_from_the_accounting_window(
     f = _slower(gpu)
     assert f.details["likely_cause"] == cause
     assert says in f.details["cause_evidence"] and says in f.message
+
+
+def test_a_loaded_verifier_excuses_faster_until_its_load_is_gone() -> None:
+    # A loaded verifier host slows its own reference replays, so an honest node looks faster:
+    # said as the verifier's state (info), and a node still faster on a quiet verifier is
+    # then alerted as a warning, not hidden behind the excused alert.
+    tm = TimingModel(margin=0.1, min_samples=3, capacity_margin=0.25)
+    loaded = [tm.observe("n", 0.5, 1.0, 10, verifier_load=2.4) for _ in range(4)]
+    (excused,) = [f for f in loaded if f]
+    assert excused.severity == "info" and excused.details["likely_cause"] == "verifier_contention"
+    assert "not evidence against the node" in excused.message
+    quiet = [tm.observe("n", 0.5, 1.0, 10, verifier_load=0.3) for _ in range(2)]
+    assert quiet[0] is not None and quiet[1] is None
+    assert quiet[0].severity == "warning" and quiet[0].details["likely_cause"] == "cheaper_setup"
+    # Slower is never excused by the verifier's load: it makes nodes look faster, not slower.
+    slow = TimingModel(margin=0.1, min_samples=3, capacity_margin=0.25)
+    found = [slow.observe("s", 2.0, 1.0, 10, verifier_load=3.0) for _ in range(3)]
+    assert found[-1] is not None and found[-1].severity == "warning"
