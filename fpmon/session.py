@@ -110,6 +110,7 @@ class Session:
         self.expect = expect
         self.rejects = RejectCounter() if rejects is None else rejects
         self.admit = admit
+        self.endpoint = ""  # the one bound (its real port) or last connected to
         self.socket: zmq.Socket[Any] = ctx.socket(kind)
         self.socket.linger = linger
         cap = limits.max_bytes + FRAME_SLACK if max_frame_bytes is None else max_frame_bytes
@@ -127,10 +128,12 @@ class Session:
     def bind(self, endpoint: str, what: str) -> str:
         """Bind (`tcp://host:0`: any free port); FpmonError naming config key `what`. The
         endpoint actually bound."""
-        return bind(self.socket, endpoint, what)
+        self.endpoint = bind(self.socket, endpoint, what)
+        return self.endpoint
 
     def connect(self, endpoint: str) -> None:
         self.socket.connect(endpoint)
+        self.endpoint = endpoint
 
     def close(self, linger: int | None = 0) -> None:
         self.socket.close(linger=linger)
