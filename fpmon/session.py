@@ -178,7 +178,7 @@ class Session:
     def _split(self, frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
         if self.kind == zmq.ROUTER:
             return split_envelope(frames)
-        if self.kind == zmq.DEALER and len(frames) >= 2 and frames[0] == b"":
+        if self.kind == zmq.DEALER and len(frames) == 3 and frames[0] == b"":
             # A REP-style peer's empty delimiter: framing, not content.
             return frames[:1], frames[1:]
         return [], frames
