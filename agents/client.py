@@ -9,21 +9,19 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
-from fpmon.transport import curve_client
-from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
+from fpmon.session import CurveClient, Session
+from fpmon.wire import SubmitReply, SubmitRequest
 
 
-def curve_client_from_files(
-    sock: zmq.Socket[Any], client_secret_file: str, server_public_file: str
-) -> None:
-    """Make `sock` a Curve client: our keypair (`.key_secret`), the agent's public `.key`."""
+def curve_client_from_files(client_secret_file: str, server_public_file: str) -> CurveClient:
+    """The Curve client role: our keypair (`.key_secret`), pinning the agent's public `.key`."""
     import zmq.auth
 
     pub, secret = zmq.auth.load_certificate(client_secret_file)
     if not secret:
         raise FpmonError(f"{client_secret_file}: no secret key in it; pass the .key_secret file")
     server, _ = zmq.auth.load_certificate(server_public_file)
-    curve_client(sock, server, pub, secret)
+    return CurveClient(server, pub, secret)
 
 
 def submit(
@@ -38,12 +36,10 @@ def submit(
 ) -> SubmitReply:
     """Send one request and wait for its reply; `curve` = (client .key_secret, agent .key)."""
     ctx: zmq.Context[Any] = zmq.Context.instance()
-    sock = ctx.socket(zmq.DEALER)
-    sock.linger = 0
+    role = curve_client_from_files(*curve) if curve else None
+    session = Session(ctx, zmq.DEALER, expect=(SubmitReply.TOPIC,), security=role)
     try:
-        if curve:
-            curve_client_from_files(sock, *curve)
-        sock.connect(endpoint)
+        session.connect(endpoint)
         req = SubmitRequest(
             node=client,
             t=time.time(),
@@ -53,24 +49,21 @@ def submit(
         )
         # A DEALER blocks on send while it has no live pipe (a refused Curve handshake tears
         # the pipe down until the next reconnect): bound the send as well as the reply.
-        sock.sndtimeo = int(timeout_s * 1000)
-        try:
-            sock.send_multipart(encode(req))
-        except zmq.Again:
+        session.socket.sndtimeo = int(timeout_s * 1000)
+        if not session.send(req):
             raise FpmonError(
                 f"no reply from {endpoint} within {timeout_s:g} s: could not even send "
                 "(is the agent running there, and is this client's key in its allowlist?)"
-            ) from None
-        if not sock.poll(int(timeout_s * 1000)):
+            )
+        got = session.recv(int(timeout_s * 1000))
+        if got is None:
             raise FpmonError(
                 f"no reply from {endpoint} within {timeout_s:g} s: is the agent running there"
                 + (" and is this client's key in its allowlist?" if curve else "?")
             )
-        try:
-            reply = decode(sock.recv_multipart(), expect=(SubmitReply.TOPIC,))
-        except WireError as e:
-            raise FpmonError(f"{endpoint} answered with a bad frame ({e})") from None
-        assert isinstance(reply, SubmitReply)
-        return reply
+        if got.error is not None:
+            raise FpmonError(f"{endpoint} answered with a bad frame ({got.error})")
+        assert isinstance(got.msg, SubmitReply)
+        return got.msg
     finally:
-        sock.close()
+        session.close()

@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import zmq
 
@@ -27,14 +27,15 @@ from fpmon.agents.openings import answer_links
 from fpmon.agents.parts import Parts, parts_for
 from fpmon.agents.republish import logged_tail
 from fpmon.agents.sdnotify import Notifier
-from fpmon.agents.security import Security, limit_untrusted
+from fpmon.agents.security import Security, hard_cap
 from fpmon.agents.store import RecordLog, StoreError, Verified
 from fpmon.agents.telemetry import TelemetrySource
 from fpmon.agents.worker import Job
 from fpmon.engines.base import ProbeSpec, default_layers
 from fpmon.engines.factory import EngineSpec, build
 from fpmon.logs import fields
-from fpmon.transport import bind, split_envelope
+from fpmon.session import Received, Session
+from fpmon.transport import bind
 from fpmon.wire import (
     Limits,
     LinksRequest,
@@ -44,10 +45,7 @@ from fpmon.wire import (
     SubmitReply,
     SubmitRequest,
     WireError,
-    decode,
-    encode,
 )
-from fpmon.wire.codec import RejectCounter
 from fpmon.wire.messages import ClientRequest
 
 log = logging.getLogger("fpmon.agent")
@@ -164,7 +162,6 @@ class Agent:
         self.engine = engine if engine is not None else build_engine(cfg, self.parts)
         self.probes = probe_spec(cfg, self.engine.num_layers)
         self.limits = Limits(max_bytes=cfg.security.max_msg_bytes)
-        self.rejects = {"intake": RejectCounter(), "openings": RejectCounter()}
         self._bind_sockets()
         tail = logged_tail(self.store, cfg.node, cfg.publish.republish_max)
         if tail.first_seq >= 0:
@@ -219,16 +216,12 @@ class Agent:
 
     def _bind_sockets(self) -> None:
         cfg, sec = self.cfg, self.security
-        self.intake = self.ctx.socket(zmq.ROUTER)
-        self.openings = self.ctx.socket(zmq.ROUTER)
-        for sock, domain, ep in (
-            (self.intake, "intake", cfg.endpoints.intake),
-            (self.openings, "openings", cfg.endpoints.openings),
-        ):
-            limit_untrusted(sock, cfg.security.max_msg_bytes)
-            sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client must not raise
-            sec.server(sock, domain)
-            bind(sock, ep, f"[endpoints] {domain}")
+        self.intake = self._router("intake", (SubmitRequest.TOPIC,), cfg.endpoints.intake)
+        self.openings = self._router(
+            "openings", (OpenRequest.TOPIC, LinksRequest.TOPIC), cfg.endpoints.openings
+        )
+        self.sessions = {"intake": self.intake, "openings": self.openings}
+        self.rejects = {k: s.rejects for k, s in self.sessions.items()}  # in status.json
         self.pub = self.ctx.socket(zmq.PUB)
         self.pub.sndhwm = 200_000  # bursts of commitments are not dropped by a slow subscriber
         self.pub.linger = 0
@@ -242,12 +235,29 @@ class Agent:
         self.replies.linger = 0
         self.replies_endpoint = f"inproc://fpmon-replies-{id(self)}"
         self.replies.bind(self.replies_endpoint)
-        self._where = {self.intake: "intake", self.openings: "openings", self.replies: "replies"}
+        self._where = {
+            self.intake.socket: "intake",
+            self.openings.socket: "openings",
+            self.replies: "replies",
+        }
         self.endpoints = {
-            "intake": self.intake.last_endpoint.decode(),
-            "openings": self.openings.last_endpoint.decode(),
+            "intake": self.intake.endpoint,
+            "openings": self.openings.endpoint,
             "publish": cfg.endpoints.hub or self.pub.last_endpoint.decode(),
         }
+
+    def _router(self, domain: str, expect: tuple[str, ...], endpoint: str) -> Session:
+        s = Session(
+            self.ctx,
+            zmq.ROUTER,
+            limits=self.limits,
+            expect=expect,
+            security=self.security.role(domain),
+            max_frame_bytes=hard_cap(self.cfg.security.max_msg_bytes),
+        )
+        s.socket.setsockopt(zmq.ROUTER_MANDATORY, 0)  # a vanished client must not raise
+        s.bind(endpoint, f"[endpoints] {domain}")
+        return s
 
     # -- main loop ---------------------------------------------------------------------------
 
@@ -273,7 +283,7 @@ class Agent:
         )
         self.notifier.ready(f"serving, head seq {self.store.head_seq}")
         poller = zmq.Poller()
-        for s in (self.intake, self.openings, self.replies):
+        for s in self._where:
             poller.register(s, zmq.POLLIN)
         rc = 0
         try:
@@ -304,12 +314,13 @@ class Agent:
             self.worker.join(timeout=30)
             # Replies for work already durable still go out before the sockets close.
             while self.replies.poll(0):
-                self.intake.send_multipart(self.replies.recv_multipart())
+                self.intake.forward(self.replies.recv_multipart())
             self.publisher.stop()
             pub_thread.join(timeout=10)
             self._write_status()
-            for s in (self.intake, self.openings, self.replies):
+            for s in (self.intake, self.openings):
                 s.close(linger=0)
+            self.replies.close(linger=0)
             self.security.stop()
             self.reader.close()
             self.marks.close()
@@ -326,46 +337,31 @@ class Agent:
         """Handle one message. Whatever it raises is counted and logged, never fatal: one
         peer's frame (or one bad row) must not take the node off the air."""
         where = self._where[sock]
-        frames: list[bytes] = []
+        got: Received | None = None
         try:
-            if where == "intake":
-                parts = sock.recv_multipart(copy=False)
-                frames = [p.bytes for p in parts]
-                self._on_intake(frames, self._client_key(parts[-1]))
+            if where == "replies":
+                self.intake.forward(sock.recv_multipart())
                 return
-            frames = sock.recv_multipart()
-            if where == "openings":
-                self._on_open(frames)
+            got = self.sessions[where].recv()
+            if got is None:
+                return
+            if where == "intake":
+                self._on_intake(got)
             else:
-                self.intake.send_multipart(frames)
+                self._on_open(got)
         except Exception as e:
             self._fault(where, f"internal:{type(e).__name__}", exc=e)
-            if frames and where != "replies":
-                self._answer_fault(sock, where, frames, e)
+            if got is not None:
+                self._answer_fault(self.sessions[where], where, got, e)
 
-    def _client_key(self, frame: zmq.Frame) -> str:
-        """The Curve key ZAP authenticated for this message (Z85); "" without Curve. It goes
-        into the request's digest in the batch manifest (fpmon/manifest.py)."""
-        if not self.security.on:
-            return ""
-        # pyzmq types Frame.get as int | str: a named property is a str.
-        return cast(str, frame.get("User-Id"))
-
-    def _answer_fault(
-        self, sock: zmq.Socket[Any], where: str, frames: list[bytes], e: Exception
-    ) -> None:
-        env, body = split_envelope(frames)
+    def _answer_fault(self, session: Session, where: str, got: Received, e: Exception) -> None:
         why = f"internal error ({type(e).__name__}): not served, the node logged it; retry later"
         # The peer may be gone or the reply unbuildable; the fault is already counted.
         with contextlib.suppress(Exception):
-            sock.send_multipart([*env, *encode(self._fault_reply(where, body, why))])
+            session.send(self._fault_reply(where, got.msg, why), got.envelope)
 
-    def _fault_reply(self, where: str, body: list[bytes], why: str) -> Message:
-        # Echo the request's identity when it decodes, so the peer can match the answer.
-        try:
-            req: Message | None = decode(body, self.limits)
-        except Exception:
-            req = None
+    def _fault_reply(self, where: str, req: Message | None, why: str) -> Message:
+        # Echo the request's identity when it decoded, so the peer can match the answer.
         now, node = time.time(), self.cfg.node
         if where == "intake":
             rid = req.request_id if isinstance(req, SubmitRequest) else ""
@@ -392,33 +388,29 @@ class Agent:
         except StoreError as e:  # a restart then republishes a little more: not fatal
             self._fault("publish", "mark_failed", error=str(e)[:300])
 
-    def _reject(self, where: str, err: WireError) -> None:
-        counter = self.rejects[where]
-        counter.add(err)
-        n = counter[err.reason]
-        if n & (n - 1) == 0:  # 1, 2, 4, 8...: a flood is counted in full, logged sparsely
+    def _rejected(self, where: str, err: WireError) -> None:
+        """Log a rejection its Session counted: sparsely, a flood is counted in full."""
+        n = self.rejects[where][err.reason]
+        if n & (n - 1) == 0:  # 1, 2, 4, 8...
             log.warning(
                 f"rejected {where} frame",
                 extra=fields(where=where, reason=err.reason, detail=err.detail[:200], count=n),
             )
 
-    def _on_intake(self, frames: list[bytes], client: str = "") -> None:
-        env, body = split_envelope(frames)
-        try:
-            msg = decode(body, self.limits, expect=(SubmitRequest.TOPIC,))
-            assert isinstance(msg, SubmitRequest)
-            if not 1 <= msg.max_tokens <= self.cfg.batching.max_tokens_limit:
-                raise WireError(
-                    "bad_max_tokens",
-                    f"max_tokens {msg.max_tokens}: use 1 to {self.cfg.batching.max_tokens_limit}",
-                )
-        except WireError as e:
-            self._reject("intake", e)
+    def _on_intake(self, got: Received) -> None:
+        msg, err = got.msg, got.error
+        top = self.cfg.batching.max_tokens_limit
+        if isinstance(msg, SubmitRequest) and not 1 <= msg.max_tokens <= top:
+            err = WireError("bad_max_tokens", f"max_tokens {msg.max_tokens}: use 1 to {top}")
+            self.intake.reject(err)
+        if err is not None:
+            self._rejected("intake", err)
             reply = SubmitReply(
-                node=self.cfg.node, t=time.time(), request_id="", status="rejected", reason=str(e)
+                node=self.cfg.node, t=time.time(), request_id="", status="rejected", reason=str(err)
             )
-            self.intake.send_multipart([*env, *encode(reply)])
+            self.intake.send(reply, got.envelope)
             return
+        assert isinstance(msg, SubmitRequest)
         why = self.worker.refusing
         if not why and self.worker.jobs.qsize() >= self.cfg.batching.max_queue:
             why = f"queue full ({self.cfg.batching.max_queue} waiting): retry later"
@@ -430,32 +422,37 @@ class Agent:
                 status="rejected",
                 reason=why,
             )
-            self.intake.send_multipart([*env, *encode(reply)])
+            self.intake.send(reply, got.envelope)
             return
         # The client's bytes as received: the manifest's digest binds what the client sent.
-        request = ClientRequest(client=client, submit=body[-1])
-        self.worker.jobs.put(Job(env, msg, time.monotonic(), request))
+        # The client is the Curve key ZAP authenticated (Z85), "" without Curve; it goes into
+        # the request's digest in the batch manifest (fpmon/manifest.py).
+        request = ClientRequest(client=got.user_id, submit=got.body[-1])
+        self.worker.jobs.put(Job(got.envelope, msg, time.monotonic(), request))
 
-    def _on_open(self, frames: list[bytes]) -> None:
-        env, body = split_envelope(frames)
-        try:
-            msg = decode(body, self.limits, expect=(OpenRequest.TOPIC, LinksRequest.TOPIC))
-        except WireError as e:
-            self._reject("openings", e)
+    def _on_open(self, got: Received) -> None:
+        msg = got.msg
+        if got.error is not None:
+            self._rejected("openings", got.error)
             reply = OpenReply(
-                node=self.cfg.node, t=time.time(), seq=-1, nonce=b"", status="error", reason=str(e)
+                node=self.cfg.node,
+                t=time.time(),
+                seq=-1,
+                nonce=b"",
+                status="error",
+                reason=str(got.error),
             )
-            self.openings.send_multipart([*env, *encode(reply)])
+            self.openings.send(reply, got.envelope)
             return
         if isinstance(msg, LinksRequest):
             links = answer_links(self.reader, msg, self.cfg.node, self.signer)
-            self.openings.send_multipart([*env, *encode(links)])
+            self.openings.send(links, got.envelope)
             return
         assert isinstance(msg, OpenRequest)
         opened = self.parts.opener(self.reader, msg, self.cfg.node)
         if opened.fault:
             self._fault("openings", opened.fault, seq=msg.seq, detail=opened.reply.reason)
-        self.openings.send_multipart([*env, *encode(opened.reply)])
+        self.openings.send(opened.reply, got.envelope)
 
     def status(self) -> dict[str, Any]:
         with self._faults_lock:
@@ -471,7 +468,7 @@ class Agent:
             "published": self.publisher.published,
             "republished": self.publisher.republished,
             "heads": self.publisher.heads,
-            "rejects": {k: dict(v) for k, v in self.rejects.items()},
+            "rejects": {k: v.snapshot() for k, v in self.rejects.items()},
             "faults": faults,
             "auth_denied": self.security.counts(),
             "refusing": self.worker.refusing,

@@ -18,6 +18,7 @@ from zmq.auth.thread import ThreadAuthenticator
 from fpmon.agents.config import SecurityConfig
 from fpmon.agents.keys import load_allowlist, load_curve_server
 from fpmon.errors import FpmonError
+from fpmon.session import CurveServer
 from fpmon.transport import curve_client, curve_server
 
 log = logging.getLogger("fpmon.agent.security")
@@ -80,16 +81,22 @@ class Security:
             )
         self.allow_counts = {d: len(k) for d, k in allow.items()}
 
-    def server(self, sock: zmq.Socket[Any], domain: str) -> None:
-        """Make `sock` a Curve server checked against `domain`'s allowlist."""
+    def role(self, domain: str) -> CurveServer | None:
+        """The Curve server role checked against `domain`'s allowlist; None with curve off."""
         if not self.on:
-            return
+            return None
         if domain == "publish" and "publish" not in self.allow_counts:
             # Without a subscriber allowlist the PUB still encrypts; any Curve client may listen.
             # Not CURVE_ALLOW_ANY: zmq.auth applies that to *every* domain, opening intake too.
             assert self.auth is not None  # curve on: __init__ started it
             self.auth.configure_curve_callback("publish", _AnyKey())
-        curve_server(sock, self.public, self.secret, domain)
+        return CurveServer(self.public, self.secret, domain)
+
+    def server(self, sock: zmq.Socket[Any], domain: str) -> None:
+        """Make `sock` (the PUB, which no Session owns) a Curve server for `domain`."""
+        role = self.role(domain)
+        if role is not None:
+            curve_server(sock, role.public, role.secret, role.domain)
 
     def client_of(self, sock: zmq.Socket[Any], server_public_file: Path | None) -> None:
         """Make `sock` a Curve client of a server (the hub) whose public key file is given."""
@@ -110,11 +117,11 @@ class Security:
             self.auth = None
 
 
-def limit_untrusted(sock: zmq.Socket[Any], max_msg_bytes: int) -> None:
-    """libzmq drops a peer that sends more than this before we ever see it.
+def hard_cap(max_msg_bytes: int) -> int:
+    """The ZMQ_MAXMSGSIZE for an untrusted peer: libzmq drops one that sends more than this
+    before we ever see it.
 
     The hard cap sits above the wire limit so that merely oversized frames still reach the
     decoder and are counted as `oversized`; grossly oversized ones cost the peer its connection.
     """
-    sock.setsockopt(zmq.MAXMSGSIZE, 4 * max_msg_bytes + 4096)
-    sock.linger = 0
+    return 4 * max_msg_bytes + 4096

@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Generic, Protocol, TypeVar
 
-import zmq
-
-Socket = zmq.Socket[Any]
 MAX_WAIT_S = 300.0  # silence alerts back off to one per this long while nothing is heard
 
 
-class SubWatchdog:
+class Closable(Protocol):
+    def close(self, linger: int | None = ...) -> None: ...
+
+
+Socket = TypeVar("Socket", bound=Closable)  # a zmq.Socket, or the Session owning one
+
+
+class SubWatchdog(Generic[Socket]):
     """One SUB socket, made by `make`, remade when it has heard nothing for `deaf_after_s`.
 
     The owner calls `heard()` when the socket delivered anything and `check()` now and then.

@@ -36,8 +36,9 @@ from fpmon import signing
 from fpmon.deafness import SubWatchdog
 from fpmon.errors import FpmonError
 from fpmon.monitor.config import CurveConfig
-from fpmon.transport import curve_client, limit
-from fpmon.wire import Limits, Message, StateReply, StateRequest, WireError, decode, encode
+from fpmon.session import CurveClient, Session
+from fpmon.wire import Limits, Message, StateReply, StateRequest, WireError, decode
+from fpmon.wire.codec import FRAME_SLACK
 
 log = logging.getLogger(__name__)
 
@@ -230,30 +231,29 @@ class Feed(_Runner):
         self.got_state = threading.Event()
         self.ctx = zmq.Context()
 
-    def _secure(self, sock: zmq.Socket, server_key: bytes | None = None) -> None:
-        limit(sock, self.limits)
+    def _session(self, kind: int, expect: tuple[str, ...], server_key: bytes | None) -> Session:
+        role = None
         if self.curve is not None:
             key = server_key or self.curve.server_key
-            curve_client(sock, key, self.curve.public, self.curve.secret)
+            role = CurveClient(key, self.curve.public, self.curve.secret)
+        return Session(self.ctx, kind, limits=self.limits, expect=expect, security=role)
 
-    def _state_socket(self) -> zmq.Socket:
-        s = self.ctx.socket(zmq.DEALER)
-        self._secure(s, self.curve.state_key if self.curve else None)
+    def _state_socket(self) -> Session:
+        s = self._session(zmq.DEALER, STATE_TOPICS, self.curve.state_key if self.curve else None)
         s.connect(self.state_endpoint)
         req = StateRequest(
             node=f"monitor-{os.getpid()}", t=time.time(), since_verdicts=self._stream_seq
         )
-        s.send_multipart(encode(req))
+        s.send(req)
         return s
 
-    def _make_sub(self) -> zmq.Socket:
-        sub = self.ctx.socket(zmq.SUB)
-        self._secure(sub)
-        sub.setsockopt(zmq.RCVHWM, 100_000)
-        sub.setsockopt(zmq.RECONNECT_IVL, 200)
-        sub.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+    def _make_sub(self) -> Session:
+        sub = self._session(zmq.SUB, TOPICS, None)
+        sub.socket.setsockopt(zmq.RCVHWM, 100_000)
+        sub.socket.setsockopt(zmq.RECONNECT_IVL, 200)
+        sub.socket.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         for t in TOPICS:
-            sub.setsockopt(zmq.SUBSCRIBE, t.encode())
+            sub.socket.setsockopt(zmq.SUBSCRIBE, t.encode())
         for ep in self.endpoints:
             sub.connect(ep)
         return sub
@@ -261,18 +261,18 @@ class Feed(_Runner):
     def _watch_sub(self, poller: zmq.Poller) -> None:
         """The SUB, its socket monitor, and the watchdog that remakes both when deaf."""
 
-        def replaced(old: zmq.Socket, new: zmq.Socket) -> None:
-            poller.unregister(old)
+        def replaced(old: Session, new: Session) -> None:
+            poller.unregister(old.socket)
             poller.unregister(self._mon)
-            old.disable_monitor()
+            old.socket.disable_monitor()
             self._mon.close(0)
-            self._mon = new.get_monitor_socket(MONITOR_EVENTS)
-            poller.register(new, zmq.POLLIN)
+            self._mon = new.socket.get_monitor_socket(MONITOR_EVENTS)
+            poller.register(new.socket, zmq.POLLIN)
             poller.register(self._mon, zmq.POLLIN)
 
         self.watchdog = SubWatchdog(self._make_sub, self.deaf_after_s, replaced)
-        self._mon = self.watchdog.sock.get_monitor_socket(MONITOR_EVENTS)
-        poller.register(self.watchdog.sock, zmq.POLLIN)
+        self._mon = self.watchdog.sock.socket.get_monitor_socket(MONITOR_EVENTS)
+        poller.register(self.watchdog.sock.socket, zmq.POLLIN)
         poller.register(self._mon, zmq.POLLIN)
 
     def _endpoint(self, ep: str, state: str) -> None:
@@ -287,9 +287,9 @@ class Feed(_Runner):
         if self._mon in events:
             self._monitor_events(self._mon)
             n += 1
-        if watch.sock in events:
+        if watch.sock.socket in events:
             watch.heard()
-            n += self._drain(watch.sock, TOPICS)
+            n += self._drain(watch.sock)
             for ep, state in list(self._ep_state.items()):
                 if state == "deaf":  # heard again on the new socket
                     self._endpoint(ep, "live")
@@ -312,18 +312,18 @@ class Feed(_Runner):
         if self.state_endpoint:
             self.inbox.put(EndpointState(self.state_endpoint, "connecting"))
             state_sock = self._state_socket()
-            poller.register(state_sock, zmq.POLLIN)
+            poller.register(state_sock.socket, zmq.POLLIN)
             state_deadline = time.monotonic() + self.state_timeout_s
         self.inbox.notify()
         try:
             while not self.stopping.is_set():
                 events = dict(poller.poll(100))
                 n = self._sub_events(events)
-                if state_sock is not None and state_sock in events:
-                    if self._drain(state_sock, STATE_TOPICS, once=True):
+                if state_sock is not None and state_sock.socket in events:
+                    if self._drain(state_sock, once=True):
                         self.got_state.set()
                         self.inbox.put(EndpointState(self.state_endpoint, "live"))
-                        poller.unregister(state_sock)
+                        poller.unregister(state_sock.socket)
                         state_sock.close(0)
                         state_sock = None
                         if self.state_refresh_s > 0:
@@ -332,43 +332,42 @@ class Feed(_Runner):
                 elif state_sock is None and time.monotonic() >= next_refresh:
                     next_refresh = float("inf")
                     state_sock = self._state_socket()
-                    poller.register(state_sock, zmq.POLLIN)
+                    poller.register(state_sock.socket, zmq.POLLIN)
                     state_deadline = time.monotonic() + self.state_timeout_s
                 elif state_sock is not None and time.monotonic() > state_deadline:
                     # Lazy Pirate: no answer in time; report, drop the socket, ask again.
                     self.inbox.put(EndpointState(self.state_endpoint, "lost"))
-                    poller.unregister(state_sock)
+                    poller.unregister(state_sock.socket)
                     state_sock.close(0)
                     state_sock = self._state_socket()
-                    poller.register(state_sock, zmq.POLLIN)
+                    poller.register(state_sock.socket, zmq.POLLIN)
                     state_deadline = time.monotonic() + max(self.state_timeout_s, 2.0)
                     n += 1
                 if n:
                     self.inbox.notify()
         finally:
-            self.watchdog.sock.disable_monitor()
-            for s in (self._mon, self.watchdog.sock, state_sock):
+            self.watchdog.sock.socket.disable_monitor()
+            self._mon.close(0)
+            for s in (self.watchdog.sock, state_sock):
                 if s is not None:
                     s.close(0)
             self.ctx.term()
             if self.recorder:
                 self.recorder.close()
 
-    def _drain(self, sock: zmq.Socket, topics: tuple[str, ...], once: bool = False) -> int:
+    def _drain(self, session: Session, once: bool = False) -> int:
         """Read what is waiting (for at most `burst_s`) so one wake-up carries a burst."""
         n = 0
         end = time.monotonic() + self.burst_s
         while True:
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            got = session.recv()
+            if got is None:
                 break
-            msg: Message | None  # None: the authenticator dropped it
-            try:
-                msg = decode(frames, self.limits, expect=topics)
-            except WireError as e:
-                self.inbox.put(Rejected(e.reason))
+            msg: Message | None = got.msg  # None: rejected, or the authenticator dropped it
+            if got.error is not None:
+                self.inbox.put(Rejected(got.error.reason))  # the model counts these
                 continue
+            assert msg is not None
             if self.auth is not None:
                 msg, reasons = self.auth.admit(msg)
                 for why in reasons:
@@ -378,7 +377,7 @@ class Feed(_Runner):
             if isinstance(msg, StateReply):
                 self._stream_seq = max(self._stream_seq, msg.stream_seq)
             if self.recorder:
-                self.recorder.write(frames)
+                self.recorder.write(got.body)
             self.inbox.put(msg)
             n += 1
             if once or time.monotonic() > end:
@@ -489,22 +488,28 @@ def state_snapshot(
     With the verifier's key, a reply it did not sign is an error; unsigned entries are left
     out and reported on the log."""
     ctx = zmq.Context()
-    s = ctx.socket(zmq.DEALER)
+    role = CurveClient(curve.state_key, curve.public, curve.secret) if curve else None
+    s = Session(
+        ctx,
+        zmq.DEALER,
+        limits=limits or Limits(),
+        expect=STATE_TOPICS,
+        security=role,
+        max_frame_bytes=Limits().max_bytes + FRAME_SLACK,
+    )
     try:
-        limit(s, Limits())
-        if curve is not None:
-            curve_client(s, curve.state_key, curve.public, curve.secret)
         s.connect(endpoint)
-        s.send_multipart(encode(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time())))
-        if not s.poll(int(timeout_s * 1000)):
+        s.send(StateRequest(node=f"snapshot-{os.getpid()}", t=time.time()))
+        got = s.recv(int(timeout_s * 1000))
+        if got is None:
             raise FpmonError(
                 f"no answer from the replay daemon's state endpoint {endpoint} within "
                 f"{timeout_s:g} s; is `fpmon replay` running there?"
             )
-        try:
-            msg = decode(s.recv_multipart(), limits or Limits(), expect=STATE_TOPICS)
-        except WireError as e:
-            raise FpmonError(f"{endpoint} answered with a bad state frame: {e}") from None
+        if got.error is not None:
+            raise FpmonError(f"{endpoint} answered with a bad state frame: {got.error}")
+        msg: Message | None = got.msg
+        assert msg is not None
         if verifier_key:
             checked, reasons = Authenticator(verifier_key).admit(msg)
             if checked is None:

@@ -23,9 +23,9 @@ from typing import Any, Literal
 import zmq
 
 from fpmon.replay.challenge_schedule import ChallengeSchedule
-from fpmon.transport import curve_client
-from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
-from fpmon.wire.codec import Limits
+from fpmon.session import CurveClient, Session
+from fpmon.wire import SubmitReply, SubmitRequest
+from fpmon.wire.codec import Limits, RejectCounter
 
 log = logging.getLogger("fpmon.replay.challenges")
 
@@ -79,7 +79,7 @@ class _Flight:
     sent: Sent
     deadline: float
     on_wire: bool = False
-    frames: list[bytes] | None = None
+    request: SubmitRequest | None = None  # until ZeroMQ takes it
 
 
 class ChallengeClient(threading.Thread):
@@ -98,37 +98,36 @@ class ChallengeClient(threading.Thread):
         self.ctx, self.endpoints, self.schedule, self.plan = ctx, endpoints, schedule, plan
         self.limits, self.register, self.curve = limits, register, curve or {}
         self.events: queue.Queue[Event] = queue.Queue()
-        self._rejects: Counter[str] = Counter()  # replies that decode to nothing we asked
-        self._lock = threading.Lock()
+        # Replies that decode to nothing we asked; every node's session counts here, and
+        # `rejects()` reads it from another thread (RejectCounter locks).
+        self._rejects = RejectCounter()
         self.stop_event = threading.Event()
 
     def stop(self) -> None:
         self.stop_event.set()
 
     def rejects(self) -> Counter[str]:
-        with self._lock:
-            return Counter(self._rejects)
+        return Counter(self._rejects.snapshot())
 
-    def _reject(self, reason: str) -> None:
-        with self._lock:
-            self._rejects[reason] += 1
-
-    def _socket(self, node: str, ep: str) -> zmq.Socket[Any]:
-        s = self.ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.immediate = True  # nothing queues towards a node that is not connected
-        s.maxmsgsize = self.limits.max_bytes + 4096
-        if node in self.curve:
-            curve_client(s, *self.curve[node])
+    def _session(self, node: str, ep: str) -> Session:
+        s = Session(
+            self.ctx,
+            zmq.DEALER,
+            limits=self.limits,
+            expect=(SubmitReply.TOPIC,),
+            security=CurveClient(*self.curve[node]) if node in self.curve else None,
+            rejects=self._rejects,
+        )
+        s.socket.immediate = True  # nothing queues towards a node that is not connected
         s.connect(ep)
         return s
 
     def run(self) -> None:
-        socks = {node: self._socket(node, ep) for node, ep in self.endpoints.items()}
-        node_of = {s: node for node, s in socks.items()}
+        socks = {node: self._session(node, ep) for node, ep in self.endpoints.items()}
+        node_of = {s.socket: node for node, s in socks.items()}
         poller = zmq.Poller()
         for s in socks.values():
-            poller.register(s, zmq.POLLIN)
+            poller.register(s.socket, zmq.POLLIN)
         start = time.monotonic()
         k = dict.fromkeys(socks, 0)
         due = {n: start + self.schedule.interval(n, 0) for n in socks}
@@ -157,7 +156,8 @@ class ChallengeClient(threading.Thread):
                     wake = min(wake, now + UNSENT_RETRY_S)
                 timeout = max(0.0, min(wake - time.monotonic(), IDLE_POLL_S))
                 for sock, _ in poller.poll(int(timeout * 1000) + 1):
-                    self._read(sock, node_of[sock], flights)
+                    node = node_of[sock]
+                    self._read(socks[node], node, flights)
         finally:
             for s in socks.values():
                 s.close(linger=0)
@@ -173,16 +173,14 @@ class ChallengeClient(threading.Thread):
         )
         sent = Sent(node, k, req.request_id, req.max_tokens, now, time.time())
         self.register(sent)  # before it leaves: its commitment may arrive before its reply
-        return _Flight(sent, now + plan.timeout_s, frames=encode(req))
+        return _Flight(sent, now + plan.timeout_s, request=req)
 
-    def _send(self, sock: zmq.Socket[Any], f: _Flight, now: float) -> None:
-        assert f.frames is not None
-        try:
-            sock.send_multipart(f.frames, flags=zmq.NOBLOCK)
-        except zmq.Again:
+    def _send(self, session: Session, f: _Flight, now: float) -> None:
+        assert f.request is not None
+        if not session.send(f.request, block=False):
             return  # not connected (down, restarting, or our key refused): retry shortly
         t = time.monotonic()
-        f.on_wire, f.frames = True, None
+        f.on_wire, f.request = True, None
         # The latency starts when ZeroMQ took the request, not at the scheduled time.
         f.sent = Sent(f.sent.node, f.sent.k, f.sent.request_id, f.sent.max_tokens, t, time.time())
         f.deadline = t + self.plan.timeout_s
@@ -198,22 +196,18 @@ class ChallengeClient(threading.Thread):
             "restarting, or the verifier's client key is not in its clients_dir)",
         )
 
-    def _read(self, sock: zmq.Socket[Any], node: str, flights: dict[str, _Flight]) -> None:
+    def _read(self, session: Session, node: str, flights: dict[str, _Flight]) -> None:
         for _ in range(64):
-            try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
+            got = session.recv()
+            if got is None:
                 return
             answered = time.monotonic()
-            try:
-                reply = decode(frames, self.limits, expect=(SubmitReply.TOPIC,))
-            except WireError as e:
-                self._reject(e.reason)
-                continue
-            assert isinstance(reply, SubmitReply)
+            reply = got.msg
+            if not isinstance(reply, SubmitReply):
+                continue  # counted by the session
             f = flights.get(node)
             if f is None or not f.on_wire or reply.request_id != f.sent.request_id:
-                self._reject("unsolicited")  # late (after the timeout) or not ours
+                self._rejects.count("unsolicited")  # late (after the timeout) or not ours
                 continue
             del flights[node]
             self.events.put(Answered(f.sent, reply, answered))

@@ -32,7 +32,7 @@ from fpmon.replay.challenge_schedule import ChallengeSchedule
 from fpmon.replay.challenges import ChallengeBook
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.engines import EngineCache, Factory, reference_factory
-from fpmon.replay.intake import Intake
+from fpmon.replay.intake import TOPICS, Intake
 from fpmon.replay.judge import Judge, Judgement, JudgeOptions, verdict_for
 from fpmon.replay.metrics import Metrics
 from fpmon.replay.openings import Opener, Outcome
@@ -45,6 +45,7 @@ from fpmon.replay.summary import VERIFIED, node_summaries
 from fpmon.replay.timing import Finding, TimingModel, verifier_load
 from fpmon.replay.watch import TICK_S, Raise, Watch
 from fpmon.replay.worker import ReplayWorker
+from fpmon.session import CurveClient, Session
 from fpmon.transport import bind, curve_client
 from fpmon.wire import (
     ALERT_KINDS,
@@ -56,6 +57,7 @@ from fpmon.wire import (
     Verdict,
     encode,
 )
+from fpmon.wire.codec import RejectCounter
 from fpmon.wire.messages import AlertKind, Severity, Status
 
 log = logging.getLogger("fpmon.replay")
@@ -131,7 +133,7 @@ class ReplayDaemon:
         self.endpoints: dict[str, str] = {}
         self.shed: Counter[str] = Counter()
         self._shed_window: Counter[str] = Counter()
-        self.state_rejects: Counter[str] = Counter()
+        self.state_rejects = RejectCounter()
         self.internal_errors: Counter[str] = Counter()  # by where:exception, see `step`
         self._backlog: list[tuple[Commit, bytes]] = []
         self._reported: dict[tuple[Any, str], int] = {}
@@ -218,8 +220,8 @@ class ReplayDaemon:
         """Bind and connect every socket, restore persisted state, start the worker."""
         ctx, cfg = self.ctx, self.cfg
         curve = self._curve()
-        self.subs: dict[zmq.Socket[Any], str | None] = {}
-        self.watchdogs: dict[str | None, SubWatchdog] = {}
+        self.subs: dict[zmq.Socket[Any], str | None] = {}  # by the socket the poller returns
+        self.watchdogs: dict[str | None, SubWatchdog[Session]] = {}
         targets = (
             [(None, cfg.replay.hub)] if cfg.replay.hub else [(n.name, n.publish) for n in cfg.nodes]
         )
@@ -227,7 +229,7 @@ class ReplayDaemon:
             make = partial(self._make_sub, ep, curve.get(node))
             w = SubWatchdog(make, cfg.limits.deaf_after_s, self._resubscribed)
             self.watchdogs[node] = w
-            self.subs[w.sock] = node
+            self.subs[w.sock.socket] = node
         self.opener = Opener(
             ctx,
             {n.name: n.openings for n in cfg.nodes},
@@ -267,7 +269,7 @@ class ReplayDaemon:
         self.state_sock = self.state.sock
         self.endpoints["state"] = self.state.endpoint
         self.poller = zmq.Poller()
-        for s in [*self.subs, *self.opener.sockets.values(), self.state_sock]:
+        for s in [*self.subs, *self.opener.node_of, self.state_sock]:
             self.poller.register(s, zmq.POLLIN)
         if cfg.replay.metrics_port:
             self.metrics.serve(cfg.replay.metrics_port)
@@ -286,24 +288,26 @@ class ReplayDaemon:
         assert secret is not None  # _curve() has refused a certificate without one
         return public, secret, self.cfg.replay.state_clients_dir
 
-    def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> zmq.Socket[Any]:
-        s = self.ctx.socket(zmq.SUB)
-        s.linger = 0
-        s.rcvhwm = 200_000
-        s.maxmsgsize = self.limits.max_bytes + 4096
-        if curve is not None:
-            # Our SUB is a Curve client pinning this node's (or the hub's) server key:
-            # whatever arrives on it was sent by the holder of that key.
-            curve_client(s, *curve)
+    def _make_sub(self, ep: str, curve: tuple[str, bytes, bytes] | None) -> Session:
+        # Our SUB is a Curve client pinning this node's (or the hub's) server key: whatever
+        # arrives on it was sent by the holder of that key.
+        s = Session(
+            self.ctx,
+            zmq.SUB,
+            limits=self.limits,
+            expect=TOPICS,
+            security=CurveClient(*curve) if curve is not None else None,
+        )
+        s.socket.rcvhwm = 200_000
         for topic in SUBSCRIBE:
-            s.subscribe(topic)
+            s.socket.subscribe(topic)
         s.connect(ep)
         return s
 
-    def _resubscribed(self, old: zmq.Socket[Any], new: zmq.Socket[Any]) -> None:
-        self.poller.unregister(old)
-        self.poller.register(new, zmq.POLLIN)
-        self.subs[new] = self.subs.pop(old)
+    def _resubscribed(self, old: Session, new: Session) -> None:
+        self.poller.unregister(old.socket)
+        self.poller.register(new.socket, zmq.POLLIN)
+        self.subs[new.socket] = self.subs.pop(old.socket)
 
     def _restore(self) -> None:
         for node, (seq, chain) in self.store.chains().items():
@@ -343,7 +347,7 @@ class ReplayDaemon:
         outcomes: list[Outcome] = []
         for sock in events:
             if sock in self.subs:
-                self._drain_sub(sock, self.subs[sock])
+                self._drain_sub(self.subs[sock])
             elif sock is self.state_sock:
                 self._isolated("state", self.state.answer)
             else:
@@ -371,16 +375,16 @@ class ReplayDaemon:
         if n & (n - 1) == 0:  # 1, 2, 4, 8...: counted in full, logged sparsely
             log.error("message handling failed (%s, %d so far)", key, n, exc_info=e)
 
-    def _drain_sub(self, sock: zmq.Socket[Any], via: str | None) -> None:
-        handle = self.intake.handle
-        self.watchdogs[via].heard()  # readable: the connection delivers (garbage counts too)
+    def _drain_sub(self, via: str | None) -> None:
+        handle = self.intake.received
+        watchdog = self.watchdogs[via]
+        watchdog.heard()  # readable: the connection delivers (garbage counts too)
         for _ in range(5000):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            got = watchdog.sock.recv()
+            if got is None:
                 return
             try:
-                handle(frames, via)
+                handle(got, via)
             except Exception as e:
                 self._internal_error("subscribe", e)
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from fpmon.replay.chains import DUPLICATE, Break, ChainChecker, Result
 from fpmon.replay.rows import RowBook
 from fpmon.replay.sampling import Sampler
-from fpmon.wire import Commit, Head, Telemetry, WireError, decode
+from fpmon.session import Received
+from fpmon.wire import Commit, Head, Message, Telemetry, WireError, decode
 from fpmon.wire.codec import Limits
 
 TOPICS = ("commit", "head", "telemetry")
@@ -71,7 +72,23 @@ class Intake:
         st.window_rejects += 1
 
     def handle(self, frames: list[bytes], via: str | None, user_id: str | None = None) -> None:
-        """One frame set from the socket subscribed to node `via` (None: through the hub).
+        """Raw frames, decoded here (tests and benches; the daemon's SUB sessions decode)."""
+        try:
+            msg: Message | None = decode(frames, self.limits, TOPICS)
+        except WireError as e:
+            self.take(None, e, via, user_id)
+            return
+        self.take(msg, None, via, user_id)
+
+    def received(self, got: Received, via: str | None) -> None:
+        """What the SUB session subscribed to node `via` (None: the hub) read."""
+        self.take(got.msg, got.error, via, got.user_id or None)
+
+    def take(
+        self, msg: Message | None, err: WireError | None, via: str | None, user_id: str | None
+    ) -> None:
+        """One message (or why its frames were rejected) from the socket subscribed to node
+        `via` (None: through the hub).
 
         A message is attributed to the node whose connection carried it (each direct SUB pins
         that node's Curve server key) or whose Curve key ZeroMQ reports as `User-Id`; a name
@@ -86,11 +103,10 @@ class Intake:
                 self.reject(via, "unknown_curve_key")
                 return
             via = owner
-        try:
-            msg = decode(frames, self.limits, TOPICS)
-        except WireError as e:
-            self.reject(via, e.reason)
+        if err is not None:
+            self.reject(via, err.reason)
             return
+        assert msg is not None
         node = msg.node
         if via is not None and node != via:
             self.reject(via, "node_mismatch")

@@ -18,25 +18,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import zmq
 
 from fpmon.canonical import digest as sha256
-from fpmon.transport import curve_client
-from fpmon.wire import (
-    Commit,
-    LinksReply,
-    LinksRequest,
-    OpenReply,
-    OpenRequest,
-    WireError,
-    decode,
-    encode,
-)
-from fpmon.wire.codec import Limits
+from fpmon.session import CurveClient, Session
+from fpmon.wire import Commit, LinksReply, LinksRequest, OpenReply, OpenRequest
+from fpmon.wire.codec import Limits, RejectCounter
 
 UNSENT_RETRY_S = 0.05
 
@@ -88,28 +79,31 @@ class Opener:
         self.limits = limits
         self.grace_s = grace_s
         self.max_late = max_late
-        self.rejects: Counter[str] = Counter()
+        self.rejects = RejectCounter()  # every node's session counts here
         self.answered_late = 0  # answers judged that came after the last retry's deadline
         self.pending: dict[tuple[str, int], Pending] = {}
         self.links: list[tuple[str, LinksReply]] = []  # answers for the repairer (repair.py)
         # In give-up order, which is expiry order (one grace for all): the oldest is first.
         self.late: OrderedDict[tuple[str, int], Late] = OrderedDict()
-        self.sockets: dict[str, zmq.Socket[Any]] = {}
-        self.node_of: dict[zmq.Socket[Any], str] = {}
+        self.sessions: dict[str, Session] = {}
+        self.node_of: dict[zmq.Socket[Any], str] = {}  # by the socket a poller returns
         for node, ep in endpoints.items():
-            s = ctx.socket(zmq.DEALER)
-            s.linger = 0
-            s.immediate = True  # no queueing towards a node that is not connected: retry later
-            s.maxmsgsize = limits.max_bytes + 4096
-            s.rcvhwm = 1000
-            if curve and node in curve:
-                curve_client(s, *curve[node])
+            s = Session(
+                ctx,
+                zmq.DEALER,
+                limits=limits,
+                expect=(OpenReply.TOPIC, LinksReply.TOPIC),
+                security=CurveClient(*curve[node]) if curve and node in curve else None,
+                rejects=self.rejects,
+            )
+            s.socket.immediate = True  # nothing queues towards a node not connected: retry
+            s.socket.rcvhwm = 1000
             s.connect(ep)
-            self.sockets[node] = s
-            self.node_of[s] = node
+            self.sessions[node] = s
+            self.node_of[s.socket] = node
 
     def close(self) -> None:
-        for s in self.sockets.values():
+        for s in self.sessions.values():
             s.close(linger=0)
 
     def request(self, commit: Commit, now: float | None = None) -> None:
@@ -123,9 +117,7 @@ class Opener:
 
     def _send(self, p: Pending, now: float) -> None:
         msg = OpenRequest(node=self.verifier, t=time.time(), seq=p.commit.seq, nonce=p.nonce)
-        try:
-            self.sockets[p.commit.node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
-        except zmq.Again:
+        if not self.sessions[p.commit.node].send(msg, block=False):
             # Not connected yet (or reconnecting): not an attempt the node could answer; try
             # again shortly, within the same overall budget.
             p.deadline = now + min(UNSENT_RETRY_S, self.deadline_s)
@@ -135,49 +127,28 @@ class Opener:
 
     def on_readable(self, sock: zmq.Socket[Any]) -> list[Outcome]:
         node = self.node_of[sock]
+        session = self.sessions[node]
         out = []
         for _ in range(256):
-            try:
-                frames = sock.recv_multipart(flags=zmq.NOBLOCK)
-            except zmq.Again:
+            got = session.recv()
+            if got is None:
                 break
-            if len(frames) == 3 and frames[0] == b"":
-                frames = frames[1:]  # a REQ-style empty delimiter
-            if frames and frames[0] == LinksReply.TOPIC.encode():
-                self._links(node, frames)
-                continue
-            o = self._reply(node, frames)
-            if o is not None:
-                out.append(o)
+            if isinstance(got.msg, LinksReply):
+                self.links.append((node, got.msg))
+            elif isinstance(got.msg, OpenReply):
+                o = self._reply(node, got.msg)
+                if o is not None:
+                    out.append(o)
         return out
 
     def send(self, node: str, msg: LinksRequest) -> bool:
         """Another request on the node's openings channel; False when not connected."""
-        try:
-            self.sockets[node].send_multipart(encode(msg), flags=zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
+        return self.sessions[node].send(msg, block=False)
 
-    def _links(self, node: str, frames: list[bytes]) -> None:
-        try:
-            msg = decode(frames, self.limits, expect=(LinksReply.TOPIC,))
-        except WireError as e:
-            self.rejects[e.reason] += 1
-            return
-        assert isinstance(msg, LinksReply)
-        self.links.append((node, msg))
-
-    def _reply(self, node: str, frames: list[bytes]) -> Outcome | None:
-        try:
-            msg = decode(frames, self.limits, expect=("opened",))
-        except WireError as e:
-            self.rejects[e.reason] += 1
-            return None
-        assert isinstance(msg, OpenReply)
+    def _reply(self, node: str, msg: OpenReply) -> Outcome | None:
         p = self._match(node, msg)
         if p is None:
-            self.rejects["unsolicited"] += 1  # after the grace, replayed, or forged
+            self.rejects.count("unsolicited")  # after the grace, replayed, or forged
             return None
         c = p.commit
         if msg.status == "ok":

@@ -14,7 +14,7 @@ matter:
 from __future__ import annotations
 
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,9 @@ from typing import Any
 import zmq
 
 from fpmon.errors import FpmonError
-from fpmon.transport import bind, curve_server, split_envelope
-from fpmon.wire import Limits, StateReply, StateRequest, WireError, decode, encode
+from fpmon.session import CurveServer, Session
+from fpmon.wire import Limits, StateReply, StateRequest
+from fpmon.wire.codec import RejectCounter
 
 REQUEST_LIMITS = Limits(max_bytes=64 * 1024)
 PER_WAKEUP = 256  # requests read per poll: refusing one costs a few microseconds
@@ -72,7 +73,7 @@ class StateServer:
         endpoint: str,
         reply: Callable[[int], StateReply],
         stream_seq: Callable[[], int],
-        rejects: Counter[str],
+        rejects: RejectCounter,
         *,
         rate_per_s: float,
         burst: float,
@@ -83,16 +84,27 @@ class StateServer:
         self.reply, self.stream_seq, self.rejects = reply, stream_seq, rejects
         self.limit = RateLimit(rate_per_s, burst, clock)
         self.auth: Any = None
-        self.curve = curve is not None
-        self.sock = ctx.socket(zmq.ROUTER)
-        self.sock.linger = 0
-        self.sock.maxmsgsize = REQUEST_LIMITS.max_bytes
+        role = None
         if curve is not None:
-            self._curve(ctx, *curve)
-        bind(self.sock, endpoint, "[replay] state")
-        self.endpoint = self.sock.last_endpoint.decode()
+            role = self._curve(ctx, *curve)
+        # The peer the bucket is kept for is its Curve key (ZAP's User-Id): a monitor that
+        # reconnects keeps its bucket. Without Curve, it is the connection's routing id.
+        self.session = Session(
+            ctx,
+            zmq.ROUTER,
+            limits=REQUEST_LIMITS,
+            expect=(StateRequest.TOPIC,),
+            security=role,
+            max_frame_bytes=REQUEST_LIMITS.max_bytes,  # a request is tiny: no slack needed
+            rejects=rejects,
+            admit=lambda peer: None if self.limit.allow(peer) else "rate_limited",
+        )
+        self.sock = self.session.socket  # what the daemon's poller registers
+        self.endpoint = self.session.bind(endpoint, "[replay] state")
 
-    def _curve(self, ctx: zmq.Context[Any], public: bytes, secret: bytes, allowed: Path) -> None:
+    def _curve(
+        self, ctx: zmq.Context[Any], public: bytes, secret: bytes, allowed: Path
+    ) -> CurveServer:
         from zmq.auth.thread import ThreadAuthenticator
 
         # zmq.auth only logs when a key folder fails to load: check it ourselves.
@@ -101,39 +113,21 @@ class StateServer:
         self.auth = ThreadAuthenticator(ctx)
         self.auth.start()
         self.auth.configure_curve(domain="state", location=str(allowed))
-        curve_server(self.sock, public, secret, "state")
-
-    def _peer(self, frames: list[zmq.Frame]) -> bytes:
-        # With Curve the peer is its key (ZAP's User-Id, on the frames it sent); a monitor
-        # that reconnects keeps its bucket. Without, it is the connection's routing id.
-        if self.curve:
-            return str(frames[-1].get("User-Id")).encode()
-        return frames[0].bytes
+        return CurveServer(public, secret, "state")
 
     def answer(self) -> None:
+        """Requests past the rate limit are read, counted `rate_limited` and left unanswered."""
         for _ in range(PER_WAKEUP):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
+            got = self.session.recv()
+            if got is None:
                 return
-            if not self.limit.allow(self._peer(frames)):
-                self.rejects["rate_limited"] += 1
-                continue
-            self._one([f.bytes for f in frames])
-
-    def _one(self, frames: list[bytes]) -> None:
-        env, rest = split_envelope(frames)
-        try:
-            req = decode(rest, REQUEST_LIMITS, expect=("state?",))
-        except WireError as e:
-            self.rejects[e.reason] += 1
-            return
-        assert isinstance(req, StateRequest)
-        # Anything past the stream's end asks for nothing new; SQLite cannot take ints > 2**63.
-        since = min(max(req.since_verdicts, 0), self.stream_seq())
-        self.sock.send_multipart(env + encode(self.reply(since)))
+            if not isinstance(got.msg, StateRequest):
+                continue  # counted by the session
+            # Anything past the stream's end asks for nothing new; SQLite cannot take ints > 2**63.
+            since = min(max(got.msg.since_verdicts, 0), self.stream_seq())
+            self.session.send(self.reply(since), got.envelope)
 
     def close(self) -> None:
-        self.sock.close(linger=0)
+        self.session.close(linger=0)
         if self.auth is not None:
             self.auth.stop()

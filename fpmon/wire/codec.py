@@ -8,6 +8,7 @@ whole-payload size) and turns msgspec's errors into reasons.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -73,7 +74,23 @@ def decode(
 
 
 class RejectCounter(Counter[str]):
-    """Reasons rejected frames were dropped, by code: exported in stats and metrics."""
+    """Reasons rejected frames were dropped, by code: exported in stats and metrics.
+
+    `add` and `snapshot` hold a lock: a socket's thread counts while another thread (status,
+    metrics) reads, and copying a dict that grows a key meanwhile raises.
+    """
+
+    def __init__(self, *args: Any, **kwargs: int) -> None:
+        super().__init__(*args, **kwargs)
+        self._lock = threading.Lock()
 
     def add(self, err: WireError) -> None:
-        self[err.reason] += 1
+        self.count(err.reason)
+
+    def count(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self[reason] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self)

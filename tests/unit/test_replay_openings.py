@@ -31,7 +31,7 @@ def commit(seq: int) -> Commit:
 def pump(opener: Opener, want: int, timeout: float = 5.0) -> list:
     out: list = []
     deadline = time.monotonic() + timeout
-    sock = opener.sockets["n1"]
+    sock = opener.sessions["n1"].socket
     while len(out) < want and time.monotonic() < deadline:
         if sock.poll(50):
             out += opener.on_readable(sock)
@@ -83,8 +83,8 @@ def test_outcomes_by_reply() -> None:
         assert got == {0: "opened", 1: "bad_opening", 2: "purged", 3: "unknown"}
         deadline = time.monotonic() + 5
         while opener.rejects["malformed"] == 0 and time.monotonic() < deadline:
-            if opener.sockets["n1"].poll(50):  # the garbage frame may still be on its way
-                opener.on_readable(opener.sockets["n1"])
+            if opener.sessions["n1"].poll(50):  # the garbage frame may still be on its way
+                opener.on_readable(opener.sessions["n1"].socket)
         assert opener.rejects["unsolicited"] == 1 and opener.rejects["malformed"] == 1
         assert (4, "unopened") in [(o.commit.seq, o.kind) for o in pump(opener, 1, 5.0)]
     finally:
@@ -193,8 +193,8 @@ def test_grace_ends_in_unopened_and_its_map_is_bounded() -> None:
         flood: list = []
         deadline = time.monotonic() + 3
         while opener.rejects["unsolicited"] < 500 and time.monotonic() < deadline:
-            if opener.sockets["n1"].poll(50):
-                flood += opener.on_readable(opener.sockets["n1"])
+            if opener.sessions["n1"].poll(50):
+                flood += opener.on_readable(opener.sessions["n1"].socket)
         assert flood == [] and len(opener.late) == 2
         assert opener.rejects["unsolicited"] == 500
         rest = pump(opener, 2, 10.0)
