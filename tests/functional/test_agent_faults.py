@@ -20,14 +20,8 @@ import pytest
 from fpmon import canonical
 from fpmon.agents.client import submit
 from fpmon.agents.store import RecordLog
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, check_chain, head_ok, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import (
-    ONE_THREAD,
-    RawSubscriber,
-    check_chain,
-    head_ok,
-    raw_open,
-)
 from tests.unit.test_agent_integrity import flip_at_rest, smash_middle_page
 
 

@@ -8,9 +8,9 @@ import hashlib
 from fpmon.agents.client import submit
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
+from fpmon.testing.raw import RawSubscriber, head_ok, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
 from tests.conftest import tiny_engine
-from tests.functional.test_agent_stream import RawSubscriber, head_ok, raw_open
 
 
 def test_batch_cheat_tamper_and_drop(tmp_path):
