@@ -16,14 +16,13 @@ from fpmon.agents.config import load_config
 from fpmon.agents.node import Agent
 from fpmon.testing.raw import ONE_THREAD, raw_open, raw_send
 from fpmon.testing.spawn import write_config
-from tests.conftest import tiny_engine
 
 
 def _boom(*_: Any) -> None:
     raise RuntimeError("boom")
 
 
-def test_a_raising_handler_is_counted_and_the_agent_serves_on(tmp_path, monkeypatch):
+def test_a_raising_handler_is_counted_and_the_agent_serves_on(tmp_path, monkeypatch, tiny_engine):
     cfg = load_config(write_config(tmp_path, "iso-node", engine=ONE_THREAD))
     agent = Agent(cfg, engine=tiny_engine())
     rc: list[int] = []
