@@ -178,7 +178,7 @@ def main() -> int:
     node_dev, ctl_dev = f"cuda:{args.node_gpu}", f"cuda:{args.control_gpu}"
     nv = None
     if args.dry_run:
-        from tests.fakenvml import FakeGpu, FakeNvml
+        from fpmon.testing.fakenvml import FakeGpu, FakeNvml
 
         nv = FakeNvml([FakeGpu(f"GPU-{i}", metrics={"sm_util": 10.0 + i}) for i in range(2)])
         node = Engine("cpu", "tiny", args.tokens, meter=False)

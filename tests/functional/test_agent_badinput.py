@@ -11,11 +11,10 @@ from pathlib import Path
 
 import msgpack
 import pytest
-import zmq
 
 from fpmon.agents.client import submit
+from fpmon.testing.raw import ONE_THREAD, raw_open, raw_send
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 LIMIT = 64 * 1024
 
@@ -26,17 +25,6 @@ def agent(tmp_path_factory):
     cfg = write_config(d, "bad-node", engine=ONE_THREAD, security={"max_msg_bytes": LIMIT})
     with AgentProcess(cfg) as a:
         yield a
-
-
-def _send(endpoint: str, frames: list[bytes], wait_s: float = 5.0) -> list[bytes] | None:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    sock.connect(endpoint)
-    sock.send_multipart(frames)
-    try:
-        return sock.recv_multipart() if sock.poll(int(wait_s * 1000)) else None
-    finally:
-        sock.close()
 
 
 def _map(**kw):
@@ -68,14 +56,14 @@ def _wait_counts(agent, where: str, want: dict[str, int]) -> dict[str, int]:
 def test_intake_rejects_each_reason_and_keeps_serving(agent):
     ep = agent.endpoints["intake"]
     for reason, frames in BAD:
-        reply = _send(ep, frames)
+        reply = raw_send(ep, frames)
         assert reply is not None and reply[0] == b"submitted", reason
         body = msgpack.unpackb(reply[1], raw=False)
         assert body["status"] == "rejected" and body["reason"].startswith(reason), body
-    bad_tokens = _send(ep, [b"submit", _map(request_id="r", prompt="x", max_tokens=10**6)])
+    bad_tokens = raw_send(ep, [b"submit", _map(request_id="r", prompt="x", max_tokens=10**6)])
     assert msgpack.unpackb(bad_tokens[1])["reason"].startswith("bad_max_tokens")
     # Far beyond the hard cap, libzmq cuts the peer off before any decoding.
-    assert _send(ep, [b"submit", b"x" * (8 * LIMIT)], wait_s=1) is None
+    assert raw_send(ep, [b"submit", b"x" * (8 * LIMIT)], wait_s=1) is None
     got = _wait_counts(agent, "intake", WANT)
     assert {k: got.get(k) for k in WANT} == WANT
     assert submit(ep, "still here?", 2, 60).status == "ok"
@@ -85,7 +73,7 @@ def test_openings_reject_each_reason_and_keep_serving(agent):
     ep = agent.endpoints["openings"]
     frames = [(k, [b"open" if v[0] == b"submit" else v[0], *v[1:]]) for k, v in BAD]
     for reason, f in frames:
-        reply = _send(ep, f)
+        reply = raw_send(ep, f)
         body = msgpack.unpackb(reply[1], raw=False)
         assert body["status"] == "error" and body["reason"].startswith(reason), body
     got = _wait_counts(agent, "openings", WANT)

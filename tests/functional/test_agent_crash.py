@@ -9,8 +9,8 @@ import time
 from fpmon.agents.client import submit
 from fpmon.agents.store import RecordLog
 from fpmon.errors import FpmonError
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, check_chain, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain, raw_open
 
 
 def test_kill9_mid_stream_then_restart(tmp_path):

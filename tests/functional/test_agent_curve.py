@@ -15,8 +15,8 @@ from fpmon.agents.client import submit
 from fpmon.agents.keys import keygen
 from fpmon.errors import FpmonError
 from fpmon.records import Record
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, raw_open
 
 
 def _curve(d, name: str, server_pub: bytes) -> dict[str, bytes]:

@@ -20,15 +20,8 @@ import pytest
 from fpmon import canonical
 from fpmon.agents.client import submit
 from fpmon.agents.store import RecordLog
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, check_chain, head_ok, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import (
-    ONE_THREAD,
-    RawSubscriber,
-    check_chain,
-    head_ok,
-    raw_open,
-)
-from tests.unit.test_agent_integrity import flip_at_rest, smash_middle_page
 
 
 def _fpmon(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
@@ -71,7 +64,7 @@ def agent(tmp_path_factory):
         yield a
 
 
-def test_damaged_pages_refuse_start_and_stats_with_one_line(tmp_path):
+def test_damaged_pages_refuse_start_and_stats_with_one_line(tmp_path, smash_middle_page):
     cfg = write_config(tmp_path, "disk-node", engine=ONE_THREAD)
     db = tmp_path / "state" / "records.sqlite"
     log = RecordLog(db, node="disk-node")
@@ -97,7 +90,7 @@ def test_out_of_range_seq_is_refused_at_the_boundary_and_the_agent_lives(agent):
     assert r.status == "ok" and raw_open(ep, r.seq)["status"] == "ok"
 
 
-def test_body_corrupted_at_rest_is_answered_error_and_counted(tmp_path):
+def test_body_corrupted_at_rest_is_answered_error_and_counted(tmp_path, flip_at_rest):
     cfg = write_config(tmp_path, "rot-node", engine=ONE_THREAD)
     with AgentProcess(cfg) as a:
         seqs = [submit(a.endpoints["intake"], f"rot {i}", 3, 60).seq for i in range(3)]

@@ -7,8 +7,8 @@ import threading
 import zmq
 
 from fpmon.agents.client import submit
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, check_chain
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import ONE_THREAD, RawSubscriber, check_chain
 
 
 def test_agent_publishes_through_a_zmq_proxy_hub(tmp_path):

@@ -14,17 +14,15 @@ import msgpack
 from fpmon.agents.client import submit
 from fpmon.agents.config import load_config
 from fpmon.agents.node import Agent
+from fpmon.testing.raw import ONE_THREAD, raw_open, raw_send
 from fpmon.testing.spawn import write_config
-from tests.conftest import tiny_engine
-from tests.functional.test_agent_badinput import _send
-from tests.functional.test_agent_stream import ONE_THREAD, raw_open
 
 
 def _boom(*_: Any) -> None:
     raise RuntimeError("boom")
 
 
-def test_a_raising_handler_is_counted_and_the_agent_serves_on(tmp_path, monkeypatch):
+def test_a_raising_handler_is_counted_and_the_agent_serves_on(tmp_path, monkeypatch, tiny_engine):
     cfg = load_config(write_config(tmp_path, "iso-node", engine=ONE_THREAD))
     agent = Agent(cfg, engine=tiny_engine())
     rc: list[int] = []
@@ -39,7 +37,7 @@ def test_a_raising_handler_is_counted_and_the_agent_serves_on(tmp_path, monkeypa
         o = raw_open(openings, first.seq)
         assert o is not None and o["status"] == "error" and "RuntimeError" in o["reason"]
         monkeypatch.setattr(agent, "_on_intake", _boom)
-        reply = _send(intake, [b"submit", b"anything"])
+        reply = raw_send(intake, [b"submit", b"anything"])
         assert reply is not None
         body = msgpack.unpackb(reply[1], raw=False)
         assert body["status"] == "error" and "RuntimeError" in body["reason"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import socket
 import time
 
+from fpmon.testing.raw import ONE_THREAD
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import ONE_THREAD
 
 
 def test_agent_sends_ready_then_watchdog(tmp_path):

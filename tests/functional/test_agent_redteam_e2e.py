@@ -8,12 +8,11 @@ import hashlib
 from fpmon.agents.client import submit
 from fpmon.records import Record
 from fpmon.reproduce import replay_record
+from fpmon.testing.raw import RawSubscriber, head_ok, raw_open
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.conftest import tiny_engine
-from tests.functional.test_agent_stream import RawSubscriber, head_ok, raw_open
 
 
-def test_batch_cheat_tamper_and_drop(tmp_path):
+def test_batch_cheat_tamper_and_drop(tmp_path, tiny_engine):
     cfg = write_config(
         tmp_path,
         "cheat-node",
@@ -56,7 +55,9 @@ def test_batch_cheat_tamper_and_drop(tmp_path):
     assert declared.probes[last] != rec.probes[last]
 
 
-def test_side_work_is_real_cpu_time_in_the_engine_process_and_records_stay_honest(tmp_path):
+def test_side_work_is_real_cpu_time_in_the_engine_process_and_records_stay_honest(
+    tmp_path, tiny_engine
+):
     cfg = write_config(
         tmp_path,
         "busy-node",

@@ -1,110 +1,19 @@
 """A real agent process on loopback, watched by a raw pyzmq+msgpack subscriber.
 
-The subscriber and opener here deliberately use neither fpmon.wire nor fpmon.chain: they
-rebuild the chain with hashlib and the head message with struct, as an outside tool would.
+The subscriber and opener (fpmon/testing/raw.py) deliberately use neither fpmon.wire nor
+fpmon.chain: they rebuild the chain with hashlib and the head message with struct, as an outside
+tool would.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-import threading
-import time
-from typing import Any
 
 import msgpack
 import pytest
-import zmq
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fpmon.agents.client import submit
+from fpmon.testing.raw import ONE_THREAD, RawSubscriber, check_chain, head_ok, raw_open, submit_many
 from fpmon.testing.spawn import AgentProcess, write_config
-
-GENESIS = b"\x00" * 32
-# bf16 numerics do not depend on torch threads (measured); one thread keeps test agents
-# from spinning against each other's OpenMP threads on a loaded machine.
-ONE_THREAD = {"threads": 1}
-
-
-class RawSubscriber:
-    def __init__(self, endpoint: str, curve: dict[str, bytes] | None = None) -> None:
-        self.ctx = zmq.Context.instance()
-        self.sock = self.ctx.socket(zmq.SUB)
-        self.sock.linger = 0
-        for k, v in (curve or {}).items():
-            setattr(self.sock, k, v)
-        for topic in (b"commit", b"head", b"telemetry"):
-            self.sock.setsockopt(zmq.SUBSCRIBE, topic)
-        self.sock.connect(endpoint)
-        self.seen: dict[str, list[dict[str, Any]]] = {"commit": [], "head": [], "telemetry": []}
-
-    def pump(self, until: Any, timeout_s: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not until(self.seen):
-            left = deadline - time.monotonic()
-            assert left > 0, f"timed out; seen {[(k, len(v)) for k, v in self.seen.items()]}"
-            if self.sock.poll(int(min(left, 0.5) * 1000)):
-                topic, payload = self.sock.recv_multipart()
-                self.seen[topic.decode()].append(msgpack.unpackb(payload, raw=False))
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-def head_ok(h: dict[str, Any]) -> bool:
-    node = h["node"].encode()
-    msg = b"fpmon-head-v1\x00" + struct.pack(">H", len(node)) + node
-    msg += struct.pack(">Q", h["seq"]) + h["chain"]
-    try:
-        Ed25519PublicKey.from_public_bytes(h["pubkey"]).verify(h["sig"], msg)
-    except Exception:
-        return False
-    return True
-
-
-def raw_open(
-    endpoint: str, seq: int, curve: dict[str, bytes] | None = None, timeout_s: float = 10.0
-) -> dict[str, Any] | None:
-    sock = zmq.Context.instance().socket(zmq.DEALER)
-    sock.linger = 0
-    for k, v in (curve or {}).items():
-        setattr(sock, k, v)
-    sock.connect(endpoint)
-    req = {"v": 1, "node": "verifier", "t": time.time(), "seq": seq, "nonce": b"n%d" % seq}
-    sock.sndtimeo = int(timeout_s * 1000)  # no live pipe (refused handshake) blocks a DEALER
-    try:
-        sock.send_multipart([b"open", msgpack.packb(req, use_bin_type=True)])
-        if not sock.poll(int(timeout_s * 1000)):
-            return None
-        topic, payload = sock.recv_multipart()
-        assert topic == b"opened"
-        return msgpack.unpackb(payload, raw=False)
-    except zmq.Again:
-        return None
-    finally:
-        sock.close()
-
-
-def submit_many(endpoint: str, n: int, max_tokens: int = 4, **kw: Any) -> list[Any]:
-    replies: list[Any] = [None] * n
-
-    def one(i: int) -> None:
-        replies[i] = submit(endpoint, f"request number {i} says hello", max_tokens, 60, **kw)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return replies
-
-
-def check_chain(commits: list[dict[str, Any]], prev: bytes = GENESIS, first: int = 0) -> bytes:
-    for i, c in enumerate(sorted(commits, key=lambda c: c["seq"])):
-        assert c["seq"] == first + i, "gap in commitments"
-        prev = hashlib.sha256(prev + c["record_digest"]).digest()
-        assert c["chain"] == prev, f"chain broken at seq {c['seq']}"
-    return prev
 
 
 @pytest.fixture(scope="module")

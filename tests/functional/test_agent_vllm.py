@@ -8,8 +8,8 @@ import importlib.util
 import msgpack
 import pytest
 
+from fpmon.testing.raw import RawSubscriber, check_chain, raw_open, submit_many
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.functional.test_agent_stream import RawSubscriber, check_chain, raw_open, submit_many
 
 pytestmark = [
     pytest.mark.vllm,

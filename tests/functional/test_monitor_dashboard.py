@@ -14,6 +14,7 @@ import io
 import math
 
 import msgspec
+import pytest
 from rich.console import Console
 
 from fpmon.monitor import format as fmt
@@ -22,21 +23,24 @@ from fpmon.monitor.config import MonitorConfig, WatchConfig
 from fpmon.monitor.model import FleetModel
 from fpmon.testing import synth
 from fpmon.wire import Evidence, ProbeEvidence
-from tests.functional.test_monitor_snapshots import demo_model
 
 WIDE = (200, 50)
 T0 = 1_790_000_000.0
 
 
-def make_app(model: FleetModel | None = None, **kw) -> MonitorApp:
-    app = MonitorApp(
-        MonitorConfig(monitor=WatchConfig(refresh_s=0.05)),
-        model=model or demo_model(),
-        start_feed=False,
-        **kw,
-    )
-    app._last_tick = float("inf")  # the fixed model clock: no ticks from the app
-    return app
+@pytest.fixture
+def make_app(demo_model):
+    def _make_app(model: FleetModel | None = None, **kw) -> MonitorApp:
+        app = MonitorApp(
+            MonitorConfig(monitor=WatchConfig(refresh_s=0.05)),
+            model=model or demo_model(),
+            start_feed=False,
+            **kw,
+        )
+        app._last_tick = float("inf")  # the fixed model clock: no ticks from the app
+        return app
+
+    return _make_app
 
 
 def screen_text(app: MonitorApp) -> list[str]:
@@ -80,7 +84,7 @@ def flood_model(nodes: int = 300, per_node: int = 20) -> FleetModel:
     return m
 
 
-def test_an_alert_flood_is_one_row_per_node_and_kind():
+def test_an_alert_flood_is_one_row_per_node_and_kind(make_app):
     m = flood_model()
     app = make_app(m)
 
@@ -107,7 +111,7 @@ def test_an_alert_flood_is_one_row_per_node_and_kind():
     run(app, body)
 
 
-def test_scrollbars_draw_no_stray_glyphs():
+def test_scrollbars_draw_no_stray_glyphs(make_app):
     """A long table's scrollbar thumb is whole cells: Textual's eighth-block ends (▆, ▉)
     showed as stray glyphs at the right edge in a 256-colour tmux."""
     app = make_app(flood_model(nodes=120, per_node=1))
@@ -126,7 +130,7 @@ def test_scrollbars_draw_no_stray_glyphs():
 
 
 # -- columns dialog ------------------------------------------------------------------------
-def test_columns_dialog_applies_on_enter_and_the_table_keeps_updating():
+def test_columns_dialog_applies_on_enter_and_the_table_keeps_updating(make_app, demo_model):
     m = demo_model()
     app = make_app(m)
 
@@ -152,7 +156,7 @@ def test_columns_dialog_applies_on_enter_and_the_table_keeps_updating():
 
 
 # -- help ------------------------------------------------------------------------------------
-def test_help_says_every_word_shows_keys_as_typed_and_only_live_keys():
+def test_help_says_every_word_shows_keys_as_typed_and_only_live_keys(make_app):
     app = make_app()
 
     async def body(pilot):
@@ -173,7 +177,7 @@ def test_help_says_every_word_shows_keys_as_typed_and_only_live_keys():
 
 
 # -- tables ------------------------------------------------------------------------------------
-def test_the_sorted_column_is_marked():
+def test_the_sorted_column_is_marked(make_app):
     app = make_app()
 
     async def body(pilot):
@@ -193,7 +197,7 @@ def test_the_sorted_column_is_marked():
     run(app, body)
 
 
-def test_a_long_reason_uses_the_spare_width():
+def test_a_long_reason_uses_the_spare_width(make_app):
     m = FleetModel()
     reason = "opened bytes match the digest but are not a record: " + "x" * 40 + " END"
     m.apply(msgspec.structs.replace(synth.verdict("node-tamper", 9, "bad_opening"), reason=reason))
@@ -210,7 +214,7 @@ def test_a_long_reason_uses_the_spare_width():
     run(app, body)
 
 
-def test_a_small_fleet_leaves_no_blank_rows_the_selected_node_takes_the_room():
+def test_a_small_fleet_leaves_no_blank_rows_the_selected_node_takes_the_room(make_app):
     app = make_app()
 
     async def body(pilot):
@@ -223,7 +227,7 @@ def test_a_small_fleet_leaves_no_blank_rows_the_selected_node_takes_the_room():
     run(app, body)
 
 
-def test_a_steady_100_percent_mismatch_rate_is_drawn_at_the_top():
+def test_a_steady_100_percent_mismatch_rate_is_drawn_at_the_top(make_app):
     """Every verdict of node-batch mismatches: its chart is full height, labelled 100%
     (Textual's Sparkline scaled min..max and drew a constant as a flat bottom line)."""
     app = make_app()
@@ -243,7 +247,7 @@ def test_a_steady_100_percent_mismatch_rate_is_drawn_at_the_top():
 
 
 # -- evidence ------------------------------------------------------------------------------------
-def test_evidence_chart_labels_decades_and_draws_the_band_it_names():
+def test_evidence_chart_labels_decades_and_draws_the_band_it_names(make_app):
     from fpmon.monitor.screens.evidence import evidence_plot
 
     honest = synth.verdict("n", 1)  # every distance 0, exact mode
@@ -282,7 +286,7 @@ def test_evidence_chart_labels_decades_and_draws_the_band_it_names():
 
 
 # -- export ------------------------------------------------------------------------------------
-def test_export_goes_to_a_known_folder_and_says_where(tmp_path, monkeypatch):
+def test_export_goes_to_a_known_folder_and_says_where(tmp_path, monkeypatch, make_app):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     monkeypatch.chdir(tmp_path)
     app = make_app()
@@ -303,7 +307,9 @@ def test_export_goes_to_a_known_folder_and_says_where(tmp_path, monkeypatch):
 
 
 # -- load: render only what changed and is visible ---------------------------------------------
-def test_a_changed_row_redraws_its_own_line_and_rows_changed_off_screen_show_when_scrolled_in():
+def test_a_changed_row_redraws_its_own_line_and_rows_changed_off_screen_show_when_scrolled_in(
+    make_app,
+):
     m = FleetModel()
     for i in range(200):
         m.apply(synth.telemetry(f"node-{i:04d}", gpus=8, util=50.0))

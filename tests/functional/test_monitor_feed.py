@@ -15,21 +15,9 @@ from fpmon.monitor.feed import EndpointState, Feed, Inbox, Player, Position, Rej
 from fpmon.monitor.model import FleetModel
 from fpmon.testing import synth
 from fpmon.wire import StateReply, encode
-from tests.conftest import curve_cert
 
 
-def collect(inbox: Inbox, want, timeout: float = 10.0) -> list:
-    got: list = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        got += inbox.drain()
-        if want(got):
-            return got
-        time.sleep(0.02)
-    raise AssertionError(f"feed did not deliver in time: {got[-5:]}")
-
-
-def test_feed_decodes_counts_rejects_and_records(tmp_path):
+def test_feed_decodes_counts_rejects_and_records(tmp_path, collect):
     pub = synth.Publisher()
     rec = tmp_path / "feed.fprec"
     inbox = Inbox()
@@ -151,7 +139,7 @@ def test_bad_inputs_are_one_clear_line(tmp_path):
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
 
 
-def test_feed_over_curve(tmp_path):
+def test_feed_over_curve(tmp_path, curve_cert, collect):
     """Outside loopback the monitor is a CurveZMQ client: config from a zmq.auth certificate,
     messages arrive encrypted; a client without the server's key gets nothing."""
     import zmq
@@ -190,7 +178,7 @@ def test_feed_over_curve(tmp_path):
         pub.close(0)
 
 
-def test_a_deaf_feed_shows_it_and_resubscribes():
+def test_a_deaf_feed_shows_it_and_resubscribes(collect):
     """An oversized frame kills the SUB's connection for good (libzmq does not reconnect after
     a protocol error): the feed notices the silence, says so, and makes a new SUB."""
     from fpmon.wire import Limits

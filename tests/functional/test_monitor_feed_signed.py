@@ -12,10 +12,9 @@ from fpmon.monitor.model import FleetModel
 from fpmon.signing import public_bytes, sign
 from fpmon.testing import synth
 from fpmon.wire import Message, StateReply
-from tests.functional.test_monitor_feed import collect
 
 
-def test_forged_verdicts_and_alerts_are_dropped_and_counted():
+def test_forged_verdicts_and_alerts_are_dropped_and_counted(collect):
     verifier, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     pub = synth.Publisher()
     inbox = Inbox()
@@ -45,7 +44,7 @@ def test_forged_verdicts_and_alerts_are_dropped_and_counted():
     assert reasons.count("unsigned") == 201 and reasons.count("bad_signature") == 22
 
 
-def test_state_reply_entries_and_the_reply_itself_must_be_signed():
+def test_state_reply_entries_and_the_reply_itself_must_be_signed(collect):
     verifier, stranger = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
     good = sign(verifier, synth.verdict("n1", 1, "match"))
     forged = [

@@ -16,16 +16,13 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.testing.fleet import wait_verdicts
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
 
-def shared_engines(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
-
-
-def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path) -> None:
+def test_real_agents_honest_matches_and_batch_liar_is_attributed(
+    tmp_path: Path, shared_engines
+) -> None:
     engine = {"model": "tiny", "dtype": "float32", "attn": "sdpa", "device": "cpu"}
     common = {
         "engine": engine,
@@ -91,7 +88,9 @@ def test_real_agents_honest_matches_and_batch_liar_is_attributed(tmp_path: Path)
         assert v["attribution"][0]["field"] == "batch_size" and v["attribution"][0]["exact"]
 
 
-def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(tmp_path: Path) -> None:
+def test_over_curve_an_allowlisted_verifier_opens_and_a_stranger_cannot(
+    tmp_path: Path, curve_cert, shared_engines
+) -> None:
     import shutil
 
     import zmq.auth

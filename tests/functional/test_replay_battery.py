@@ -18,18 +18,12 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.wire import Head, encode
-from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(240)
 
 
-def shared_engines(spec: str, setup, device: str):
-    # The provers are done before the daemon replays, so it may use the same (real) engines.
-    return tiny_engine(setup.dtype, setup.attn_impl)
-
-
 @pytest.fixture(scope="module")
-def battery(tmp_path_factory: pytest.TempPathFactory):
+def battery(tmp_path_factory: pytest.TempPathFactory, tiny_engine, shared_engines):
     tmp = tmp_path_factory.mktemp("battery")
     names = ["honest", "batch", "rows", "attn", "dtype", "tamper", "chain", "silent", "unknown"]
     nodes = {n: ProverNode(n) for n in names}

@@ -30,15 +30,10 @@ from fpmon.testing.challenge_fleet import (
 from fpmon.testing.load import ClientLoad
 from fpmon.testing.spawn import AgentProcess
 from fpmon.wire import StateReply, decode, encode
-from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 KINDS = ("suspected_hidden_work", "challenge_failed", "served_mismatch")
 HIDDEN_S = 6.0  # covert seconds per batch: well beyond the band (see the bench numbers)
-
-
-def engines(spec: Any, setup: Any, device: str) -> Any:
-    return tiny_engine(setup.dtype, setup.attn_impl)
 
 
 def alerts(d: ReplayDaemon, node: str) -> list[Any]:
@@ -58,7 +53,9 @@ def wait_for(what: str, cond: Any, timeout_s: float) -> None:
         time.sleep(0.2)
 
 
-def test_challenges_pass_an_honest_node_under_load_and_catch_hidden_work(tmp_path: Path) -> None:
+def test_challenges_pass_an_honest_node_under_load_and_catch_hidden_work(
+    tmp_path: Path, tiny_engine, shared_engines
+) -> None:
     tiny_engine("bfloat16", "sdpa")  # loaded before the daemon times its first replay
     honest = AgentProcess(agent_config(tmp_path / "h", "honest"))
     liar = AgentProcess(
@@ -67,7 +64,7 @@ def test_challenges_pass_an_honest_node_under_load_and_catch_hidden_work(tmp_pat
     with honest, liar:
         nodes = [a.node_entry(intake=True) for a in (honest, liar)]
         doc = daemon_doc(tmp_path, nodes, 1.0, 8)
-        with RunningDaemon(tmp_path, doc, engines) as d:
+        with RunningDaemon(tmp_path, doc, shared_engines) as d:
             wait_heard(d, ["honest", "liar"])
             load = ClientLoad(honest.endpoints["intake"], rate=2.0, max_tokens=8)
             load.start()
@@ -109,7 +106,9 @@ def test_challenges_pass_an_honest_node_under_load_and_catch_hidden_work(tmp_pat
     assert isinstance(again, StateReply) and again.nodes["liar"].challenges.alerted  # type: ignore[union-attr]
 
 
-def test_over_curve_a_restart_under_challenge_is_only_a_warning(tmp_path: Path) -> None:
+def test_over_curve_a_restart_under_challenge_is_only_a_warning(
+    tmp_path: Path, tiny_engine, curve_cert, shared_engines
+) -> None:
     keygen(tmp_path / "keys")
     for who in ("replay", "stranger"):
         curve_cert(str(tmp_path), who)
@@ -138,7 +137,7 @@ def test_over_curve_a_restart_under_challenge_is_only_a_warning(tmp_path: Path) 
             "state_clients_dir": str(tmp_path / "clients"),
         }
         doc = daemon_doc(tmp_path, [node], 1.0, 8, replay=curve, challenges={"timeout_s": 4.0})
-        with RunningDaemon(tmp_path, doc, engines) as d:
+        with RunningDaemon(tmp_path, doc, shared_engines) as d:
             wait_heard(d, ["sealed"])
             wait_for("2 judged challenges", lambda: judged(d, "sealed") >= 2, 180)
             agent.kill()  # kill -9: whatever is in flight is lost
@@ -163,7 +162,7 @@ def test_over_curve_a_restart_under_challenge_is_only_a_warning(tmp_path: Path) 
                 "curve_secret_file": str(tmp_path / "stranger.key_secret"),
             },
         )
-        with RunningDaemon(tmp_path / "b", stranger, engines) as d2:
+        with RunningDaemon(tmp_path / "b", stranger, shared_engines) as d2:
             wait_for("the stranger's failure", lambda: alerts(d2, "sealed"), 60)
             (a, *_) = alerts(d2, "sealed")
         assert a.kind == "challenge_failed" and a.details["why"] == "unreachable"

@@ -23,13 +23,8 @@ from fpmon.replay.rows import BLIND_SPOT
 from fpmon.replay.store import Store
 from fpmon.testing.fleet import wait_verdicts
 from fpmon.testing.spawn import AgentProcess, write_config
-from tests.conftest import tiny_engine
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
-
-
-def shared_engines(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
 
 
 def burst(agent: AgentProcess, name: str, n: int) -> None:
@@ -43,7 +38,9 @@ def burst(agent: AgentProcess, name: str, n: int) -> None:
     assert all(r.status == "ok" for r in replies), replies
 
 
-def test_batch_cheats_are_covert_rows_on_every_opened_record(tmp_path: Path) -> None:
+def test_batch_cheats_are_covert_rows_on_every_opened_record(
+    tmp_path: Path, shared_engines
+) -> None:
     common = {
         "engine": {"model": "tiny", "dtype": "bfloat16", "attn": "sdpa", "device": "cpu"},
         "batching": {"max_batch": 4, "max_wait_ms": 200},

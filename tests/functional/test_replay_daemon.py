@@ -28,17 +28,12 @@ from fpmon.testing.fleet import (
     wait_verdicts,
 )
 from fpmon.wire import Commit, GpuProcess, GpuSample, StateRequest, decode, encode
-from tests.conftest import curve_cert, tiny_engine
 
 pytestmark = pytest.mark.timeout(180)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def shared_engines(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
-
-
-def start(cfg, factory=shared_engines):
+def start(cfg, factory):
     d = ReplayDaemon(cfg, engine_factory=factory)
     d.start()
     t = threading.Thread(target=d.run, daemon=True)
@@ -52,7 +47,9 @@ def stop(d, t):
     assert not t.is_alive()
 
 
-def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path) -> None:
+def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(
+    tmp_path: Path, tiny_engine
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commits = [node.make(e, e.encode(f"request number {i}")) for i in range(3)]
@@ -107,14 +104,16 @@ def test_cli_process_verifies_stops_on_sigterm_and_lists_verdicts(tmp_path: Path
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None:
+def test_restart_resumes_pending_work_without_duplicates(
+    tmp_path: Path, tiny_engine, shared_engines
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commits = [node.make(e, e.encode(f"prompt {i}")) for i in range(4)]
     node.silent = True  # openings pending when the daemon goes down
     doc = daemon_doc(tmp_path, [node], openings={"deadline_s": 30.0, "retries": 0})
     cfg = config.parse(tmp_path / "replay.toml", doc)
-    d, t = start(cfg)
+    d, t = start(cfg, shared_engines)
     wait_subscribed([node], d)
     node.silent = False
     node.publish(commits[0])
@@ -132,7 +131,7 @@ def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None
     store.set_opened("n1", 3, node.records[3])
     store.close()
     node.silent = False
-    d, t = start(cfg)
+    d, t = start(cfg, shared_engines)
     got = wait_verdicts(cfg.replay.store, 4)
     time.sleep(0.5)
     stop(d, t)
@@ -142,7 +141,9 @@ def test_restart_resumes_pending_work_without_duplicates(tmp_path: Path) -> None
     node.close()
 
 
-def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None:
+def test_hub_forwards_and_garbage_costs_a_counted_reason(
+    tmp_path: Path, tiny_engine, shared_engines, wait_alert
+) -> None:
     hub = Hub(HubConfig(hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0")))
     hub.start()
     nodes = [ProverNode(f"h{i}", hub_xsub=hub.endpoints["xsub"]) for i in range(2)]
@@ -150,7 +151,7 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
     commits = {n.name: [n.make(e, e.encode("through the hub")) for _ in range(2)] for n in nodes}
     doc = daemon_doc(tmp_path, nodes, replay={"hub": hub.endpoints["xpub"], "metrics_port": 0})
     cfg = config.parse(tmp_path / "replay.toml", doc)
-    d, t = start(cfg)
+    d, t = start(cfg, shared_engines)
     try:
         wait_subscribed(nodes, d)
         for n in nodes:
@@ -187,14 +188,14 @@ def test_hub_forwards_and_garbage_costs_a_counted_reason(tmp_path: Path) -> None
         hub.stop()
 
 
-def test_state_router_and_metrics(tmp_path: Path) -> None:
+def test_state_router_and_metrics(tmp_path: Path, tiny_engine, shared_engines) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("metrics"))
     sock = socket_port()
     doc = daemon_doc(tmp_path, [node], replay={"metrics_port": sock})
     cfg = config.parse(tmp_path / "replay.toml", doc)
-    d, t = start(cfg)
+    d, t = start(cfg, shared_engines)
     try:
         wait_subscribed([node], d)
         node.publish(c)
@@ -244,27 +245,9 @@ def socket_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_alert(d: ReplayDaemon, kind: str, timeout: float = 20.0) -> dict:
-    """Poll the daemon's state endpoint (a real DEALER) until an alert of `kind` shows."""
-    dealer = zmq.Context.instance().socket(zmq.DEALER)
-    dealer.linger = 0
-    dealer.connect(d.endpoints["state"])
-    try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            dealer.send_multipart(encode(StateRequest(node="t", t=time.time())))
-            if dealer.poll(2000):
-                state = decode(dealer.recv_multipart(), expect=("state",))
-                found = [a.to_map() for a in state.alerts if a.kind == kind]
-                if found:
-                    return found[0]
-            time.sleep(0.2)
-    finally:
-        dealer.close()
-    raise AssertionError(f"no {kind} alert within {timeout} s")
-
-
-def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> None:
+def test_garbage_flood_and_shedding_are_alerts_never_silent(
+    tmp_path: Path, tiny_engine, shared_engines, wait_alert
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commits = [node.make(e, e.encode(f"shed me {i}")) for i in range(6)]
@@ -275,7 +258,7 @@ def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> N
         openings={"max_inflight": 1},
         queue={"max": 1},
     )
-    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    d, t = start(config.parse(tmp_path / "replay.toml", doc), shared_engines)
     try:
         wait_subscribed([node], d)
         for _ in range(200):
@@ -292,12 +275,14 @@ def test_garbage_flood_and_shedding_are_alerts_never_silent(tmp_path: Path) -> N
         node.close()
 
 
-def test_a_live_node_that_never_signs_its_commits_is_flagged_unsigned(tmp_path: Path) -> None:
+def test_a_live_node_that_never_signs_its_commits_is_flagged_unsigned(
+    tmp_path: Path, tiny_engine, shared_engines, wait_alert
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commits = [node.make(e, e.encode(f"unsigned {i}")) for i in range(3)]
     doc = daemon_doc(tmp_path, [node], limits={"head_timeout_s": 2.0})
-    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    d, t = start(config.parse(tmp_path / "replay.toml", doc), shared_engines)
     try:
         wait_subscribed([node], d)
         node.publish(commits[0])  # signed: anchors the chain
@@ -323,7 +308,9 @@ def test_a_live_node_that_never_signs_its_commits_is_flagged_unsigned(tmp_path: 
         node.close()
 
 
-def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
+def test_curve_hub_admits_allowlisted_publishers_only(
+    tmp_path: Path, tiny_engine, curve_cert, shared_engines
+) -> None:
     import shutil
 
     import zmq.auth
@@ -366,7 +353,7 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
             "state_clients_dir": str(tmp_path / "subs"),
         },
     )
-    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    d, t = start(config.parse(tmp_path / "replay.toml", doc), shared_engines)
     try:
         wait_subscribed(nodes[:1], d)
         for n, c in zip(nodes, commits, strict=True):
@@ -386,7 +373,9 @@ def test_curve_hub_admits_allowlisted_publishers_only(tmp_path: Path) -> None:
         hub.stop()
 
 
-def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path) -> None:
+def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(
+    tmp_path: Path, tiny_engine, shared_engines, wait_alert
+) -> None:
     node = ProverNode("busy")
     e = tiny_engine("bfloat16", "sdpa")
     commits = []
@@ -405,7 +394,7 @@ def test_slow_commits_and_unexplained_gpu_busy_time_raise_alerts(tmp_path: Path)
     doc = daemon_doc(
         tmp_path, [node], timing={"min_samples": 3, "margin": 0.5, "capacity_window_s": 2.0}
     )
-    d, t = start(config.parse(tmp_path / "replay.toml", doc))
+    d, t = start(config.parse(tmp_path / "replay.toml", doc), shared_engines)
     try:
         wait_subscribed([node], d)
         for c in commits:

@@ -13,12 +13,11 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import Limits
-from tests.functional.test_replay_daemon import wait_alert
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_a_deaf_subscription_is_an_alert_and_is_recreated(tmp_path: Path) -> None:
+def test_a_deaf_subscription_is_an_alert_and_is_recreated(tmp_path: Path, wait_alert) -> None:
     node = ProverNode("n1")
     doc = daemon_doc(tmp_path, [node], limits={"deaf_after_s": 1.0})
     d = ReplayDaemon(config.parse(tmp_path / "replay.toml", doc))

@@ -15,18 +15,13 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.replay.store import Store
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
-from tests.conftest import tiny_engine
 
 pytestmark = pytest.mark.timeout(180)
 NAMES = ("honest", "late", "huge", "purger", "backdated", "mystery")
 
 
-def shared_engines(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
-
-
 @pytest.fixture(scope="module")
-def dodges(tmp_path_factory: pytest.TempPathFactory):
+def dodges(tmp_path_factory: pytest.TempPathFactory, tiny_engine, shared_engines):
     tmp = tmp_path_factory.mktemp("dodges")
     nodes = {n: ProverNode(n) for n in NAMES}
     e = tiny_engine("bfloat16", "sdpa")

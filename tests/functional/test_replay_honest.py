@@ -13,7 +13,6 @@ from fpmon.replay.calibration import Calibration
 from fpmon.replay.engines import EngineCache
 from fpmon.replay.honest import commit_of, judge_honest, request_mix, serve_batch
 from fpmon.replay.judge import Judge, JudgeOptions
-from tests.conftest import tiny_engine
 
 
 def daemon_judge() -> Judge:
@@ -22,7 +21,7 @@ def daemon_judge() -> Judge:
 
 
 @pytest.mark.slow
-def test_a_hundred_honest_records_no_false_positive() -> None:
+def test_a_hundred_honest_records_no_false_positive(tiny_engine) -> None:
     provers = {
         "f32": tiny_engine("float32", "sdpa"),
         "bf16": tiny_engine("bfloat16", "sdpa"),
@@ -35,7 +34,7 @@ def test_a_hundred_honest_records_no_false_positive() -> None:
     assert tally.to_map()["rate_upper95"] == pytest.approx(0.03, abs=1e-3)
 
 
-def test_the_count_sees_a_record_that_lies() -> None:
+def test_the_count_sees_a_record_that_lies(tiny_engine) -> None:
     bf16 = tiny_engine("bfloat16", "sdpa")
     prompts, steps = request_mix(random.Random(5), bf16.vocab_limit, bf16.max_positions)
     rec = serve_batch(bf16, [*prompts, [7, 8, 9]], max(steps, 3), "liar", 0)[-1]

@@ -17,7 +17,6 @@ from fpmon.replay.hub import ForwarderConfig, Hub, HubConfig, HubCurveConfig
 from fpmon.testing.drills.fuzz import RawZmtp
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import HostSample, Limits, Telemetry, decode, encode
-from tests.conftest import curve_cert
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -68,7 +67,7 @@ def test_an_oversized_frame_dies_at_the_hub_not_at_its_subscribers(tmp_path: Pat
         hub.stop()
 
 
-def _certs(tmp: Path, names: tuple[str, ...]) -> dict[str, tuple[bytes, bytes]]:
+def _certs(curve_cert, tmp: Path, names: tuple[str, ...]) -> dict[str, tuple[bytes, bytes]]:
     import zmq.auth
 
     out = {}
@@ -88,13 +87,15 @@ def _allow(tmp: Path, folder: str, names: tuple[str, ...]) -> Path:
     return d
 
 
-def test_curve_hub_binds_each_key_to_its_node_and_verdicts_to_the_verifier(tmp_path: Path) -> None:
+def test_curve_hub_binds_each_key_to_its_node_and_verdicts_to_the_verifier(
+    tmp_path: Path, curve_cert
+) -> None:
     import msgpack
 
     from fpmon import canonical
     from fpmon.testing import synth
 
-    keys = _certs(tmp_path, ("hub", "replay", "h0", "h1", "mon"))
+    keys = _certs(curve_cert, tmp_path, ("hub", "replay", "h0", "h1", "mon"))
     hub = Hub(
         HubConfig(
             hub=ForwarderConfig(xsub="tcp://127.0.0.1:0", xpub="tcp://127.0.0.1:0"),

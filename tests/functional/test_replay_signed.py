@@ -14,14 +14,13 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed
 from fpmon.wire import Alert, StateReply, Verdict, encode
-from tests.conftest import tiny_engine
-from tests.functional.test_monitor_feed import collect
-from tests.functional.test_replay_daemon import shared_engines
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def test_verdicts_alerts_and_state_are_signed_with_the_verifier_key(tmp_path: Path) -> None:
+def test_verdicts_alerts_and_state_are_signed_with_the_verifier_key(
+    tmp_path: Path, tiny_engine, shared_engines, collect
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commit = node.make(e, e.encode("signed"))

@@ -18,16 +18,13 @@ from fpmon.replay import config
 from fpmon.replay.daemon import ReplayDaemon
 from fpmon.testing.fleet import ProverNode, daemon_doc, wait_subscribed, wait_verdicts
 from fpmon.wire import StateReply, StateRequest, decode, encode
-from tests.conftest import curve_cert, tiny_engine
-from tests.functional.test_monitor_feed import collect
-from tests.functional.test_replay_daemon import shared_engines
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def start(tmp_path: Path, nodes: list[ProverNode], **sections: dict) -> tuple:
+def start(tmp_path: Path, nodes: list[ProverNode], engine_factory, **sections: dict) -> tuple:
     doc = daemon_doc(tmp_path, nodes, **sections)
-    d = ReplayDaemon(config.parse(tmp_path / "replay.toml", doc), engine_factory=shared_engines)
+    d = ReplayDaemon(config.parse(tmp_path / "replay.toml", doc), engine_factory=engine_factory)
     d.start()
     t = threading.Thread(target=d.run, daemon=True)
     t.start()
@@ -59,11 +56,13 @@ def ask(s: zmq.Socket, since: int = 0, timeout_ms: int = 2000) -> StateReply | N
     return reply
 
 
-def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: Path) -> None:
+def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(
+    tmp_path: Path, tiny_engine, shared_engines
+) -> None:
     node = ProverNode("n1")
     e = tiny_engine("bfloat16", "sdpa")
     commits = [node.make(e, e.encode(f"under a flood {i}")) for i in range(3)]
-    d, t = start(tmp_path, [node])
+    d, t = start(tmp_path, [node], shared_engines)
     flooder = dealer(d.endpoints["state"])
     stop = threading.Event()
     sent = [0]
@@ -121,7 +120,9 @@ def test_a_state_flood_is_rate_limited_while_the_daemon_keeps_judging(tmp_path: 
         node.close()
 
 
-def test_with_curve_only_allowlisted_monitors_get_state(tmp_path: Path) -> None:
+def test_with_curve_only_allowlisted_monitors_get_state(
+    tmp_path: Path, curve_cert, shared_engines, collect
+) -> None:
     node = ProverNode("n1")
     for who in ("daemon", "mon", "stranger"):
         curve_cert(str(tmp_path), who)
@@ -130,6 +131,7 @@ def test_with_curve_only_allowlisted_monitors_get_state(tmp_path: Path) -> None:
     d, t = start(
         tmp_path,
         [node],
+        shared_engines,
         replay={
             "curve_secret_file": str(tmp_path / "daemon.key_secret"),
             "state_clients_dir": str(tmp_path / "monitors"),

@@ -5,17 +5,20 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-# Same installed-root layout and skip rule (no systemd-analyze) as the agent's unit test.
-from tests.functional.test_agent_systemd import pytestmark, verify_unit  # noqa: F401
+import pytest
 
 UNIT = Path(__file__).parents[2] / "deploy" / "systemd" / "fpmon-replay.service"
 
 
-def verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
-    return verify_unit(tmp_path, text, UNIT.name)
+@pytest.fixture
+def verify(verify_unit):
+    def _verify(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+        return verify_unit(tmp_path, text, UNIT.name)
+
+    return _verify
 
 
-def test_unit_verifies_clean_and_a_typo_is_seen(tmp_path: Path) -> None:
+def test_unit_verifies_clean_and_a_typo_is_seen(tmp_path: Path, verify) -> None:
     text = UNIT.read_text()
     ok = verify(tmp_path / "a", text)
     assert ok.returncode == 0 and "fpmon-replay" not in ok.stderr, ok.stderr

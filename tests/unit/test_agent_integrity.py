@@ -33,24 +33,6 @@ def _fill(path: Path, n: int, size: int = 1000) -> None:
     log.close()  # the last connection checkpoints the WAL into the main file
 
 
-def flip_at_rest(path: Path, needle: bytes) -> None:
-    """Flip one byte of `needle` where it sits in the closed database file (a bad sector)."""
-    raw = path.read_bytes()
-    at = raw.index(needle) + len(needle) // 2
-    with open(path, "r+b") as f:
-        f.seek(at)
-        f.write(bytes([raw[at] ^ 0x20]))
-
-
-def smash_middle_page(path: Path) -> None:
-    """Overwrite one whole B-tree page in the middle of the closed file with garbage."""
-    page = 4096
-    pages = path.stat().st_size // page
-    with open(path, "r+b") as f:
-        f.seek((pages // 2) * page)
-        f.write(b"\xa5" * page)
-
-
 def _raw(path: Path, sql: str, *args: object) -> None:
     db = sqlite3.connect(path)
     db.execute(sql, args)
@@ -80,7 +62,7 @@ def test_good_log_verifies_and_reports_rows(tmp_path):
     assert report.rows == 50 and report.head_seq == 49 and report.seconds >= 0
 
 
-def test_body_corrupted_at_rest_is_answered_error_not_ok(tmp_path):
+def test_body_corrupted_at_rest_is_answered_error_not_ok(tmp_path, flip_at_rest):
     path = tmp_path / "r.sqlite"
     _fill(path, 20)
     flip_at_rest(path, _body(7)[:200])
@@ -112,7 +94,7 @@ def test_broken_chain_is_refused_naming_the_seq(tmp_path, sql, args, where):
     assert str(path) in msg and "\n" not in msg and "backup" in msg
 
 
-def test_damaged_page_is_refused_naming_the_file(tmp_path):
+def test_damaged_page_is_refused_naming_the_file(tmp_path, smash_middle_page):
     path = tmp_path / "r.sqlite"
     _fill(path, 2000)
     smash_middle_page(path)

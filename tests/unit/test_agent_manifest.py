@@ -19,11 +19,10 @@ from fpmon.replay.rows import check_record, check_tokens
 from fpmon.wire import Commit, SubmitReply, SubmitRequest, decode
 from fpmon.wire.codec import payload
 from fpmon.wire.messages import ClientRequest
-from tests.conftest import tiny_engine
 
 
 @pytest.fixture
-def make_worker(tmp_path):
+def make_worker(tmp_path, tiny_engine):
     made = []
 
     def make(redteam: RedTeamConfig | None = None) -> tuple[Worker, queue.Queue]:
@@ -65,7 +64,9 @@ def served(w: Worker, commits: queue.Queue, jobs: list[Job]) -> list[tuple[Commi
     return out
 
 
-def test_an_honest_batch_lists_every_request_with_its_clients_digest(make_worker) -> None:
+def test_an_honest_batch_lists_every_request_with_its_clients_digest(
+    make_worker, tiny_engine
+) -> None:
     w, commits = make_worker()
     jobs = [job("a", "first request", key="K" * 40), job("b", ids=[5, 6, 7]), job("c", "third")]
     got = served(w, commits, jobs)

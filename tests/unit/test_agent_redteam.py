@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from fpmon.agents.config import EngineConfig, RedTeamConfig
 from fpmon.agents.parts import HONEST, parts_for
 from fpmon.agents.redteam import LyingPublisher, LyingWorker, RedTeam
@@ -14,24 +16,27 @@ from fpmon.capture import capture_prompts
 from fpmon.engines.base import ProbeSpec
 from fpmon.records import Record
 from fpmon.wire import Commit
-from tests.conftest import tiny_engine
 
 
-def _record(dtype: str = "float32", attn: str = "eager") -> Record:
-    eng = tiny_engine(dtype, attn)
-    return capture_prompts(
-        eng, ["hi there"], batch_size=2, slot=1, decode_steps=2, probes=ProbeSpec((0, 2))
-    )[0]
+@pytest.fixture
+def record(tiny_engine):
+    def _record(dtype: str = "float32", attn: str = "eager") -> Record:
+        eng = tiny_engine(dtype, attn)
+        return capture_prompts(
+            eng, ["hi there"], batch_size=2, slot=1, decode_steps=2, probes=ProbeSpec((0, 2))
+        )[0]
+
+    return _record
 
 
-def test_declare_rewrites_setup_schedule_and_probe_dtype():
+def test_declare_rewrites_setup_schedule_and_probe_dtype(record):
     rt = RedTeam.from_config(
         RedTeamConfig(enabled=True, actual_batch=2, actual_attn="eager", actual_dtype="float32")
     )
     declared = EngineConfig(dtype="bfloat16", attn="sdpa")
     assert rt.actual_engine(declared).dtype == "float32"
     assert rt.actual_engine(declared).attn == "eager"
-    honest = _record()
+    honest = record()
     lie = rt.declare(honest, declared)
     assert (lie.setup.dtype, lie.setup.attn_impl) == ("bfloat16", "sdpa")
     assert (lie.setup.batch_size, lie.setup.slot) == (1, 0)
@@ -41,8 +46,8 @@ def test_declare_rewrites_setup_schedule_and_probe_dtype():
     assert RedTeam().declare(honest, declared) is honest
 
 
-def test_tamper_gives_a_valid_record_with_another_digest():
-    data = _record("bfloat16", "sdpa").encode()
+def test_tamper_gives_a_valid_record_with_another_digest(record):
+    data = record("bfloat16", "sdpa").encode()
     bad = RedTeam(enabled=True, tamper_openings=True).tamper(data)
     assert bad != data and len(bad) == len(data)
     Record.decode(bad)  # still decodes: only the digest check can catch it
@@ -98,7 +103,7 @@ def test_a_red_team_agent_composes_the_lying_wrappers():
     assert parts.publisher.func is LyingPublisher
 
 
-def test_hidden_work_runs_real_passes_for_as_long_as_configured():
+def test_hidden_work_runs_real_passes_for_as_long_as_configured(tiny_engine):
     eng = tiny_engine("bfloat16", "sdpa")
     rows = [eng.encode("covert rows")]
     rt = RedTeam.from_config(RedTeamConfig(enabled=True, hidden_work_s=0.3))

@@ -14,8 +14,8 @@ import pytest
 
 from fpmon.agents import telemetry as tele_mod
 from fpmon.agents.telemetry import TelemetrySource, engine_gpus
+from fpmon.testing.fakenvml import FakeGpu, FakeNvml, OldFakeNvml
 from fpmon.wire import Limits, decode, encode
-from tests.fakenvml import FakeGpu, FakeNvml, OldFakeNvml
 
 
 def _meminfo_total() -> int:
@@ -39,7 +39,7 @@ def test_host_without_gpu_says_so_with_real_figures():
     assert t.host.cpu_util is not None and 0.0 <= t.host.cpu_util <= 100.0
 
 
-# --- the NVML path, through a stand-in pynvml (tests/fakenvml.py) ------------------------------
+# --- the NVML path, through a stand-in pynvml (fpmon/testing/fakenvml.py) -------------------------
 U0 = "GPU-aaaaaaaa-0000-0000-0000-000000000000"
 U1 = "GPU-bbbbbbbb-1111-1111-1111-111111111111"
 

@@ -22,7 +22,6 @@ from fpmon.replay import config as replay_config
 from fpmon.replay.config import ReplayConfig
 from fpmon.replay.hub import HubConfig
 from fpmon.replay.hub import load_config as load_hub
-from tests.conftest import curve_cert
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -133,7 +132,9 @@ def test_hub_keys_are_checked(tmp_path: Path) -> None:
         load_hub(_write(tmp_path, half, "hub.toml"))
 
 
-def test_relative_paths_are_relative_to_the_config_file_everywhere(tmp_path: Path) -> None:
+def test_relative_paths_are_relative_to_the_config_file_everywhere(
+    tmp_path: Path, curve_cert
+) -> None:
     elsewhere = tmp_path / "etc"
     elsewhere.mkdir()
     curve_cert(elsewhere, "monitor")
@@ -176,6 +177,7 @@ def test_an_empty_path_is_unset(tmp_path: Path) -> None:
 
 def test_a_world_readable_config_naming_a_secret_is_refused_in_every_component(
     tmp_path: Path,
+    curve_cert,
 ) -> None:
     _, secret = curve_cert(tmp_path, "c")
     server = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
@@ -202,6 +204,7 @@ def test_a_world_readable_config_naming_a_secret_is_refused_in_every_component(
 
 def test_a_world_readable_secret_file_is_refused_and_a_group_readable_one_is_not(
     tmp_path: Path,
+    curve_cert,
 ) -> None:
     doc = _replay_doc(tmp_path)
     key = tmp_path / "sampling.key"

@@ -7,7 +7,6 @@ import pytest
 from fpmon import themes
 from fpmon.errors import FpmonError
 from fpmon.monitor.config import parse_config
-from tests.conftest import curve_cert
 
 
 def test_good_config():
@@ -45,7 +44,7 @@ def test_bad_config(raw, words):
     assert words in str(e.value)
 
 
-def test_verifier_key_and_the_daemons_own_curve_key(tmp_path):
+def test_verifier_key_and_the_daemons_own_curve_key(tmp_path, curve_cert):
     import zmq
     import zmq.auth
 

@@ -26,6 +26,7 @@ from fpmon.replay.intake import Intake
 from fpmon.replay.sampling import Sampler
 from fpmon.replay.timing import TimingModel
 from fpmon.replay.watch import Watch
+from fpmon.testing.fakenvml import FakeGpu, FakeNvml
 from fpmon.wire import (
     GpmMetrics,
     GpuProcess,
@@ -39,7 +40,6 @@ from fpmon.wire import (
     decode,
     encode,
 )
-from tests.fakenvml import FakeGpu, FakeNvml
 
 # The H200's honest launch-bound decode (docs/GPU.md): ~50 tokens/s, NVML util ~22%, GPM SM
 # ~3.8%, tensor ~0.2%, DRAM ~3.2%; with bf16 matmuls at 50% duty in another process: util 94%,

@@ -17,13 +17,8 @@ from fpmon.replay.engines import EngineCache
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.replay.limits import Caps
 from fpmon.testing.fleet import ProverNode
-from tests.conftest import tiny_engine
 
 FIELDS = ("batch_size", "attn_impl", "dtype")
-
-
-def shared(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
 
 
 @pytest.fixture(scope="module")
@@ -33,12 +28,20 @@ def node():
     n.close()
 
 
-def judge_with(caps: Caps | None = None, attribution: bool = False, factory=shared) -> Judge:
-    opts = JudgeOptions(attribution, FIELDS, (1, 2, 4), 16, caps or Caps())
-    return Judge(EngineCache({"tiny": "tiny"}, factory=factory), calibration.Calibration(), opts)
+@pytest.fixture
+def judge_with(shared_engines):
+    def _judge_with(
+        caps: Caps | None = None, attribution: bool = False, factory=shared_engines
+    ) -> Judge:
+        opts = JudgeOptions(attribution, FIELDS, (1, 2, 4), 16, caps or Caps())
+        return Judge(
+            EngineCache({"tiny": "tiny"}, factory=factory), calibration.Calibration(), opts
+        )
+
+    return _judge_with
 
 
-def test_a_declared_batch_2048_is_refused_before_any_replay(node) -> None:
+def test_a_declared_batch_2048_is_refused_before_any_replay(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     # Ran batch 1, declares (and schedules) 2048: replayed as declared it took seconds and a GB.
     c = node.make(e, e.encode("huge"), declare={"batch_size": 2048})
@@ -51,7 +54,9 @@ def test_a_declared_batch_2048_is_refused_before_any_replay(node) -> None:
     assert took < 1.0, took  # a replay at 2048 takes seconds on this host
 
 
-def test_a_commitment_that_hides_the_batch_is_caught_on_the_record(node) -> None:
+def test_a_commitment_that_hides_the_batch_is_caught_on_the_record(
+    node, tiny_engine, judge_with
+) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("hidden batch"), declare={"batch_size": 512})
     quiet = msgspec.structs.replace(
@@ -63,7 +68,7 @@ def test_a_commitment_that_hides_the_batch_is_caught_on_the_record(node) -> None
     assert j.verdict.status == "unverifiable" and "record's batch size 512" in j.verdict.reason
 
 
-def test_tokens_cap_counts_prompt_and_output(node) -> None:
+def test_tokens_cap_counts_prompt_and_output(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("a prompt of some tokens"), decode_steps=8)
     total = c.prompt_tokens + c.output_tokens
@@ -75,7 +80,7 @@ def test_tokens_cap_counts_prompt_and_output(node) -> None:
     )
 
 
-def test_filler_rows_longer_than_the_cap_are_refused(node) -> None:
+def test_filler_rows_longer_than_the_cap_are_refused(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("short request"), batch_size=2, slot=0)
     rec = Record.decode(node.records[c.seq])
@@ -86,7 +91,7 @@ def test_filler_rows_longer_than_the_cap_are_refused(node) -> None:
     assert v.status == "unverifiable" and "max_tokens=32768" in v.reason
 
 
-def test_the_replay_stops_at_its_wall_clock_budget(node) -> None:
+def test_the_replay_stops_at_its_wall_clock_budget(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("budget"), decode_steps=8)
     j = judge_with(Caps(max_replay_s=1e-6)).judge(c, node.records[c.seq])
@@ -94,11 +99,11 @@ def test_the_replay_stops_at_its_wall_clock_budget(node) -> None:
     assert "max_replay_s=1e-06" in j.verdict.reason and "decode steps" in j.verdict.reason
 
 
-def test_attribution_candidates_count_against_the_budget(node) -> None:
+def test_attribution_candidates_count_against_the_budget(node, tiny_engine, shared_engines) -> None:
     f32 = tiny_engine("float32", "sdpa")
     c = node.make(f32, f32.encode("batch lie"), batch_size=4, declare={"batch_size": 1})
     rec = Record.decode(node.records[c.seq])
-    engines = EngineCache({"tiny": "tiny"}, factory=shared)
+    engines = EngineCache({"tiny": "tiny"}, factory=shared_engines)
     spent = attribute(engines, rec, FIELDS, (1, 2, 4), 16, deadline=time.monotonic() - 1)
     assert [(x.field, x.error) for x in spent.candidates] == [
         (spent.candidates[0].field, BUDGET_SPENT)
@@ -109,7 +114,9 @@ def test_attribution_candidates_count_against_the_budget(node) -> None:
     assert full.status == "exact"
 
 
-def test_no_reference_makes_the_node_suspect_but_our_own_failure_does_not(node) -> None:
+def test_no_reference_makes_the_node_suspect_but_our_own_failure_does_not(
+    node, tiny_engine, judge_with
+) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("mystery"), model="mystery-7b")
     j = judge_with().judge(c, node.records[c.seq])

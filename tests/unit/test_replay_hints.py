@@ -9,7 +9,6 @@ from fpmon.records import Record
 from fpmon.replay.hints import field_order, hidden_dtype
 from fpmon.reproduce import replay_record
 from fpmon.testing.fleet import ProverNode
-from tests.conftest import tiny_engine
 
 FIELDS = ("batch_size", "attn_impl", "dtype", "compiled")
 
@@ -30,7 +29,7 @@ def first_field(node, engine, declared_engine, **make) -> tuple[str, str]:
     return field_order(rec, comp, FIELDS)[0], hidden_dtype(rec)
 
 
-def test_batch_attention_and_dtype_hints(node) -> None:
+def test_batch_attention_and_dtype_hints(node, tiny_engine) -> None:
     f32 = tiny_engine("float32", "sdpa")
     assert first_field(node, f32, f32, batch_size=4, declare={"batch_size": 1}) == (
         "batch_size",
@@ -41,7 +40,7 @@ def test_batch_attention_and_dtype_hints(node) -> None:
     assert first_field(node, bf, f32, declare={"dtype": "float32"}) == ("dtype", "bfloat16")
 
 
-def test_honest_float32_probes_betray_no_dtype(node) -> None:
+def test_honest_float32_probes_betray_no_dtype(node, tiny_engine) -> None:
     f32 = tiny_engine("float32", "sdpa")
     c = node.make(f32, f32.encode("honest float32"))
     assert hidden_dtype(Record.decode(node.records[c.seq])) == ""

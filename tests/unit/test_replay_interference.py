@@ -8,11 +8,10 @@ import torch
 
 from fpmon.replay.interference import explain_slowdown, run_interference
 from fpmon.testing.fleet import ProverNode
-from tests.conftest import tiny_engine
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this host has CUDA: the gpu test runs")
-def test_cpu_run_is_skipped_with_the_reason() -> None:
+def test_cpu_run_is_skipped_with_the_reason(tiny_engine) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     node = ProverNode("i1")
     try:

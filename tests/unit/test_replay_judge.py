@@ -13,13 +13,8 @@ from fpmon.replay import calibration
 from fpmon.replay.engines import EngineCache
 from fpmon.replay.judge import Judge, JudgeOptions
 from fpmon.testing.fleet import ProverNode
-from tests.conftest import tiny_engine
 
 H100 = "NVIDIA H100 80GB HBM3"
-
-
-def shared(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +24,16 @@ def node():
     n.close()
 
 
-def judge_with(cal: calibration.Calibration | None = None, manifests: str = "require") -> Judge:
-    cal = cal or calibration.Calibration()
-    opts = JudgeOptions(False, manifests=manifests)
-    return Judge(EngineCache({"tiny": "tiny"}, factory=shared), cal, opts)
+@pytest.fixture
+def judge_with(shared_engines):
+    def _judge_with(
+        cal: calibration.Calibration | None = None, manifests: str = "require"
+    ) -> Judge:
+        cal = cal or calibration.Calibration()
+        opts = JudgeOptions(False, manifests=manifests)
+        return Judge(EngineCache({"tiny": "tiny"}, factory=shared_engines), cal, opts)
+
+    return _judge_with
 
 
 def cal_file(tmp: Path, max_rel: float, digest: str) -> calibration.Calibration:
@@ -59,7 +60,7 @@ def as_gpu(node: ProverNode, engine, ids, **declare):
     return c, node.records[c.seq]
 
 
-def test_cross_device_uses_the_band_and_says_so(node, tmp_path) -> None:
+def test_cross_device_uses_the_band_and_says_so(node, tmp_path, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "eager")
     ids = e.encode("bands between GPUs")
     # Ran eager, declares sdpa, on "another GPU": a real numerical difference.
@@ -76,7 +77,7 @@ def test_cross_device_uses_the_band_and_says_so(node, tmp_path) -> None:
     assert other_model.verdict.status == "mismatch"  # a band of another model does not apply
 
 
-def test_cross_device_identical_is_a_match_marked_cross(node) -> None:
+def test_cross_device_identical_is_a_match_marked_cross(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c, data = as_gpu(node, e, e.encode("same numbers"))
     j = judge_with().judge(c, data)
@@ -87,7 +88,7 @@ def test_cross_device_identical_is_a_match_marked_cross(node) -> None:
     assert j.cpu_s is not None and j.cpu_s > 0 and j.tokens > 0
 
 
-def test_record_contradicting_its_commitment_is_bad_opening(node) -> None:
+def test_record_contradicting_its_commitment_is_bad_opening(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("consistent?"))
     rec = Record.decode(node.records[c.seq])
@@ -97,7 +98,7 @@ def test_record_contradicting_its_commitment_is_bad_opening(node) -> None:
     assert judge_with().judge(c, b"\x01\x02").verdict.status == "bad_opening"
 
 
-def test_other_weights_and_unknown_engines_are_unverifiable(node) -> None:
+def test_other_weights_and_unknown_engines_are_unverifiable(node, tiny_engine, judge_with) -> None:
     e = tiny_engine("bfloat16", "sdpa")
     c = node.make(e, e.encode("weights"))
     rec = Record.decode(node.records[c.seq])
@@ -114,7 +115,7 @@ def test_other_weights_and_unknown_engines_are_unverifiable(node) -> None:
     assert v3.status == "unverifiable" and "compile_mode none declared" in v3.reason
 
 
-def test_served_tokens_must_be_the_greedy_choice() -> None:
+def test_served_tokens_must_be_the_greedy_choice(tiny_engine, judge_with) -> None:
     from fpmon.capture import capture_prompts
     from fpmon.engines.base import ProbeSpec
     from fpmon.wire import Commit
@@ -155,9 +156,15 @@ def test_served_tokens_must_be_the_greedy_choice() -> None:
     assert v.evidence.attribution_status == "tokens" and "greedy" in v.evidence.attribution_note
 
 
-def attributing_judge(**options) -> Judge:
-    opts = JudgeOptions(fields=("batch_size", "attn_impl", "dtype"), **options)
-    return Judge(EngineCache({"tiny": "tiny"}, factory=shared), calibration.Calibration(), opts)
+@pytest.fixture
+def attributing_judge(shared_engines):
+    def _attributing_judge(**options) -> Judge:
+        opts = JudgeOptions(fields=("batch_size", "attn_impl", "dtype"), **options)
+        return Judge(
+            EngineCache({"tiny": "tiny"}, factory=shared_engines), calibration.Calibration(), opts
+        )
+
+    return _attributing_judge
 
 
 # A prompt whose bfloat16 tokens are not the float32 replay's greedy choice at position 0: about
@@ -165,7 +172,9 @@ def attributing_judge(**options) -> Judge:
 NEAR_TIE = [103, 97, 128, 190, 10, 123, 14, 81, 183, 160, 154, 151, 103, 168, 46, 46, 131, 61, 6]
 
 
-def test_a_dtype_cheat_whose_tokens_differ_is_still_attributed(node) -> None:
+def test_a_dtype_cheat_whose_tokens_differ_is_still_attributed(
+    node, tiny_engine, attributing_judge
+) -> None:
     from fpmon.compare import greedy_violations
     from fpmon.reproduce import replay_record
 
@@ -182,7 +191,9 @@ def test_a_dtype_cheat_whose_tokens_differ_is_still_attributed(node) -> None:
     )
 
 
-def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
+def test_every_mismatch_says_how_its_attribution_ended(
+    node, tiny_engine, shared_engines, judge_with, attributing_judge
+) -> None:
     e = tiny_engine("bfloat16", "eager")
     c = node.make(e, e.encode("why not attributed"), declare={"attn_impl": "sdpa"})
     data = node.records[c.seq]
@@ -193,7 +204,7 @@ def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
     )
     # Only batch-size candidates: none reproduces an attention change.
     none = Judge(
-        EngineCache({"tiny": "tiny"}, factory=shared),
+        EngineCache({"tiny": "tiny"}, factory=shared_engines),
         calibration.Calibration(),
         JudgeOptions(fields=("batch_size",), batch_sizes=(1, 2)),
     ).judge(c, data)
@@ -207,7 +218,7 @@ def test_every_mismatch_says_how_its_attribution_ended(node) -> None:
     # The hint puts attention first, so one candidate suffices here: shedding needs a miss.
     assert shed.evidence.attribution_status == "exact"
     cut = Judge(
-        EngineCache({"tiny": "tiny"}, factory=shared),
+        EngineCache({"tiny": "tiny"}, factory=shared_engines),
         calibration.Calibration(),
         JudgeOptions(fields=("batch_size", "dtype"), batch_sizes=(1, 2, 4), max_candidates=1),
     ).judge(c, data)

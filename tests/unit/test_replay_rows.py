@@ -26,13 +26,8 @@ from fpmon.replay.rows import BLIND_SPOT, RowBook, check_record
 from fpmon.testing.fleet import ProverNode
 from fpmon.wire import Commit
 from fpmon.wire.messages import STATUSES, ClientRequest, ManifestRow
-from tests.conftest import tiny_engine
 
 DECLARED = EngineConfig(dtype="bfloat16", attn="sdpa")
-
-
-def shared(spec, setup, device):
-    return tiny_engine(setup.dtype, setup.attn_impl)
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +38,23 @@ def node():
 
 
 @pytest.fixture(scope="module")
-def bf():
+def bf(tiny_engine):
     return tiny_engine("bfloat16", "sdpa")
 
 
-def judge_with(book: RowBook | None = None, policy: str = "require", wait: float = 0.05) -> Judge:
-    opts = JudgeOptions(False, manifests=policy, link_wait_s=wait)  # type: ignore[arg-type]
-    j = Judge(EngineCache({"tiny": "tiny"}, factory=shared), calibration.Calibration(), opts)
-    j.rows = book
-    return j
+@pytest.fixture
+def judge_with(shared_engines):
+    def _judge_with(
+        book: RowBook | None = None, policy: str = "require", wait: float = 0.05
+    ) -> Judge:
+        opts = JudgeOptions(False, manifests=policy, link_wait_s=wait)  # type: ignore[arg-type]
+        j = Judge(
+            EngineCache({"tiny": "tiny"}, factory=shared_engines), calibration.Calibration(), opts
+        )
+        j.rows = book
+        return j
+
+    return _judge_with
 
 
 def book_of(node: ProverNode) -> RowBook:
@@ -79,7 +82,7 @@ def recommit(c: Commit, rec: Record) -> tuple[Commit, bytes]:
     return fixed, rec.encode()
 
 
-def test_honest_batches_of_one_and_of_several_match(node, bf) -> None:
+def test_honest_batches_of_one_and_of_several_match(node, bf, judge_with) -> None:
     one = node.make(bf, bf.encode("a request on its own"))
     several = node.make_batch(
         bf, [bf.encode("first of three"), bf.encode("the second, longer request"), [5, 6, 7]]
@@ -94,7 +97,7 @@ def test_honest_batches_of_one_and_of_several_match(node, bf) -> None:
     assert len({c.manifest for c in several}) == 1 and several[0].manifest != one.manifest
 
 
-def test_filler_rows_are_covert_without_any_replay(node, bf) -> None:
+def test_filler_rows_are_covert_without_any_replay(node, bf, judge_with) -> None:
     c = node.make(bf, bf.encode("beside three fillers"), batch_size=4, slot=0)
     j = judge_with(book_of(node)).judge(c, node.records[c.seq])
     v = j.verdict
@@ -111,7 +114,7 @@ def lie(node: ProverNode, bf, hide_rows: str, text: str) -> tuple[Commit, bytes]
     return recommit(c, rt.declare(opened(node, c), DECLARED))
 
 
-def test_declaring_batch_1_beside_a_4_row_manifest_is_covert(node, bf) -> None:
+def test_declaring_batch_1_beside_a_4_row_manifest_is_covert(node, bf, judge_with) -> None:
     c, data = lie(node, bf, "", "the red team's plain batch lie")
     rec = Record.decode(data)
     assert (rec.setup.batch_size, len(rec.schedule["row_lengths"]), len(rec.manifest)) == (1, 1, 4)
@@ -122,7 +125,7 @@ def test_declaring_batch_1_beside_a_4_row_manifest_is_covert(node, bf) -> None:
     )
 
 
-def test_stripping_the_fillers_everywhere_is_the_blind_spot(node, bf) -> None:
+def test_stripping_the_fillers_everywhere_is_the_blind_spot(node, bf, judge_with) -> None:
     c, data = lie(node, bf, "strip", "stripped of its fillers")
     rec = Record.decode(data)
     assert not check_record(rec).findings  # a consistent record: nothing in it to contradict
@@ -132,7 +135,9 @@ def test_stripping_the_fillers_everywhere_is_the_blind_spot(node, bf) -> None:
     assert v.status == "match"
 
 
-def test_forged_requests_for_the_fillers_contradict_the_nodes_own_commitments(node, bf) -> None:
+def test_forged_requests_for_the_fillers_contradict_the_nodes_own_commitments(
+    node, bf, judge_with
+) -> None:
     c, data = lie(node, bf, "forge", "fillers dressed as requests")
     rec = Record.decode(data)
     assert rec.setup.batch_size == 4 and all(r.request_id for r in rec.manifest or ())
@@ -148,7 +153,7 @@ def test_forged_requests_for_the_fillers_contradict_the_nodes_own_commitments(no
     assert "rows 2, 3: not committed when judged" in " ".join(v.evidence.notes)
 
 
-def test_a_judgement_waiting_for_a_sibling_wakes_when_it_is_committed(node, bf) -> None:
+def test_a_judgement_waiting_for_a_sibling_wakes_when_it_is_committed(node, bf, judge_with) -> None:
     c, data = lie(node, bf, "forge", "waiting for the next commit")
     book = book_of(node)
     judge = judge_with(book, wait=60.0)
@@ -162,7 +167,7 @@ def test_a_judgement_waiting_for_a_sibling_wakes_when_it_is_committed(node, bf) 
     assert out == ["covert_rows"] and time.monotonic() - t0 < 50
 
 
-def test_rows_hidden_from_the_manifest_but_not_from_the_schedule(node, bf) -> None:
+def test_rows_hidden_from_the_manifest_but_not_from_the_schedule(node, bf, judge_with) -> None:
     c = node.make(bf, bf.encode("schedule shows four"), batch_size=4, slot=0)
     rec = opened(node, c)
     rec = dataclasses.replace(rec, setup=rec.setup.replace(batch_size=1), manifest=rec.manifest[:1])
@@ -208,13 +213,13 @@ def own_row(rec: Record, req: ClientRequest, request_id: str | None = None) -> R
         ),
     ],
 )
-def test_the_own_row_must_be_the_clients_request(node, bf, change, finding) -> None:
+def test_the_own_row_must_be_the_clients_request(node, bf, change, finding, judge_with) -> None:
     c = node.make(bf, bf.encode("my own row"))
     v = judge_with().judge(*recommit(c, change(opened(node, c)))).verdict
     assert v.status == "covert_rows" and finding in v.reason, v.reason
 
 
-def test_a_text_prompt_is_checked_through_the_reference_tokenizer(node, bf) -> None:
+def test_a_text_prompt_is_checked_through_the_reference_tokenizer(node, bf, judge_with) -> None:
     from fpmon.wire import SubmitRequest
     from fpmon.wire.codec import payload
 
@@ -233,7 +238,7 @@ def test_a_text_prompt_is_checked_through_the_reference_tokenizer(node, bf) -> N
     assert v.status == "covert_rows" and "as the reference tokenizer reads it" in v.reason
 
 
-def test_one_request_in_two_rows_and_rows_without_a_digest(node, bf) -> None:
+def test_one_request_in_two_rows_and_rows_without_a_digest(node, bf, judge_with) -> None:
     cs = node.make_batch(bf, [bf.encode("row zero"), bf.encode("row one")])
     rec = opened(node, cs[0])
     r0, r1 = rec.manifest or ()
@@ -247,7 +252,7 @@ def test_one_request_in_two_rows_and_rows_without_a_digest(node, bf) -> None:
         assert v.status == "covert_rows" and finding in v.reason, v.reason
 
 
-def test_without_a_manifest_the_policy_decides(node, bf) -> None:
+def test_without_a_manifest_the_policy_decides(node, bf, judge_with) -> None:
     c = node.make(bf, bf.encode("an agent before manifests"))
     bare = dataclasses.replace(opened(node, c), manifest=None, request=None)
     c2, data = recommit(c, bare)
@@ -261,14 +266,14 @@ def test_without_a_manifest_the_policy_decides(node, bf) -> None:
     assert judge_with(policy="off").judge(f, node.records[f.seq]).verdict.status == "match"
 
 
-def test_a_manifest_other_than_the_committed_root_is_a_bad_opening(node, bf) -> None:
+def test_a_manifest_other_than_the_committed_root_is_a_bad_opening(node, bf, judge_with) -> None:
     cs = node.make_batch(bf, [bf.encode("one"), bf.encode("two")])
     other = msgspec.structs.replace(cs[0], manifest=cs[0].manifest[:-1] + b"\0")
     v = judge_with().judge(other, node.records[cs[0].seq]).verdict
     assert v.status == "bad_opening" and "manifest" in v.reason
 
 
-def test_an_oversized_manifest_is_refused_before_anything_else(node, bf) -> None:
+def test_an_oversized_manifest_is_refused_before_anything_else(node, bf, judge_with) -> None:
     c = node.make(bf, bf.encode("four thousand rows"))
     rec = opened(node, c)
     rows = (manifest.FILLER,) * (manifest.MAX_ROWS + 1)
@@ -279,7 +284,7 @@ def test_an_oversized_manifest_is_refused_before_anything_else(node, bf) -> None
     assert time.perf_counter() - t0 < 1.0
 
 
-def test_hostile_manifests_are_judged_never_raised(node, bf) -> None:
+def test_hostile_manifests_are_judged_never_raised(node, bf, judge_with) -> None:
     """Rows shuffled, dropped, added, renamed, emptied, digests cut: every one a verdict."""
     cs = node.make_batch(bf, [bf.encode("hostile"), bf.encode("rows"), [3, 4, 5]])
     book = book_of(node)
@@ -338,7 +343,7 @@ def test_the_book_forgets_beyond_its_window() -> None:
     assert book.wait_for("n", 4, 0.0) and not book.wait_for("n", 5, 0.0)
 
 
-def test_a_per_node_policy_overrides_the_default(node, bf) -> None:
+def test_a_per_node_policy_overrides_the_default(node, bf, judge_with) -> None:
     # A vLLM sidecar node is configured `manifests = "check"`; every other node stays `require`.
     c = node.make(bf, bf.encode("served by a sidecar"))
     bare = dataclasses.replace(opened(node, c), manifest=None, request=None)

@@ -4,6 +4,10 @@ code paths (`agents/telemetry.py`, `fpmon/gpm.py`) against this object.
 It reuses pynvml's own ctypes structures and constants (importable without a driver), so the
 GPM request the code builds is the one the real library would send; only the calls into the
 driver are simulated. Each fake GPU holds the figures the next samples will report.
+
+A test double, kept only because CI has no GPU ("no mocks where the real thing runs"): where a
+GPU is, the real pynvml runs (the GPU tests and benches). Used by the unit tests and by
+`bench/hidden_work_gpu.py --dry-run` (no GPU).
 """
 
 from __future__ import annotations
