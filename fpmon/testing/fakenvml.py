@@ -142,6 +142,9 @@ def _address(s: Any) -> int:
     return int(ctypes.cast(s, ctypes.c_void_p).value or 0)
 
 
+# Written out again, not imported from fpmon.gpm.METRICS: the fake answers by pynvml's own
+# constants, so a wrong name or pairing in the product's table fails a test instead of agreeing
+# with itself.
 _METRIC_CONSTS = {
     "graphics_util": "NVML_GPM_METRIC_GRAPHICS_UTIL",
     "sm_util": "NVML_GPM_METRIC_SM_UTIL",
