@@ -17,7 +17,8 @@ import uuid
 
 import zmq
 
-from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
+from fpmon.session import Session
+from fpmon.wire import SubmitReply, SubmitRequest
 
 PROMPTS = (
     "The treaty requires",
@@ -42,15 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.append(1))
     ctx = zmq.Context()
-    socks = {}
+    socks: dict[str, Session] = {}
     for ep in args.intake:
-        s = ctx.socket(zmq.DEALER)
-        s.linger = 0
-        s.connect(ep)
-        socks[ep] = s
+        socks[ep] = Session(ctx, zmq.DEALER, expect=(SubmitReply.TOPIC,))
+        socks[ep].connect(ep)
+    endpoint_of = {s.socket: ep for ep, s in socks.items()}
     poller = zmq.Poller()
     for s in socks.values():
-        poller.register(s, zmq.POLLIN)
+        poller.register(s.socket, zmq.POLLIN)
     prompts = itertools.cycle(PROMPTS)
     in_flight: dict[str, float] = {}  # endpoint -> when sent
     next_at = dict.fromkeys(socks, time.monotonic())
@@ -65,21 +65,20 @@ def main(argv: list[str] | None = None) -> int:
                     node="loadgen", t=time.time(), request_id=uuid.uuid4().hex,
                     prompt=next(prompts), max_tokens=args.max_tokens,
                 )  # fmt: skip
-                s.send_multipart(encode(req))
+                s.send(req)
                 in_flight[ep] = now
                 next_at[ep] = now + 1.0 / args.rate
                 sent += 1
-        for s, _ in poller.poll(100):
-            ep = next(e for e, x in socks.items() if x is s)
-            try:
-                reply = decode(s.recv_multipart(), expect=(SubmitReply.TOPIC,))
-                ok += reply.status == "ok"  # type: ignore[attr-defined]
-            except WireError:
-                pass
-            in_flight.pop(ep, None)
+        for sock, _ in poller.poll(100):
+            ep = endpoint_of[sock]
+            got = socks[ep].recv()
+            if got is None:
+                continue
+            ok += isinstance(got.msg, SubmitReply) and got.msg.status == "ok"
+            in_flight.pop(ep, None)  # a bad frame (counted by the session) ends the wait too
     print(f"loadgen: {sent} sent, {ok} served", file=sys.stderr)
     for s in socks.values():
-        s.close(0)
+        s.close()
     ctx.term()
     return 0
 

@@ -16,7 +16,8 @@ from typing import Any
 import zmq
 
 from fpmon.monitor.loadgen import PROMPTS
-from fpmon.wire import SubmitReply, SubmitRequest, WireError, decode, encode
+from fpmon.session import CurveClient, Session
+from fpmon.wire import SubmitReply, SubmitRequest
 
 
 class ClientLoad(threading.Thread):
@@ -43,12 +44,8 @@ class ClientLoad(threading.Thread):
 
     def run(self) -> None:
         ctx: zmq.Context[Any] = zmq.Context.instance()
-        s = ctx.socket(zmq.DEALER)
-        s.linger = 0
-        if self.curve:
-            from fpmon.transport import curve_client
-
-            curve_client(s, *self.curve)
+        security = CurveClient(*self.curve) if self.curve else None
+        s = Session(ctx, zmq.DEALER, expect=(SubmitReply.TOPIC,), security=security)
         s.connect(self.endpoint)
         in_flight: dict[str, float] = {}
         next_at = time.monotonic()
@@ -64,22 +61,18 @@ class ClientLoad(threading.Thread):
                         prompt=self.rng.choice(PROMPTS),
                         max_tokens=self.max_tokens,
                     )
-                    s.send_multipart(encode(req))
+                    s.send(req)
                     in_flight[rid] = now
                     self.sent += 1
                     next_at = now + self.rng.expovariate(self.rate)
                 wait = max(0.0, min(next_at - time.monotonic(), 0.05))
-                if s.poll(int(wait * 1000) + 1):
-                    self._read(s, in_flight)
+                got = s.recv(int(wait * 1000) + 1)
+                if got is not None and isinstance(got.msg, SubmitReply):
+                    self._read(got.msg, in_flight)
         finally:
-            s.close(linger=0)
+            s.close()
 
-    def _read(self, s: zmq.Socket[Any], in_flight: dict[str, float]) -> None:
-        try:
-            reply = decode(s.recv_multipart(), expect=(SubmitReply.TOPIC,))
-        except WireError:
-            return
-        assert isinstance(reply, SubmitReply)
+    def _read(self, reply: SubmitReply, in_flight: dict[str, float]) -> None:
         t0 = in_flight.pop(reply.request_id, None)
         if reply.status == "ok":
             self.ok += 1
