@@ -10,13 +10,13 @@ Dtype = Literal["bfloat16", "float16", "float32"]
 AttnImpl = Literal["eager", "sdpa"]
 EngineKind = Literal["hf", "vllm"]
 DTYPES: tuple[str, ...] = get_args(Dtype)
+ATTN_IMPLS: tuple[str, ...] = get_args(AttnImpl)
+ENGINES: tuple[str, ...] = get_args(EngineKind)
 # What `compiled = true` compiles in this build (fpmon/engines/regional.py: one compiled graph
 # per decoder layer). Declared with every compiled record: compile strategies round apart, so a
 # verifier replays only the one it runs, and an older agent's whole-stack compile (no mode
 # declared) is unverifiable rather than a mismatch that only the compiler caused.
 REGIONAL_COMPILE = "regional-layer-v1"
-ATTN_IMPLS: tuple[str, ...] = get_args(AttnImpl)
-ENGINES: tuple[str, ...] = get_args(EngineKind)
 
 # Fields that say *what computation ran*. Changing any of them may change the numerics, so a
 # replay must reproduce them; attribution names a mismatch by one of these.
