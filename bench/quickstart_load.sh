@@ -3,8 +3,9 @@
 # conditions, one after another, and a side-by-side table of what the verifier said in each:
 #
 #   quiet   nothing else runs
-#   cpu     BURNERS busy loops (default 2 per CPU: every host CPU oversubscribed 2x) (the node's launch-bound decode needs
-#           its CPU thread: does the timing check then call an honest node "slower"?)
+#   cpu     BURNERS busy loops (default 2 per CPU: every CPU oversubscribed 2x). The node's
+#           launch-bound decode needs its CPU thread: does the timing check then call an
+#           honest node "slower"? (H200 x2: with 32 loops on 32 CPUs, 2.35x; docs/GPU.md)
 #   gpu     bf16 matmuls at full duty in another process on the VERIFIER's GPU (its reference
 #           times grow: does an honest node then look "faster than its setup allows"?)
 #
@@ -62,13 +63,13 @@ import re
 import sys
 
 out, conds = sys.argv[1], sys.argv[2:]
-print(f"\n{'condition':<10} {'exit':>4} {'node-a verdicts':<22} timing alerts (kind severity: ratio)")
+print(f"\n{'condition':<10} {'exit':>4} {'node-a verdicts':<22} alerts (kind severity: ratio)")
 for c in conds:
     rc = open(f"{out}/{c}.rc").read().strip()
     try:
         snap = json.load(open(f"{out}/{c}/fleet/snapshot.json"))
     except (OSError, ValueError):
-        print(f"{c:<10} {rc:>4} no snapshot")
+        print(f"{c:<10} {rc:>4} no snapshot (exit 124/137: cut at RUN_TIMEOUT_S)")
         continue
     nodes = {n["node"]: n for n in snap.get("nodes", [])}
     v = nodes.get("node-a", {}).get("verdicts", {})
