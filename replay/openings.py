@@ -76,7 +76,6 @@ class Opener:
         self.verifier = verifier
         self.deadline_s = deadline_s
         self.retries = retries
-        self.limits = limits
         self.grace_s = grace_s
         self.max_late = max_late
         self.rejects = RejectCounter()  # every node's session counts here
